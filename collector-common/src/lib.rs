@@ -1,0 +1,98 @@
+//! Types that cross the kernel boundary: BPF map keys and values, and the
+//! layout of the globals userspace writes before loading the programs.
+//!
+//! Everything here is `#[repr(C)]` and `Pod` so both sides agree on the
+//! bytes. With the `user` feature the types also implement `aya::Pod`.
+#![no_std]
+
+use bytemuck::{Pod, Zeroable};
+
+/// Upper bound of interfaces tracked in the traffic map. A node with more
+/// live interfaces than this loses per-interface eBPF counts for the excess
+/// (counted in [`Counter::TrafficMapFull`]), never the netlink ones.
+pub const TRAFFIC_MAP_ENTRIES: u32 = 16_384;
+/// Upper bound of (interface, reason) pairs in the drop map.
+pub const DROP_MAP_ENTRIES: u32 = 32_768;
+/// Reason value recorded when the running kernel's `kfree_skb` tracepoint has
+/// no `reason` field (kernels before 5.17).
+pub const REASON_UNKNOWN: u32 = u32::MAX;
+
+/// Packets and bytes seen by the probes on one interface (one copy per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct IfTraffic {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+/// Key of the drop map: which interface, which kernel drop reason.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct DropKey {
+    pub ifindex: u32,
+    pub reason: u32,
+}
+
+/// Offsets and identities read from the running kernel by userspace and
+/// written into the BPF object as the global `KERNEL_LAYOUT` before load.
+/// Nothing kernel-version dependent is compiled into the BPF programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct KernelLayout {
+    /// Inode number of the network namespace whose devices are counted.
+    pub netns_inum: u32,
+    /// `net:netif_receive_skb` record: offsets of `skbaddr` and `len`.
+    pub rx_skbaddr: u32,
+    pub rx_len: u32,
+    /// `net:net_dev_start_xmit` record: offsets of `skbaddr` and `len`.
+    pub tx_skbaddr: u32,
+    pub tx_len: u32,
+    /// `skb:kfree_skb` record: offsets of `skbaddr` and `reason`.
+    pub drop_skbaddr: u32,
+    pub drop_reason: u32,
+    /// Non-zero when the `kfree_skb` record carries `reason`.
+    pub drop_has_reason: u32,
+    /// Drop reason values that mean "not a drop" (`NOT_DROPPED_YET`,
+    /// `CONSUMED`) on kernels that route them through `kfree_skb`.
+    pub reason_not_dropped: u32,
+    pub reason_consumed: u32,
+    /// `struct sk_buff`: offset of `dev`.
+    pub skb_dev: u32,
+    /// `struct net_device`: offsets of `ifindex` and `nd_net.net`.
+    pub dev_ifindex: u32,
+    pub dev_nd_net: u32,
+    /// `struct net`: offset of `ns.inum`.
+    pub net_ns_inum: u32,
+}
+
+/// Slots of the per-CPU `COUNTERS` array the probes bump on events that are
+/// not traffic: lost updates and unreadable kernel memory.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    TrafficMapFull = 0,
+    DropMapFull = 1,
+    KernelReadError = 2,
+    DropWithoutDevice = 3,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 4] = [
+        Counter::TrafficMapFull,
+        Counter::DropMapFull,
+        Counter::KernelReadError,
+        Counter::DropWithoutDevice,
+    ];
+    pub const COUNT: u32 = Self::ALL.len() as u32;
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all three are repr(C), Copy, and bytemuck::Pod (no padding, any
+    // bit pattern valid), which is what aya::Pod requires.
+    unsafe impl aya::Pod for super::IfTraffic {}
+    unsafe impl aya::Pod for super::DropKey {}
+    unsafe impl aya::Pod for super::KernelLayout {}
+}

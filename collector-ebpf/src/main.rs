@@ -1,0 +1,224 @@
+//! Tracepoint programs counting per-interface traffic and drops.
+//!
+//! Every kernel-specific number (tracepoint record offsets, struct member
+//! offsets, the collector's network namespace) arrives in `KERNEL_LAYOUT`,
+//! written by userspace from tracefs and BTF before load. Maps are per-CPU so
+//! the hot path never needs an atomic.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
+    macros::{map, tracepoint},
+    maps::{PerCpuArray, PerCpuHashMap},
+    programs::TracePointContext,
+};
+use collector_common::{
+    Counter, DropKey, IfTraffic, KernelLayout, DROP_MAP_ENTRIES, REASON_UNKNOWN,
+    TRAFFIC_MAP_ENTRIES,
+};
+
+const BPF_NOEXIST: u64 = 1;
+
+#[no_mangle]
+static KERNEL_LAYOUT: KernelLayout = KernelLayout {
+    netns_inum: 0,
+    rx_skbaddr: 0,
+    rx_len: 0,
+    tx_skbaddr: 0,
+    tx_len: 0,
+    drop_skbaddr: 0,
+    drop_reason: 0,
+    drop_has_reason: 0,
+    reason_not_dropped: 0,
+    reason_consumed: 0,
+    skb_dev: 0,
+    dev_ifindex: 0,
+    dev_nd_net: 0,
+    net_ns_inum: 0,
+};
+
+#[map]
+static TRAFFIC: PerCpuHashMap<u32, IfTraffic> =
+    PerCpuHashMap::with_max_entries(TRAFFIC_MAP_ENTRIES, 0);
+
+#[map]
+static DROPS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_entries(DROP_MAP_ENTRIES, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+#[inline(always)]
+fn layout() -> KernelLayout {
+    // Volatile: the value is patched into .rodata after compilation, so the
+    // compiler must not fold the zero initialiser.
+    unsafe { core::ptr::read_volatile(&KERNEL_LAYOUT) }
+}
+
+#[inline(always)]
+fn bump(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+unsafe fn read_kernel<T>(base: *const u8, offset: u32) -> Result<T, ()> {
+    bpf_probe_read_kernel(base.add(offset as usize) as *const T).map_err(|_| ())
+}
+
+/// Where `skb->dev` lives, seen from the collector.
+enum Device {
+    /// In the collector's network namespace, with this ifindex.
+    Local(u32),
+    /// In another namespace: someone else's traffic, never counted here.
+    Foreign,
+    /// No device attached (socket-level frees after the device was dropped).
+    Absent,
+}
+
+#[inline(always)]
+unsafe fn skb_device(layout: &KernelLayout, skb: *const u8) -> Result<Device, ()> {
+    let dev: *const u8 = read_kernel(skb, layout.skb_dev)?;
+    if dev.is_null() {
+        return Ok(Device::Absent);
+    }
+    let net: *const u8 = read_kernel(dev, layout.dev_nd_net)?;
+    if net.is_null() {
+        return Ok(Device::Absent);
+    }
+    let inum: u32 = read_kernel(net, layout.net_ns_inum)?;
+    if inum != layout.netns_inum {
+        return Ok(Device::Foreign);
+    }
+    let ifindex: i32 = read_kernel(dev, layout.dev_ifindex)?;
+    Ok(Device::Local(ifindex as u32))
+}
+
+#[inline(always)]
+fn add_traffic(ifindex: u32, rx: bool, len: u32) {
+    let entry = match TRAFFIC.get_ptr_mut(ifindex) {
+        Some(entry) => entry,
+        None => {
+            if TRAFFIC
+                .insert(ifindex, IfTraffic::default(), BPF_NOEXIST)
+                .is_err()
+            {
+                // Either the map is full or another program on this CPU
+                // raced us in; only the first is a lost update.
+                if TRAFFIC.get_ptr_mut(ifindex).is_none() {
+                    bump(Counter::TrafficMapFull);
+                    return;
+                }
+            }
+            match TRAFFIC.get_ptr_mut(ifindex) {
+                Some(entry) => entry,
+                None => return,
+            }
+        }
+    };
+    let entry = unsafe { &mut *entry };
+    if rx {
+        entry.rx_packets += 1;
+        entry.rx_bytes += len as u64;
+    } else {
+        entry.tx_packets += 1;
+        entry.tx_bytes += len as u64;
+    }
+}
+
+#[inline(always)]
+fn count_traffic(ctx: &TracePointContext, skbaddr_off: u32, len_off: u32, rx: bool) {
+    let layout = layout();
+    let result = unsafe {
+        let skb: *const u8 = match ctx.read_at(skbaddr_off as usize) {
+            Ok(skb) => skb,
+            Err(_) => return bump(Counter::KernelReadError),
+        };
+        let len: u32 = match ctx.read_at(len_off as usize) {
+            Ok(len) => len,
+            Err(_) => return bump(Counter::KernelReadError),
+        };
+        skb_device(&layout, skb).map(|device| (device, len))
+    };
+    match result {
+        Ok((Device::Local(ifindex), len)) => add_traffic(ifindex, rx, len),
+        Ok(_) => {}
+        Err(()) => bump(Counter::KernelReadError),
+    }
+}
+
+#[tracepoint]
+pub fn netif_receive_skb(ctx: TracePointContext) -> u32 {
+    let layout = layout();
+    count_traffic(&ctx, layout.rx_skbaddr, layout.rx_len, true);
+    0
+}
+
+#[tracepoint]
+pub fn net_dev_start_xmit(ctx: TracePointContext) -> u32 {
+    let layout = layout();
+    count_traffic(&ctx, layout.tx_skbaddr, layout.tx_len, false);
+    0
+}
+
+#[tracepoint]
+pub fn kfree_skb(ctx: TracePointContext) -> u32 {
+    let layout = layout();
+    let reason = if layout.drop_has_reason != 0 {
+        match unsafe { ctx.read_at::<u32>(layout.drop_reason as usize) } {
+            Ok(reason) => reason,
+            Err(_) => {
+                bump(Counter::KernelReadError);
+                return 0;
+            }
+        }
+    } else {
+        REASON_UNKNOWN
+    };
+    if layout.drop_has_reason != 0
+        && (reason == layout.reason_not_dropped || reason == layout.reason_consumed)
+    {
+        return 0;
+    }
+    let ifindex = unsafe {
+        let skb: *const u8 = match ctx.read_at(layout.drop_skbaddr as usize) {
+            Ok(skb) => skb,
+            Err(_) => {
+                bump(Counter::KernelReadError);
+                return 0;
+            }
+        };
+        skb_device(&layout, skb)
+    };
+    let ifindex = match ifindex {
+        Ok(Device::Local(ifindex)) => ifindex,
+        Ok(Device::Foreign) => return 0,
+        Ok(Device::Absent) => {
+            bump(Counter::DropWithoutDevice);
+            return 0;
+        }
+        Err(()) => {
+            bump(Counter::KernelReadError);
+            return 0;
+        }
+    };
+    let key = DropKey { ifindex, reason };
+    if let Some(count) = DROPS.get_ptr_mut(key) {
+        unsafe { *count += 1 };
+        return 0;
+    }
+    if DROPS.insert(key, 1, BPF_NOEXIST).is_err() {
+        match DROPS.get_ptr_mut(key) {
+            Some(count) => unsafe { *count += 1 },
+            None => bump(Counter::DropMapFull),
+        }
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

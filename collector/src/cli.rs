@@ -1,0 +1,281 @@
+//! Command line: flags, their environment variables, and validation. Every
+//! malformed value is rejected here, before anything touches the kernel,
+//! with a message naming the flag and exit code 2.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::filter::InterfaceFilter;
+
+/// Labels the collector sets itself; `--label` may not override them.
+const RESERVED_LABELS: [&str; 11] = [
+    "interface",
+    "host",
+    "hostname",
+    "state",
+    "reason",
+    "kind",
+    "master",
+    "address",
+    "ifindex",
+    "operstate",
+    "map",
+];
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "collector",
+    version,
+    about = "Network interface metrics from netlink and eBPF, for Prometheus and for humans",
+    long_about = "Network interface metrics from netlink and eBPF, for Prometheus and for humans.\n\n\
+        Without a subcommand it serves /metrics (same as `collector serve`).\n\n\
+        Example: collector --listen 0.0.0.0:2112 --label cluster=aks-prod --exclude '^veth'",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve /metrics, /healthz and /readyz (the default).
+    ///
+    /// Example: collector serve --listen 127.0.0.1:2112 --label cluster=aks-prod
+    Serve(ServeArgs),
+    /// Collect once and print it.
+    ///
+    /// Example: collector snapshot --format json --include '^eth'
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Address to serve on; on hostNetwork this is the node's address, so
+    /// give 127.0.0.1:2112 or the node IP to narrow exposure.
+    #[arg(
+        long,
+        env = "COLLECTOR_LISTEN",
+        default_value = "0.0.0.0:2112",
+        value_name = "ADDR:PORT"
+    )]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SnapshotArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = SnapshotFormat::Table)]
+    pub format: SnapshotFormat,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SnapshotFormat {
+    Table,
+    Json,
+    Prometheus,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// Node name for the `host` and `hostname` labels [default: $NODE_NAME, else the hostname].
+    #[arg(long, env = "COLLECTOR_NODE_NAME", value_name = "NAME", value_parser = parse_node_name)]
+    pub node_name: Option<String>,
+    /// Extra label on every interface series, e.g. cluster=aks-prod; repeatable
+    /// (comma-separated in COLLECTOR_LABEL).
+    #[arg(long = "label", env = "COLLECTOR_LABEL", value_name = "KEY=VALUE", value_delimiter = ',', value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Only interfaces whose name matches this regex (unanchored, as in node_exporter).
+    #[arg(long, env = "COLLECTOR_INCLUDE", value_name = "REGEX", conflicts_with = "exclude", value_parser = parse_regex)]
+    pub include: Option<String>,
+    /// Skip interfaces whose name matches this regex (unanchored; use ^...$ for whole names).
+    #[arg(long, env = "COLLECTOR_EXCLUDE", value_name = "REGEX", value_parser = parse_regex)]
+    pub exclude: Option<String>,
+    /// Do not load eBPF probes; serve netlink metrics only.
+    #[arg(long, env = "COLLECTOR_NO_EBPF")]
+    pub no_ebpf: bool,
+    /// Kernel BTF to read struct offsets from.
+    #[arg(long, env = "COLLECTOR_BTF", default_value = crate::kernel::btf_offsets::VMLINUX_BTF, hide = true)]
+    pub btf: String,
+    /// tracefs mount to read tracepoint formats from [default: found or mounted].
+    #[arg(long, env = "COLLECTOR_TRACEFS", hide = true)]
+    pub tracefs: Option<String>,
+}
+
+impl CommonArgs {
+    pub fn filter(&self) -> InterfaceFilter {
+        // Both regexes were compiled by their value parsers and clap enforces
+        // that at most one is given, so this cannot fail.
+        InterfaceFilter::new(self.include.as_deref(), self.exclude.as_deref()).unwrap_or_default()
+    }
+
+    /// Labels sorted by key; a key given twice is an error.
+    pub fn sorted_labels(&self) -> Result<Vec<(String, String)>, String> {
+        let mut labels = self.labels.clone();
+        labels.sort();
+        for pair in labels.windows(2) {
+            if pair[0].0 == pair[1].0 {
+                return Err(format!("--label: key `{}` given more than once", pair[0].0));
+            }
+        }
+        Ok(labels)
+    }
+
+    pub fn node_name(&self) -> String {
+        self.node_name
+            .clone()
+            .or_else(|| {
+                std::env::var("NODE_NAME")
+                    .ok()
+                    .filter(|n| !n.trim().is_empty())
+            })
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".to_string())
+    }
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))?;
+    let valid_start = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !valid_start || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "`{key}` is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+        ));
+    }
+    if key.starts_with("__") {
+        return Err(format!(
+            "`{key}`: names starting with __ are reserved by Prometheus"
+        ));
+    }
+    if RESERVED_LABELS.contains(&key) {
+        return Err(format!("`{key}` is set by the collector itself"));
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+fn parse_regex(text: &str) -> Result<String, String> {
+    regex::Regex::new(text)
+        .map(|_| text.to_string())
+        .map_err(|e| {
+            format!(
+                "invalid regex: {}",
+                e.to_string().lines().last().unwrap_or_default().trim()
+            )
+        })
+}
+
+fn parse_node_name(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("node name is empty".to_string());
+    }
+    Ok(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(args: &[&str]) -> String {
+        let error = Cli::try_parse_from(args).unwrap_err();
+        assert_eq!(error.exit_code(), 2, "{error}");
+        error.to_string()
+    }
+
+    #[test]
+    fn malformed_values_are_rejected_naming_the_flag() {
+        let cases: &[(&[&str], &[&str])] = &[
+            (
+                &["collector", "--listen", "nowhere"],
+                &["--listen", "nowhere"],
+            ),
+            (&["collector", "--listen", "1.2.3.4:99999"], &["--listen"]),
+            (
+                &["collector", "--label", "cluster"],
+                &["--label", "not KEY=VALUE"],
+            ),
+            (
+                &["collector", "--label", "9x=y"],
+                &["--label", "not a Prometheus label name"],
+            ),
+            (
+                &["collector", "--label", "__name__=y"],
+                &["--label", "reserved"],
+            ),
+            (
+                &["collector", "--label", "interface=y"],
+                &["--label", "set by the collector"],
+            ),
+            (
+                &["collector", "--include", "("],
+                &["--include", "invalid regex"],
+            ),
+            (
+                &["collector", "--exclude", "[z-a]"],
+                &["--exclude", "invalid regex"],
+            ),
+            (
+                &["collector", "--include", "a", "--exclude", "b"],
+                &["--include", "--exclude"],
+            ),
+            (
+                &["collector", "--node-name", " "],
+                &["--node-name", "empty"],
+            ),
+            (
+                &["collector", "snapshot", "--format", "xml"],
+                &["--format", "xml"],
+            ),
+        ];
+        for (args, needles) in cases {
+            let message = error_of(args);
+            for needle in *needles {
+                assert!(
+                    message.contains(needle),
+                    "{args:?}: `{needle}` not in: {message}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bare_invocation_serves_with_defaults() {
+        let cli = Cli::try_parse_from([
+            "collector",
+            "--label",
+            "cluster=a",
+            "--label",
+            "environment=b",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.serve.listen.to_string(), "0.0.0.0:2112");
+        assert_eq!(cli.serve.common.sorted_labels().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn duplicate_label_keys_are_rejected() {
+        let cli = Cli::try_parse_from(["collector", "--label", "a=1", "--label", "a=2"]).unwrap();
+        assert!(cli
+            .serve
+            .common
+            .sorted_labels()
+            .unwrap_err()
+            .contains("`a` given more than once"));
+    }
+}

@@ -1,0 +1,160 @@
+//! One collection: read every source, merge per interface, apply filters.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crate::filter::InterfaceFilter;
+use crate::snapshot::{EbpfInterface, EbpfStatus, Interface, Snapshot, SourceStatus};
+use crate::sources::ebpf::{EbpfReading, EbpfSource};
+use crate::sources::{link_speed, netlink};
+
+/// Who the node is and which interfaces to report.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    pub node: String,
+    /// `--label` pairs, sorted by key.
+    pub labels: Vec<(String, String)>,
+    pub filter: InterfaceFilter,
+}
+
+/// The eBPF side as decided at start-up.
+pub enum EbpfMode {
+    Enabled(Box<EbpfSource>),
+    Disabled { reason: String },
+}
+
+pub struct Collector {
+    config: CollectorConfig,
+    ebpf: Option<Mutex<EbpfSource>>,
+    ebpf_disabled_reason: Option<String>,
+    netlink_errors: AtomicU64,
+    ebpf_errors: AtomicU64,
+}
+
+impl Collector {
+    pub fn new(config: CollectorConfig, ebpf: EbpfMode) -> Self {
+        let (ebpf, ebpf_disabled_reason) = match ebpf {
+            EbpfMode::Enabled(source) => (Some(Mutex::new(*source)), None),
+            EbpfMode::Disabled { reason } => (None, Some(reason)),
+        };
+        Collector {
+            config,
+            ebpf,
+            ebpf_disabled_reason,
+            netlink_errors: AtomicU64::new(0),
+            ebpf_errors: AtomicU64::new(0),
+        }
+    }
+
+    pub fn ebpf_enabled(&self) -> bool {
+        self.ebpf.is_some()
+    }
+
+    /// Collects once. Never fails: a source that errs is reported in the
+    /// snapshot's status and counted, and the others are still served.
+    pub fn collect(&self) -> Snapshot {
+        let started = Instant::now();
+        let mut ebpf_status = EbpfStatus {
+            enabled: self.ebpf.is_some(),
+            disabled_reason: self.ebpf_disabled_reason.clone(),
+            ..EbpfStatus::default()
+        };
+        // The maps are read before the dump so that an interface created in
+        // between is absent from both (not pruned as stale), see below.
+        let mut ebpf_source = self
+            .ebpf
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
+        let reading = ebpf_source.as_ref().and_then(|source| {
+            ebpf_status.attachments = source.attachments().to_vec();
+            match source.read() {
+                Ok(reading) => Some(reading),
+                Err(error) => {
+                    self.ebpf_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "eBPF map read failed; serving netlink metrics only for this scrape");
+                    ebpf_status.read_error = Some(error.to_string());
+                    None
+                }
+            }
+        });
+
+        let (links, netlink_error) = match netlink::dump_links() {
+            Ok(dump) => (dump.links, None),
+            Err(error) => {
+                self.netlink_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "netlink dump failed");
+                (Vec::new(), Some(error.to_string()))
+            }
+        };
+
+        if let (Some(source), None) = (ebpf_source.as_mut(), &netlink_error) {
+            let live: HashSet<u32> = links.iter().map(|l| l.ifindex).collect();
+            source.forget_except(&live);
+            (
+                ebpf_status.traffic_map_entries,
+                ebpf_status.drop_map_entries,
+            ) = source.map_entries();
+        }
+        if let Some(reading) = &reading {
+            ebpf_status.probe_counters = reading.counters;
+        }
+        drop(ebpf_source);
+
+        let interfaces = self.merge(links, reading);
+        let mut errors_total = BTreeMap::new();
+        errors_total.insert("netlink", self.netlink_errors.load(Ordering::Relaxed));
+        if self.ebpf.is_some() {
+            errors_total.insert("ebpf", self.ebpf_errors.load(Ordering::Relaxed));
+        }
+        Snapshot {
+            node: self.config.node.clone(),
+            labels: self.config.labels.clone(),
+            interfaces,
+            sources: SourceStatus {
+                netlink_error,
+                ebpf: ebpf_status,
+                errors_total,
+            },
+            collection_seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+
+    fn merge(&self, links: Vec<netlink::Link>, mut reading: Option<EbpfReading>) -> Vec<Interface> {
+        let names: HashMap<u32, String> =
+            links.iter().map(|l| (l.ifindex, l.name.clone())).collect();
+        let mut interfaces: Vec<Interface> = links
+            .into_iter()
+            .filter(|link| self.config.filter.keeps(&link.name))
+            .map(|link| {
+                let ebpf = reading.as_mut().map(|r| {
+                    let traffic = r.traffic.remove(&link.ifindex).unwrap_or_default();
+                    EbpfInterface {
+                        rx_packets: traffic.rx_packets,
+                        rx_bytes: traffic.rx_bytes,
+                        tx_packets: traffic.tx_packets,
+                        tx_bytes: traffic.tx_bytes,
+                        drops: r.drops.remove(&link.ifindex).unwrap_or_default(),
+                    }
+                });
+                // Only physical NICs (no rtnl kind) report a meaningful speed;
+                // skipping sysfs for the thousands of veths keeps scrapes cheap.
+                let speed_bytes = if link.kind.is_none() {
+                    link_speed::speed_bytes_per_second(&link.name)
+                } else {
+                    None
+                };
+                let master = link.master_ifindex.and_then(|m| names.get(&m).cloned());
+                Interface {
+                    link,
+                    master,
+                    speed_bytes,
+                    ebpf,
+                }
+            })
+            .collect();
+        interfaces.sort_by(|a, b| a.link.name.cmp(&b.link.name));
+        interfaces
+    }
+}

@@ -1,0 +1,170 @@
+//! Struct member offsets of the running kernel, read from its BTF.
+//!
+//! This is where the probes' portability comes from: a member path such as
+//! `sk_buff.dev` is resolved against `/sys/kernel/btf/vmlinux` at start-up,
+//! walking through the anonymous unions and structs the kernel nests members
+//! in, so no offset is compiled into the BPF object.
+
+use std::path::Path;
+
+use btf_rs::{Btf, Type};
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("reading BTF from {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("BTF has no struct named `{0}`")]
+    StructNotFound(String),
+    #[error("BTF struct `{ty}` has no member path `{path}`")]
+    MemberNotFound { ty: String, path: String },
+    #[error("BTF member path `{ty}.{path}` is a bitfield, not a byte-addressable member")]
+    Bitfield { ty: String, path: String },
+    #[error("BTF has no enum named `{0}`")]
+    EnumNotFound(String),
+}
+
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn from_file(path: &Path) -> Result<Self, BtfError> {
+        let read_error = |reason: String| BtfError::Read {
+            path: path.display().to_string(),
+            reason,
+        };
+        // btf-rs reads with byteorder and trusts lengths in the header, so a
+        // truncated or hostile file must not reach it unchecked.
+        let bytes = std::fs::read(path).map_err(|e| read_error(e.to_string()))?;
+        Self::from_bytes(&bytes).map_err(|e| match e {
+            BtfError::Read { reason, .. } => read_error(reason),
+            other => other,
+        })
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, BtfError> {
+        let parsed = std::panic::catch_unwind(|| Btf::from_bytes(bytes));
+        match parsed {
+            Ok(Ok(btf)) => Ok(KernelBtf { btf }),
+            Ok(Err(e)) => Err(BtfError::Read {
+                path: "<bytes>".into(),
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(BtfError::Read {
+                path: "<bytes>".into(),
+                reason: "malformed BTF (parser rejected it)".into(),
+            }),
+        }
+    }
+
+    /// Byte offset of a dotted member path, e.g. `("net", "ns.inum")`.
+    pub fn member_offset(&self, struct_name: &str, path: &str) -> Result<u32, BtfError> {
+        let not_found = || BtfError::MemberNotFound {
+            ty: struct_name.to_string(),
+            path: path.to_string(),
+        };
+        let mut current = self.named_struct(struct_name)?;
+        let mut bits = 0u32;
+        for component in path.split('.') {
+            let composite = match self.strip_modifiers(current) {
+                Some(Type::Struct(s)) | Some(Type::Union(s)) => s,
+                _ => return Err(not_found()),
+            };
+            let hit = self
+                .find_member(&composite, component)
+                .ok_or_else(not_found)?;
+            if hit.bitfield {
+                return Err(BtfError::Bitfield {
+                    ty: struct_name.to_string(),
+                    path: path.to_string(),
+                });
+            }
+            bits += hit.bit_offset;
+            current = hit.ty;
+        }
+        if !bits.is_multiple_of(8) {
+            return Err(BtfError::Bitfield {
+                ty: struct_name.to_string(),
+                path: path.to_string(),
+            });
+        }
+        Ok(bits / 8)
+    }
+
+    /// Value of an enumerator, e.g. `("skb_drop_reason", "SKB_CONSUMED")`.
+    pub fn enum_value(&self, enum_name: &str, enumerator: &str) -> Result<Option<u32>, BtfError> {
+        let types = self
+            .btf
+            .resolve_types_by_name(enum_name)
+            .unwrap_or_default();
+        let found = types.into_iter().find_map(|t| match t {
+            Type::Enum(e) => Some(e),
+            _ => None,
+        });
+        let Some(e) = found else {
+            return Err(BtfError::EnumNotFound(enum_name.to_string()));
+        };
+        Ok(e.members
+            .iter()
+            .find(|m| self.btf.resolve_name(*m).is_ok_and(|n| n == enumerator))
+            .map(|m| m.val()))
+    }
+
+    fn named_struct(&self, name: &str) -> Result<Type, BtfError> {
+        let types = self.btf.resolve_types_by_name(name).unwrap_or_default();
+        types
+            .into_iter()
+            .find(|t| matches!(t, Type::Struct(_)))
+            .ok_or_else(|| BtfError::StructNotFound(name.to_string()))
+    }
+
+    /// Follows typedefs and qualifiers down to the type they name.
+    fn strip_modifiers(&self, mut ty: Type) -> Option<Type> {
+        for _ in 0..16 {
+            ty = match &ty {
+                Type::Typedef(t) => self.btf.resolve_chained_type(t).ok()?,
+                Type::Const(t) => self.btf.resolve_chained_type(t).ok()?,
+                Type::Volatile(t) => self.btf.resolve_chained_type(t).ok()?,
+                Type::Restrict(t) => self.btf.resolve_chained_type(t).ok()?,
+                Type::TypeTag(t) => self.btf.resolve_chained_type(t).ok()?,
+                _ => return Some(ty),
+            };
+        }
+        None
+    }
+
+    /// Finds `name` among the members of `composite`, descending into
+    /// anonymous members.
+    fn find_member(&self, composite: &btf_rs::Struct, name: &str) -> Option<MemberHit> {
+        for member in &composite.members {
+            let member_name = self.btf.resolve_name(member).unwrap_or_default();
+            if member_name == name {
+                return Some(MemberHit {
+                    bit_offset: member.bit_offset(),
+                    ty: self.btf.resolve_chained_type(member).ok()?,
+                    bitfield: member.bitfield_size().is_some_and(|size| size != 0),
+                });
+            }
+            if member_name.is_empty() {
+                let inner = self.strip_modifiers(self.btf.resolve_chained_type(member).ok()?);
+                if let Some(Type::Struct(s)) | Some(Type::Union(s)) = inner {
+                    if let Some(hit) = self.find_member(&s, name) {
+                        return Some(MemberHit {
+                            bit_offset: member.bit_offset() + hit.bit_offset,
+                            ..hit
+                        });
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+struct MemberHit {
+    bit_offset: u32,
+    ty: Type,
+    bitfield: bool,
+}

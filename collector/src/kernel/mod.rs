@@ -1,0 +1,6 @@
+//! Reading the running kernel: everything version-specific lives here and
+//! comes out as plain values the loader hands to BPF.
+pub mod btf_offsets;
+pub mod layout;
+pub mod netns;
+pub mod tracefs;

@@ -1,0 +1,14 @@
+//! Network interface metrics collector: netlink and eBPF sources, one
+//! snapshot type, Prometheus and terminal outputs.
+//!
+//! Data flows one way: `sources` -> `collect` (a `Snapshot`) -> `exposition`
+//! / `server` / the CLI.
+pub mod cli;
+pub mod collect;
+pub mod exposition;
+pub mod filter;
+pub mod kernel;
+pub mod server;
+pub mod snapshot;
+pub mod sources;
+pub mod table;

@@ -1,0 +1,172 @@
+//! HTTP surface: `/metrics`, `/healthz`, `/readyz`.
+//!
+//! Collection happens at scrape time. Scrapes that arrive while one
+//! collection is running share its result instead of dumping netlink again.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use warp::http::StatusCode;
+use warp::Filter;
+
+use crate::collect::Collector;
+use crate::exposition;
+use crate::snapshot::Snapshot;
+
+type SharedCollection = Shared<BoxFuture<'static, Arc<Snapshot>>>;
+
+pub struct Scraper {
+    collector: Arc<Collector>,
+    in_flight: Mutex<Option<SharedCollection>>,
+    ready: AtomicBool,
+}
+
+impl Scraper {
+    pub fn new(collector: Arc<Collector>) -> Arc<Self> {
+        Arc::new(Scraper {
+            collector,
+            in_flight: Mutex::new(None),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Ready once a collection has read netlink successfully.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// The result of the in-flight collection, or of a new one.
+    pub async fn snapshot(self: &Arc<Self>) -> Arc<Snapshot> {
+        let shared = {
+            // Held while spawning so the task's own clean-up cannot run
+            // before its future is published in the slot.
+            let mut slot = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                Some(shared) => shared.clone(),
+                None => {
+                    let this = Arc::clone(self);
+                    let task = tokio::spawn(async move {
+                        let collector = Arc::clone(&this.collector);
+                        let snapshot =
+                            tokio::task::spawn_blocking(move || collector.collect()).await;
+                        this.in_flight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .take();
+                        match snapshot {
+                            Ok(snapshot) => {
+                                if snapshot.sources.netlink_error.is_none() {
+                                    this.ready.store(true, Ordering::Relaxed);
+                                }
+                                Some(Arc::new(snapshot))
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, "collection task failed");
+                                None
+                            }
+                        }
+                    });
+                    let collector = Arc::clone(&self.collector);
+                    let shared = async move {
+                        match task.await.ok().flatten() {
+                            Some(snapshot) => snapshot,
+                            // The collection thread died: serve what a failed
+                            // collection would, rather than nothing.
+                            None => Arc::new(collector.collect()),
+                        }
+                    }
+                    .boxed()
+                    .shared();
+                    *slot = Some(shared.clone());
+                    shared
+                }
+            }
+        };
+        shared.await
+    }
+}
+
+/// Routes: GET/HEAD on the three paths; anything else 404 (unknown path) or
+/// 405 (known path, other method).
+pub fn routes(
+    scraper: Arc<Scraper>,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
+    let read_only = warp::get().or(warp::head()).unify();
+    let metrics = {
+        let scraper = Arc::clone(&scraper);
+        warp::path!("metrics").and(read_only).then(move || {
+            let scraper = Arc::clone(&scraper);
+            async move {
+                let snapshot = scraper.snapshot().await;
+                let body = exposition::render(&snapshot);
+                warp::reply::with_header(body, "content-type", exposition::CONTENT_TYPE)
+            }
+        })
+    };
+    let healthz = warp::path!("healthz").and(read_only).map(|| "ok\n");
+    let readyz = {
+        let scraper = Arc::clone(&scraper);
+        warp::path!("readyz").and(read_only).map(move || {
+            if scraper.is_ready() {
+                warp::reply::with_status("ready\n", StatusCode::OK)
+            } else {
+                warp::reply::with_status(
+                    "no successful collection yet\n",
+                    StatusCode::SERVICE_UNAVAILABLE,
+                )
+            }
+        })
+    };
+    metrics
+        .map(warp::Reply::into_response)
+        .or(healthz.map(warp::Reply::into_response))
+        .unify()
+        .or(readyz.map(warp::Reply::into_response))
+        .unify()
+        .recover(|rejection: warp::Rejection| async move {
+            let status = if rejection.is_not_found() {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::METHOD_NOT_ALLOWED
+            };
+            let message = if status == StatusCode::NOT_FOUND {
+                "not found\n"
+            } else {
+                "method not allowed\n"
+            };
+            Ok::<_, Infallible>(warp::Reply::into_response(warp::reply::with_status(
+                message, status,
+            )))
+        })
+        .unify()
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address}: {source}")]
+pub struct ListenError {
+    pub address: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds `address` and serves until `shutdown` resolves.
+pub async fn serve(
+    scraper: Arc<Scraper>,
+    address: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ListenError> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| ListenError { address, source })?;
+    let bound = listener.local_addr().unwrap_or(address);
+    tracing::info!(address = %bound, "serving /metrics, /healthz, /readyz");
+    warp::serve(routes(scraper))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! The one value every output renders: what the sources read in one
+//! collection, merged per interface. `/metrics`, `snapshot` and `watch` all
+//! print a `Snapshot`, so they cannot disagree.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::sources::ebpf::{Attachment, ProbeCounters};
+use crate::sources::netlink::Link;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Node name reported in the `host`/`hostname` labels.
+    pub node: String,
+    /// Extra `--label` pairs, sorted by key.
+    pub labels: Vec<(String, String)>,
+    /// Kept interfaces, sorted by name.
+    pub interfaces: Vec<Interface>,
+    pub sources: SourceStatus,
+    /// Wall time this collection took.
+    pub collection_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Interface {
+    #[serde(flatten)]
+    pub link: Link,
+    /// Name of the master device, resolved from `master_ifindex`.
+    pub master: Option<String>,
+    pub speed_bytes: Option<u64>,
+    /// Probe counts; `None` when eBPF is disabled.
+    pub ebpf: Option<EbpfInterface>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct EbpfInterface {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Kernel drop reason (without `SKB_DROP_REASON_`) -> packets.
+    pub drops: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    /// `None` when the dump succeeded.
+    pub netlink_error: Option<String>,
+    pub ebpf: EbpfStatus,
+    /// Cumulative failed collections per source since start.
+    pub errors_total: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EbpfStatus {
+    pub enabled: bool,
+    /// Why eBPF is off, as logged at start-up.
+    pub disabled_reason: Option<String>,
+    /// Error of this collection's map read, if any.
+    pub read_error: Option<String>,
+    pub attachments: Vec<Attachment>,
+    pub probe_counters: ProbeCounters,
+    pub traffic_map_entries: usize,
+    pub drop_map_entries: usize,
+}

@@ -1,0 +1,317 @@
+//! eBPF source: loads the tracepoint programs with this kernel's layout,
+//! keeps them attached, and reads their per-CPU maps.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
+use aya::programs::TracePoint;
+use aya::{Ebpf, EbpfLoader};
+use collector_common::{Counter, DropKey, IfTraffic, REASON_UNKNOWN};
+use serde::Serialize;
+
+use crate::kernel::btf_offsets::{BtfError, KernelBtf, VMLINUX_BTF};
+use crate::kernel::layout::{
+    probe_layout, LayoutError, ProbeLayout, TracepointFormats, DROP_TRACEPOINT, RX_TRACEPOINT,
+    TX_TRACEPOINT,
+};
+use crate::kernel::netns::own_netns_inum;
+use crate::kernel::tracefs::{Tracefs, TracefsError, TRACEFS_CANDIDATES};
+
+/// The BPF object built by `cargo xtask build-ebpf`, embedded at compile time.
+pub static BPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector-ebpf.o"));
+
+/// The programs in the object and where each attaches.
+const PROGRAMS: [(&str, (&str, &str)); 3] = [
+    ("netif_receive_skb", RX_TRACEPOINT),
+    ("net_dev_start_xmit", TX_TRACEPOINT),
+    ("kfree_skb", DROP_TRACEPOINT),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error("tracefs unavailable: {0}")]
+    Tracefs(#[from] TracefsError),
+    #[error("kernel BTF unavailable: {0}")]
+    Btf(#[from] BtfError),
+    #[error("cannot read this kernel's probe layout: {0}")]
+    Layout(#[from] LayoutError),
+    #[error("cannot identify our network namespace: {0}")]
+    Netns(#[source] std::io::Error),
+    #[error("loading BPF programs failed (needs CAP_BPF and CAP_PERFMON, or root): {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("BPF object has no {0}")]
+    Missing(String),
+    #[error("no probe could be attached: {0}")]
+    NothingAttached(String),
+    #[error("reading BPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// Where to look for the kernel's self-description; tests point these at
+/// missing paths to exercise the degraded start-up.
+#[derive(Debug, Clone)]
+pub struct KernelSources {
+    pub btf_path: String,
+    /// `None`: find (and if needed mount) tracefs at the usual places.
+    pub tracefs_root: Option<String>,
+}
+
+impl Default for KernelSources {
+    fn default() -> Self {
+        KernelSources {
+            btf_path: VMLINUX_BTF.to_string(),
+            tracefs_root: None,
+        }
+    }
+}
+
+/// One program and its tracepoint, as reported in `collector_ebpf_probe_info`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Attachment {
+    pub program: String,
+    pub tracepoint: String,
+    pub attached: bool,
+    pub error: Option<String>,
+}
+
+/// Probe-side self-counters (see [`Counter`]).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct ProbeCounters {
+    pub traffic_map_full: u64,
+    pub drop_map_full: u64,
+    pub kernel_read_errors: u64,
+    pub drops_without_device: u64,
+}
+
+/// One read of the maps, summed over CPUs.
+#[derive(Debug, Clone, Default)]
+pub struct EbpfReading {
+    pub traffic: HashMap<u32, IfTraffic>,
+    /// ifindex -> reason name -> packets.
+    pub drops: HashMap<u32, BTreeMap<String, u64>>,
+    pub counters: ProbeCounters,
+}
+
+pub struct EbpfSource {
+    traffic: PerCpuHashMap<MapData, u32, IfTraffic>,
+    drops: PerCpuHashMap<MapData, DropKey, u64>,
+    counters: PerCpuArray<MapData, u64>,
+    reason_names: BTreeMap<u32, String>,
+    attachments: Vec<Attachment>,
+    has_drop_reason: bool,
+    // Owns the programs and their links: dropping it detaches everything.
+    _ebpf: Ebpf,
+}
+
+impl EbpfSource {
+    /// Reads the kernel layout, loads the embedded object and attaches every
+    /// probe it can. Fails only when nothing useful could be attached.
+    pub fn start(sources: &KernelSources) -> Result<Self, EbpfError> {
+        let tracefs = match &sources.tracefs_root {
+            Some(root) => {
+                let tracefs = Tracefs::at(root);
+                if !tracefs.root().join("events").is_dir() {
+                    return Err(TracefsError::NotMounted(root.clone()).into());
+                }
+                tracefs
+            }
+            None => locate_or_mount_tracefs()?,
+        };
+        let btf = KernelBtf::from_file(Path::new(&sources.btf_path))?;
+        let formats = TracepointFormats::read(&tracefs)?;
+        let netns_inum = own_netns_inum().map_err(EbpfError::Netns)?;
+        let layout = probe_layout(&formats, &btf, netns_inum)?;
+        Self::load(BPF_OBJECT, layout)
+    }
+
+    fn load(object: &[u8], layout: ProbeLayout) -> Result<Self, EbpfError> {
+        let mut ebpf = EbpfLoader::new()
+            .override_global("KERNEL_LAYOUT", &layout.globals, true)
+            .load(object)?;
+        let mut attachments = Vec::new();
+        for (program, (category, name)) in PROGRAMS {
+            let outcome = attach(&mut ebpf, program, category, name);
+            if let Err(error) = &outcome {
+                tracing::warn!(program, tracepoint = %format!("{category}:{name}"), %error, "probe not attached; its metrics will be missing");
+            }
+            attachments.push(Attachment {
+                program: program.to_string(),
+                tracepoint: format!("{category}:{name}"),
+                attached: outcome.is_ok(),
+                error: outcome.err(),
+            });
+        }
+        if attachments.iter().all(|a| !a.attached) {
+            let errors: Vec<_> = attachments.iter().filter_map(|a| a.error.clone()).collect();
+            return Err(EbpfError::NothingAttached(errors.join("; ")));
+        }
+        let traffic = take_map(&mut ebpf, "TRAFFIC")?;
+        let drops = take_map(&mut ebpf, "DROPS")?;
+        let counters = take_map(&mut ebpf, "COUNTERS")?;
+        if !layout.has_drop_reason {
+            tracing::info!("kfree_skb has no `reason` field on this kernel (before 5.17); drops are counted as reason=\"unknown\"");
+        }
+        Ok(EbpfSource {
+            traffic,
+            drops,
+            counters,
+            reason_names: layout.drop_reason_names,
+            attachments,
+            has_drop_reason: layout.has_drop_reason,
+            _ebpf: ebpf,
+        })
+    }
+
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    pub fn has_drop_reason(&self) -> bool {
+        self.has_drop_reason
+    }
+
+    /// Sums every per-CPU map entry.
+    pub fn read(&self) -> Result<EbpfReading, EbpfError> {
+        let mut reading = EbpfReading::default();
+        for entry in self.traffic.iter() {
+            let (ifindex, per_cpu) = entry.map_err(|source| EbpfError::Map {
+                map: "TRAFFIC",
+                source,
+            })?;
+            let mut total = IfTraffic::default();
+            for cpu in per_cpu.iter() {
+                total.rx_packets += cpu.rx_packets;
+                total.rx_bytes += cpu.rx_bytes;
+                total.tx_packets += cpu.tx_packets;
+                total.tx_bytes += cpu.tx_bytes;
+            }
+            reading.traffic.insert(ifindex, total);
+        }
+        for entry in self.drops.iter() {
+            let (key, per_cpu) = entry.map_err(|source| EbpfError::Map {
+                map: "DROPS",
+                source,
+            })?;
+            let packets: u64 = per_cpu.iter().sum();
+            *reading
+                .drops
+                .entry(key.ifindex)
+                .or_default()
+                .entry(self.reason_name(key.reason))
+                .or_default() += packets;
+        }
+        let counter = |slot: Counter| -> Result<u64, EbpfError> {
+            let per_cpu =
+                self.counters
+                    .get(&(slot as u32), 0)
+                    .map_err(|source| EbpfError::Map {
+                        map: "COUNTERS",
+                        source,
+                    })?;
+            Ok(per_cpu.iter().sum())
+        };
+        reading.counters = ProbeCounters {
+            traffic_map_full: counter(Counter::TrafficMapFull)?,
+            drop_map_full: counter(Counter::DropMapFull)?,
+            kernel_read_errors: counter(Counter::KernelReadError)?,
+            drops_without_device: counter(Counter::DropWithoutDevice)?,
+        };
+        Ok(reading)
+    }
+
+    /// Removes the entries of interfaces not in `live`, so pod churn cannot
+    /// fill the maps. Returns how many entries went.
+    pub fn forget_except(&mut self, live: &HashSet<u32>) -> usize {
+        let stale: Vec<u32> = self
+            .traffic
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|i| !live.contains(i))
+            .collect();
+        let stale_drops: Vec<DropKey> = self
+            .drops
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !live.contains(&k.ifindex))
+            .collect();
+        let mut removed = 0;
+        for ifindex in stale {
+            removed += usize::from(self.traffic.remove(&ifindex).is_ok());
+        }
+        for key in stale_drops {
+            removed += usize::from(self.drops.remove(&key).is_ok());
+        }
+        removed
+    }
+
+    /// Number of entries currently in the traffic and drop maps.
+    pub fn map_entries(&self) -> (usize, usize) {
+        (self.traffic.keys().count(), self.drops.keys().count())
+    }
+
+    fn reason_name(&self, reason: u32) -> String {
+        if reason == REASON_UNKNOWN {
+            return "unknown".to_string();
+        }
+        self.reason_names
+            .get(&reason)
+            .cloned()
+            .unwrap_or_else(|| format!("reason_{reason}"))
+    }
+}
+
+fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<(), String> {
+    let tracepoint: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} missing from the BPF object"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    tracepoint
+        .load()
+        .map_err(|e| format!("verifier/load: {e}"))?;
+    tracepoint
+        .attach(category, name)
+        .map_err(|e| format!("attach: {e}"))?;
+    Ok(())
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| EbpfError::Missing(format!("map {name}")))?;
+    T::try_from(map).map_err(|source| EbpfError::Map { map: name, source })
+}
+
+/// Finds tracefs; when it is not mounted and we may mount, mounts it at the
+/// first standard place (aya also needs it to resolve tracepoint ids).
+fn locate_or_mount_tracefs() -> Result<Tracefs, TracefsError> {
+    if let Ok(tracefs) = Tracefs::locate() {
+        return Ok(tracefs);
+    }
+    let target = TRACEFS_CANDIDATES[0];
+    let source = c"tracefs";
+    let target_c = std::ffi::CString::new(target).expect("constant path has no NUL");
+    // SAFETY: all pointers are valid NUL-terminated strings; data is null.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target_c.as_ptr(),
+            source.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        tracing::info!(target, "mounted tracefs");
+    }
+    Tracefs::locate()
+}

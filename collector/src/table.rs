@@ -1,0 +1,77 @@
+//! Terminal table of a [`Snapshot`], the `ip -s link` replacement view.
+
+use std::fmt::Write;
+
+use crate::snapshot::Snapshot;
+
+/// Binary units as `ip -h` prints them: 1.5KiB, 3.2MiB.
+pub fn human_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{value:.0}{}", UNITS[unit])
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
+}
+
+pub fn render(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:<5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8}  TOP DROP REASONS (eBPF)",
+        "INTERFACE", "STATE", "MTU", "RX", "RX PKTS", "TX", "TX PKTS", "ERRORS", "DROPPED"
+    );
+    for interface in &snapshot.interfaces {
+        let link = &interface.link;
+        let c = &link.counters;
+        let mut reasons: Vec<(&String, &u64)> =
+            interface.ebpf.iter().flat_map(|e| e.drops.iter()).collect();
+        reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let top: Vec<String> = reasons
+            .iter()
+            .take(3)
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<16} {:<5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8}  {}",
+            link.name,
+            if link.admin_up { "up" } else { "down" },
+            link.mtu,
+            human_bytes(c.rx_bytes as f64),
+            c.rx_packets,
+            human_bytes(c.tx_bytes as f64),
+            c.tx_packets,
+            c.rx_errors + c.tx_errors,
+            c.rx_dropped + c.tx_dropped,
+            top.join(" ")
+        );
+    }
+    let ebpf = &snapshot.sources.ebpf;
+    if !ebpf.enabled {
+        let why = ebpf.disabled_reason.as_deref().unwrap_or("not loaded");
+        let _ = writeln!(out, "\neBPF: off ({why}); netlink counters only");
+    }
+    if let Some(error) = &snapshot.sources.netlink_error {
+        let _ = writeln!(out, "\nnetlink: {error}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_bytes(512.0), "512B");
+        assert_eq!(human_bytes(1536.0), "1.5KiB");
+        assert_eq!(human_bytes(3.0 * 1024.0 * 1024.0), "3.0MiB");
+    }
+}

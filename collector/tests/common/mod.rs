@@ -1,0 +1,399 @@
+//! Shared harness of the privileged integration tests: network namespaces
+//! and veth pairs the test creates (and removes on drop, also when a test
+//! panics), the collector binary started inside a namespace, and a parser
+//! for what it serves. Traffic only ever uses 198.18.0.0/15 inside those
+//! namespaces.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const COLLECTOR: &str = env!("CARGO_BIN_EXE_collector");
+
+/// Fails loudly: these tests are part of CI and must never pass by skipping.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(uid, 0, "PRIVILEGED TEST CANNOT RUN: needs root for BPF and network namespaces (run `cargo xtask test` as root)");
+    println!("privileged test running as root: BPF and netns available");
+}
+
+pub fn run(program: &str, args: &[&str]) -> Output {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+static NEXT_NETNS: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace owned by the test; deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!(
+            "ct-{tag}-{}-{}",
+            std::process::id(),
+            NEXT_NETNS.fetch_add(1, Ordering::Relaxed)
+        );
+        run("ip", &["netns", "add", &name]);
+        let netns = Netns { name };
+        // No IPv6: router solicitations and MLD reports would add packets the
+        // tests do not send.
+        netns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+        netns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+        netns.ip(&["link", "set", "lo", "up"]);
+        netns
+    }
+
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut full = vec!["netns", "exec", self.name.as_str()];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace. Sockets created
+    /// there stay in this namespace wherever they are used afterwards.
+    pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+                    // SAFETY: valid fd of a netns file; affects this thread only.
+                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                    f()
+                })
+                .join()
+                .expect("thread in netns panicked")
+        })
+    }
+
+    /// `ip -s -s -j link` of this namespace, by interface name.
+    pub fn ip_links(&self) -> BTreeMap<String, serde_json::Value> {
+        let output = self.ip(&["-s", "-s", "-j", "link", "show"]);
+        let links: Vec<serde_json::Value> =
+            serde_json::from_slice(&output.stdout).expect("ip -j output is JSON");
+        links
+            .into_iter()
+            .map(|l| (l["ifname"].as_str().unwrap().to_string(), l))
+            .collect()
+    }
+
+    pub fn mac(&self, interface: &str) -> String {
+        self.ip_links()[interface]["address"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// A veth pair between two namespaces, addressed from 198.18.<subnet>.0/24
+/// with permanent neighbour entries, so no ARP adds packets.
+pub struct VethPair {
+    pub a: String,
+    pub b: String,
+    pub a_addr: String,
+    pub b_addr: String,
+}
+
+impl VethPair {
+    pub fn new(ns_a: &Netns, a: &str, ns_b: &Netns, b: &str, subnet: u8) -> VethPair {
+        ns_a.ip(&[
+            "link", "add", a, "type", "veth", "peer", "name", b, "netns", &ns_b.name,
+        ]);
+        let a_addr = format!("198.18.{subnet}.1");
+        let b_addr = format!("198.18.{subnet}.2");
+        ns_a.ip(&["addr", "add", &format!("{a_addr}/24"), "dev", a]);
+        ns_b.ip(&["addr", "add", &format!("{b_addr}/24"), "dev", b]);
+        ns_a.ip(&["link", "set", a, "up"]);
+        ns_b.ip(&["link", "set", b, "up"]);
+        let (mac_a, mac_b) = (ns_a.mac(a), ns_b.mac(b));
+        ns_a.ip(&[
+            "neigh",
+            "replace",
+            &b_addr,
+            "lladdr",
+            &mac_b,
+            "dev",
+            a,
+            "nud",
+            "permanent",
+        ]);
+        ns_b.ip(&[
+            "neigh",
+            "replace",
+            &a_addr,
+            "lladdr",
+            &mac_a,
+            "dev",
+            b,
+            "nud",
+            "permanent",
+        ]);
+        VethPair {
+            a: a.into(),
+            b: b.into(),
+            a_addr,
+            b_addr,
+        }
+    }
+}
+
+/// Sends `count` UDP datagrams of `payload` bytes from inside `ns`.
+pub fn send_udp(ns: &Netns, destination: &str, count: usize, payload: usize) {
+    let destination = destination.to_string();
+    ns.run_in(move || {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let data = vec![0x5au8; payload];
+        for _ in 0..count {
+            socket.send_to(&data, &destination).unwrap();
+        }
+    });
+}
+
+/// A UDP socket bound inside `ns`; counts what arrives.
+pub fn udp_listener(ns: &Netns, address: &str) -> UdpSocket {
+    let address = address.to_string();
+    let socket = ns.run_in(move || UdpSocket::bind(&address).unwrap());
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    socket
+}
+
+pub fn receive_all(socket: &UdpSocket, expected: usize) -> usize {
+    let mut buffer = [0u8; 65536];
+    let mut received = 0;
+    while received < expected && socket.recv(&mut buffer).is_ok() {
+        received += 1;
+    }
+    received
+}
+
+/// The collector binary running inside a namespace; stopped on drop.
+pub struct CollectorProcess {
+    child: Child,
+    pub ns_name: String,
+    pub port: u16,
+}
+
+impl CollectorProcess {
+    pub fn start(ns: &Netns, args: &[&str]) -> CollectorProcess {
+        let port = 2112;
+        let listen = format!("127.0.0.1:{port}");
+        let mut full = vec![
+            "netns",
+            "exec",
+            ns.name.as_str(),
+            COLLECTOR,
+            "--listen",
+            listen.as_str(),
+            "--node-name",
+            "test-node",
+        ];
+        full.extend_from_slice(args);
+        let child = Command::new("ip")
+            .args(&full)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting collector");
+        let process = CollectorProcess {
+            child,
+            ns_name: ns.name.clone(),
+            port,
+        };
+        process.wait_ready(ns);
+        process
+    }
+
+    fn wait_ready(&self, ns: &Netns) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some((status, _)) = http(ns, self.port, "GET", "/readyz") {
+                if status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("collector in {} never became ready", self.ns_name);
+    }
+
+    pub fn scrape(&self, ns: &Netns) -> Metrics {
+        let (status, body) = http(ns, self.port, "GET", "/metrics").expect("scrape failed");
+        assert_eq!(status, 200, "{body}");
+        Metrics::parse(&body)
+    }
+
+    pub fn scrape_text(&self, ns: &Netns) -> String {
+        http(ns, self.port, "GET", "/metrics")
+            .expect("scrape failed")
+            .1
+    }
+
+    /// SIGTERM, then the collector's stderr once it exited.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> (std::process::ExitStatus, String) {
+        // `ip netns exec` execs the collector, so the child pid is the collector.
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = self.child.stderr.take() {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                return (status, stderr);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for CollectorProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.terminate();
+        }
+    }
+}
+
+/// Minimal HTTP/1.0 request from inside `ns`; (status, body).
+pub fn http(ns: &Netns, port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    let request = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    ns.run_in(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        stream.write_all(request.as_bytes()).ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((status, body))
+    })
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parsed text exposition (enough of it for label values without escapes).
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub samples: Vec<Sample>,
+    pub types: BTreeMap<String, String>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut metrics = Metrics::default();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                metrics.types.insert(name.to_string(), kind.to_string());
+                continue;
+            }
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .map(|pair| {
+                    let (k, v) = pair.split_once('=').unwrap();
+                    (k.to_string(), v.trim_matches('"').to_string())
+                })
+                .collect();
+            metrics.samples.push(Sample {
+                name: name.to_string(),
+                labels,
+                value: value.parse().unwrap(),
+            });
+        }
+        metrics
+    }
+
+    /// Samples of `name` whose labels include every pair in `selector`.
+    pub fn select<'a>(
+        &'a self,
+        name: &'a str,
+        selector: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.samples.iter().filter(move |s| {
+            s.name == name
+                && selector
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+    }
+
+    /// The single value of `name{selector}`; 0 when absent (a counter not yet seen).
+    pub fn value(&self, name: &str, selector: &[(&str, &str)]) -> f64 {
+        let matches: Vec<_> = self.select(name, selector).collect();
+        assert!(
+            matches.len() <= 1,
+            "{name}{selector:?} matches {} series",
+            matches.len()
+        );
+        matches.first().map_or(0.0, |s| s.value)
+    }
+
+    pub fn interfaces(&self) -> std::collections::BTreeSet<String> {
+        self.select("network_interface_stats_mtu", &[])
+            .map(|s| s.labels["interface"].clone())
+            .collect()
+    }
+}

@@ -1,0 +1,246 @@
+//! eBPF probes end to end: real programs attached to real tracepoints,
+//! counting traffic the test sends between namespaces it created.
+
+mod common;
+
+use common::*;
+
+const DATAGRAMS: usize = 200;
+const PAYLOAD: usize = 100;
+/// UDP (8) + IPv4 (20) headers; Ethernet (14) on top where L2 is counted.
+const L3_BYTES: f64 = (PAYLOAD + 8 + 20) as f64;
+const L2_BYTES: f64 = L3_BYTES + 14.0;
+
+fn traffic(metrics: &Metrics, interface: &str) -> [f64; 4] {
+    let selector = [("interface", interface)];
+    [
+        metrics.value("network_interface_ebpf_rx_packets_total", &selector),
+        metrics.value("network_interface_ebpf_rx_bytes_total", &selector),
+        metrics.value("network_interface_ebpf_tx_packets_total", &selector),
+        metrics.value("network_interface_ebpf_tx_bytes_total", &selector),
+    ]
+}
+
+fn delta(after: [f64; 4], before: [f64; 4]) -> [f64; 4] {
+    [
+        after[0] - before[0],
+        after[1] - before[1],
+        after[2] - before[2],
+        after[3] - before[3],
+    ]
+}
+
+#[test]
+fn probes_count_exact_udp_traffic_on_both_ends_of_a_veth_pair() {
+    require_root();
+    let left = Netns::new("left");
+    let right = Netns::new("right");
+    let pair = VethPair::new(&left, "vleft", &right, "vright", 1);
+    // One collector per namespace: also proves two loaders side by side
+    // keep separate counts.
+    let left_collector = CollectorProcess::start(&left, &[]);
+    let right_collector = CollectorProcess::start(&right, &[]);
+    let left_metrics = left_collector.scrape(&left);
+    assert_eq!(
+        left_metrics.value("collector_ebpf_enabled", &[]),
+        1.0,
+        "eBPF must be on in CI"
+    );
+    for program in ["netif_receive_skb", "net_dev_start_xmit", "kfree_skb"] {
+        assert_eq!(
+            left_metrics.value("collector_ebpf_probe_info", &[("program", program)]),
+            1.0,
+            "{program} attached"
+        );
+    }
+
+    let right_sink = udp_listener(&right, &format!("{}:9000", pair.b_addr));
+    let left_sink = udp_listener(&left, &format!("{}:9000", pair.a_addr));
+    let (left_before, right_before) = (
+        traffic(&left_collector.scrape(&left), "vleft"),
+        traffic(&right_collector.scrape(&right), "vright"),
+    );
+
+    send_udp(&left, &format!("{}:9000", pair.b_addr), DATAGRAMS, PAYLOAD);
+    send_udp(&right, &format!("{}:9000", pair.a_addr), DATAGRAMS, PAYLOAD);
+    assert_eq!(receive_all(&right_sink, DATAGRAMS), DATAGRAMS);
+    assert_eq!(receive_all(&left_sink, DATAGRAMS), DATAGRAMS);
+
+    let left_delta = delta(traffic(&left_collector.scrape(&left), "vleft"), left_before);
+    let right_delta = delta(
+        traffic(&right_collector.scrape(&right), "vright"),
+        right_before,
+    );
+    let n = DATAGRAMS as f64;
+    // RX bytes are skb->len after eth_type_trans pulled the Ethernet header;
+    // TX bytes are the full frame handed to the driver.
+    let expected = [n, n * L3_BYTES, n, n * L2_BYTES];
+    println!("vleft delta {left_delta:?}, vright delta {right_delta:?}, expected {expected:?}");
+    assert_eq!(
+        left_delta, expected,
+        "vleft [rx pkts, rx bytes, tx pkts, tx bytes]"
+    );
+    assert_eq!(
+        right_delta, expected,
+        "vright [rx pkts, rx bytes, tx pkts, tx bytes]"
+    );
+
+    // netlink counts the same packets with the L2 header on both sides.
+    let links = left.ip_links();
+    let netlink_rx_bytes = links["vleft"]["stats64"]["rx"]["bytes"].as_f64().unwrap();
+    let ebpf_rx_bytes = traffic(&left_collector.scrape(&left), "vleft")[1];
+    let ebpf_rx_packets = traffic(&left_collector.scrape(&left), "vleft")[0];
+    assert_eq!(
+        netlink_rx_bytes - ebpf_rx_bytes,
+        14.0 * ebpf_rx_packets,
+        "documented rule: netlink rx_bytes = eBPF rx bytes + 14 per frame"
+    );
+}
+
+fn drops(metrics: &Metrics, interface: &str, reason: &str) -> f64 {
+    metrics.value(
+        "network_interface_drops_total",
+        &[("interface", interface), ("reason", reason)],
+    )
+}
+
+#[test]
+fn drops_carry_the_kernel_reason_no_socket_and_netfilter() {
+    require_root();
+    let left = Netns::new("dl");
+    let right = Netns::new("dr");
+    let pair = VethPair::new(&left, "dleft", &right, "dright", 2);
+    right.exec(&["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"]);
+    let nft = "table inet collector_test { chain input { type filter hook input priority 0; policy accept; udp dport 7777 drop; }; }";
+    right.exec(&["nft", nft]);
+    let collector = CollectorProcess::start(&right, &[]);
+    let before = collector.scrape(&right);
+
+    send_udp(&left, &format!("{}:9", pair.b_addr), DATAGRAMS, PAYLOAD);
+    send_udp(&left, &format!("{}:7777", pair.b_addr), DATAGRAMS, PAYLOAD);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+
+    let after = collector.scrape(&right);
+    let no_socket = drops(&after, "dright", "NO_SOCKET") - drops(&before, "dright", "NO_SOCKET");
+    let netfilter =
+        drops(&after, "dright", "NETFILTER_DROP") - drops(&before, "dright", "NETFILTER_DROP");
+    println!("NO_SOCKET {no_socket}, NETFILTER_DROP {netfilter}");
+    assert_eq!(no_socket, DATAGRAMS as f64);
+    assert_eq!(netfilter, DATAGRAMS as f64);
+    assert_eq!(after.types["network_interface_drops_total"], "counter");
+}
+
+#[test]
+fn traffic_in_an_unrelated_namespace_is_not_counted() {
+    require_root();
+    let watched = Netns::new("watched");
+    let watched_peer = Netns::new("wpeer");
+    VethPair::new(&watched, "veth0", &watched_peer, "veth1", 3);
+    // Same interface names (and likely the same ifindex) elsewhere: only
+    // the namespace check keeps them apart.
+    let other = Netns::new("other");
+    let other_peer = Netns::new("opeer");
+    let other_pair = VethPair::new(&other, "veth0", &other_peer, "veth1", 4);
+    let collector = CollectorProcess::start(&watched, &[]);
+    let before = collector.scrape(&watched);
+    assert!(before.interfaces().contains("veth0"));
+
+    let sink = udp_listener(&other_peer, &format!("{}:9000", other_pair.b_addr));
+    send_udp(
+        &other,
+        &format!("{}:9000", other_pair.b_addr),
+        DATAGRAMS,
+        PAYLOAD,
+    );
+    send_udp(
+        &other,
+        &format!("{}:9", other_pair.b_addr),
+        DATAGRAMS,
+        PAYLOAD,
+    );
+    assert_eq!(receive_all(&sink, DATAGRAMS), DATAGRAMS);
+
+    let after = collector.scrape(&watched);
+    // `lo` is left out: the scrapes themselves travel over it.
+    assert_eq!(
+        traffic(&after, "veth0"),
+        traffic(&before, "veth0"),
+        "veth0 counted foreign traffic"
+    );
+    let veth_drops = |m: &Metrics| {
+        m.select("network_interface_drops_total", &[("interface", "veth0")])
+            .map(|s| s.value)
+            .sum::<f64>()
+    };
+    assert_eq!(
+        veth_drops(&after),
+        veth_drops(&before),
+        "foreign NO_SOCKET drops counted"
+    );
+}
+
+#[test]
+fn deleting_an_interface_removes_its_series_and_map_entries() {
+    require_root();
+    let left = Netns::new("gl");
+    let right = Netns::new("gr");
+    let keep = VethPair::new(&left, "keep0", &right, "keep1", 5);
+    let gone = VethPair::new(&left, "gone0", &right, "gone1", 6);
+    let collector = CollectorProcess::start(&left, &[]);
+    send_udp(&left, &format!("{}:9", keep.b_addr), 10, PAYLOAD);
+    send_udp(&left, &format!("{}:9", gone.b_addr), 10, PAYLOAD);
+    // Drops with a device in `left`: packets to a closed port of our own address.
+    send_udp(&right, &format!("{}:9", gone.a_addr), 10, PAYLOAD);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+
+    let before = collector.scrape(&left);
+    assert!(before.interfaces().contains("gone0"));
+    // 10 datagrams plus the ICMP port-unreachable replies to `right`.
+    assert!(traffic(&before, "gone0")[2] >= 10.0);
+    assert!(drops(&before, "gone0", "NO_SOCKET") >= 10.0);
+    let traffic_entries = before.value("collector_ebpf_map_entries", &[("map", "traffic")]);
+    let drop_entries = before.value("collector_ebpf_map_entries", &[("map", "drops")]);
+
+    left.ip(&["link", "del", "gone0"]);
+    let after = collector.scrape(&left);
+    assert!(!after.interfaces().contains("gone0"));
+    assert!(after
+        .samples
+        .iter()
+        .all(|s| s.labels.get("interface").map(String::as_str) != Some("gone0")));
+    assert_eq!(
+        after.value("collector_ebpf_map_entries", &[("map", "traffic")]),
+        traffic_entries - 1.0
+    );
+    assert!(after.value("collector_ebpf_map_entries", &[("map", "drops")]) < drop_entries);
+}
+
+#[test]
+fn shutdown_detaches_every_program() {
+    require_root();
+    let ns = Netns::new("stop");
+    let count_programs = || {
+        // bpftool shows the first 15 characters of a program name.
+        let out = run("bpftool", &["prog", "show"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("net_dev_start_x"))
+            .count()
+    };
+    let baseline = count_programs();
+    let collector = CollectorProcess::start(&ns, &[]);
+    assert_eq!(
+        count_programs(),
+        baseline + 1,
+        "our program is loaded while running"
+    );
+    let started = std::time::Instant::now();
+    let (status, stderr) = collector.stop();
+    assert!(status.success(), "exit status {status}: {stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(
+        count_programs(),
+        baseline,
+        "programs left behind after SIGTERM"
+    );
+}

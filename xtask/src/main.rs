@@ -1,0 +1,185 @@
+//! Project tasks: `cargo xtask <setup|build-ebpf|lint|test|run|bench>`.
+//!
+//! Everything a fresh Debian/Ubuntu machine needs is installed by `setup`,
+//! which `test` and `run` call first, so the README's two commands work from
+//! a clean clone.
+
+mod ebpf_toolchain;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, test and run the collector")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (apt packages, bpf-linker). Idempotent.
+    Setup,
+    /// Build the BPF object into target/bpf/collector-ebpf.o, where `collector` embeds it.
+    BuildEbpf {
+        #[arg(long)]
+        release: bool,
+    },
+    /// rustfmt and clippy -D warnings: userspace, then the BPF crate in its own pass.
+    Lint,
+    /// Setup, BPF build, lint, unit tests, then the privileged integration tests.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Build everything (release) and start the collector with the given arguments.
+    Run {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::ensure_all(),
+        Task::BuildEbpf { release } => build_ebpf(release).map(|_| ()),
+        Task::Lint => lint(),
+        Task::Test { cargo_args } => test(&cargo_args),
+        Task::Run { args } => run(&args),
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command, echoing it, failing with its exit status.
+pub fn run_command(command: &mut Command) -> Result<()> {
+    eprintln!("xtask: $ {}", describe(command));
+    let status = command
+        .status()
+        .with_context(|| format!("starting {}", describe(command)))?;
+    if !status.success() {
+        bail!("{} failed with {status}", describe(command));
+    }
+    Ok(())
+}
+
+fn describe(command: &Command) -> String {
+    let mut text = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+fn build_ebpf(release: bool) -> Result<PathBuf> {
+    let toolchain = ebpf_toolchain::detect()?;
+    let crate_dir = workspace_root().join("collector-ebpf");
+    let mut command = toolchain.cargo(&crate_dir);
+    command.args([
+        "build",
+        "-Z",
+        "build-std=core",
+        "--target",
+        "bpfel-unknown-none",
+    ]);
+    if release {
+        command.arg("--release");
+    }
+    run_command(&mut command)?;
+    let profile = if release { "release" } else { "debug" };
+    let built = crate_dir
+        .join("target/bpfel-unknown-none")
+        .join(profile)
+        .join("collector-ebpf");
+    let destination = workspace_root().join("target/bpf/collector-ebpf.o");
+    std::fs::create_dir_all(destination.parent().unwrap())?;
+    std::fs::copy(&built, &destination)
+        .with_context(|| format!("copying {} to {}", built.display(), destination.display()))?;
+    eprintln!(
+        "xtask: BPF object at {} ({} bytes)",
+        destination.display(),
+        std::fs::metadata(&destination)?.len()
+    );
+    Ok(destination)
+}
+
+fn lint() -> Result<()> {
+    run_command(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run_command(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The BPF crate is not a workspace member; lint it in its own pass on the
+    // host target (as aya-template does), which clippy can check without a
+    // BPF sysroot.
+    let manifest = workspace_root().join("collector-ebpf/Cargo.toml");
+    let manifest = manifest.to_str().context("non-UTF-8 path")?;
+    run_command(cargo().args(["fmt", "--manifest-path", manifest, "--", "--check"]))?;
+    run_command(
+        cargo()
+            .args(["clippy", "--manifest-path", manifest, "--target-dir"])
+            .arg(workspace_root().join("target/ebpf-lint"))
+            .args(["--", "-D", "warnings"]),
+    )?;
+    Ok(())
+}
+
+fn require_root(what: &str) -> Result<()> {
+    if !setup::is_root() {
+        bail!("{what} needs root (BPF load/attach, network namespaces); re-run as root or with sudo -E");
+    }
+    Ok(())
+}
+
+fn test(cargo_args: &[String]) -> Result<()> {
+    setup::ensure_all()?;
+    build_ebpf(true)?;
+    lint()?;
+    eprintln!("xtask: unit tests");
+    run_command(
+        cargo()
+            .args(["test", "--workspace", "--lib", "--bins"])
+            .args(cargo_args),
+    )?;
+    require_root("the integration tests")?;
+    eprintln!("xtask: privileged integration tests (BPF, netns)");
+    run_command(
+        cargo()
+            .args(["test", "--workspace", "--test", "*"])
+            .args(cargo_args)
+            .args(["--", "--test-threads=1"]),
+    )?;
+    Ok(())
+}
+
+fn run(args: &[String]) -> Result<()> {
+    setup::ensure_all()?;
+    build_ebpf(true)?;
+    run_command(cargo().args(["build", "--release", "-p", "collector"]))?;
+    if let Err(error) = require_root("loading the eBPF probes") {
+        eprintln!("xtask: warning: {error}; the collector will serve netlink metrics only");
+    }
+    let binary = workspace_root().join("target/release/collector");
+    run_command(Command::new(binary).args(args))
+}
