@@ -31,6 +31,7 @@ pub struct Collector {
     ebpf_disabled_reason: Option<String>,
     netlink_errors: AtomicU64,
     ebpf_errors: AtomicU64,
+    collections: AtomicU64,
 }
 
 impl Collector {
@@ -45,6 +46,7 @@ impl Collector {
             ebpf_disabled_reason,
             netlink_errors: AtomicU64::new(0),
             ebpf_errors: AtomicU64::new(0),
+            collections: AtomicU64::new(0),
         }
     }
 
@@ -56,6 +58,7 @@ impl Collector {
     /// snapshot's status and counted, and the others are still served.
     pub fn collect(&self) -> Snapshot {
         let started = Instant::now();
+        let collections_total = self.collections.fetch_add(1, Ordering::Relaxed) + 1;
         let mut ebpf_status = EbpfStatus {
             enabled: self.ebpf.is_some(),
             disabled_reason: self.ebpf_disabled_reason.clone(),
@@ -116,6 +119,7 @@ impl Collector {
                 netlink_error,
                 ebpf: ebpf_status,
                 errors_total,
+                collections_total,
             },
             collection_seconds: started.elapsed().as_secs_f64(),
         }

@@ -170,3 +170,38 @@ pub async fn serve(
         .await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::{CollectorConfig, EbpfMode};
+    use crate::filter::InterfaceFilter;
+
+    fn scraper() -> Arc<Scraper> {
+        let config = CollectorConfig {
+            node: "n".into(),
+            labels: vec![],
+            filter: InterfaceFilter::All,
+        };
+        let collector = Collector::new(
+            config,
+            EbpfMode::Disabled {
+                reason: "test".into(),
+            },
+        );
+        Scraper::new(Arc::new(collector))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn concurrent_scrapes_share_one_collection() {
+        let scraper = scraper();
+        // All 32 are polled before the blocking collection can finish, so
+        // they must all join the first one.
+        let snapshots = futures::future::join_all((0..32).map(|_| scraper.snapshot())).await;
+        assert!(snapshots.iter().all(|s| s.sources.collections_total == 1));
+        assert!(snapshots.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])));
+        // Once it finished, the next scrape collects afresh.
+        assert_eq!(scraper.snapshot().await.sources.collections_total, 2);
+        assert!(scraper.is_ready());
+    }
+}

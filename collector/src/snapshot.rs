@@ -50,6 +50,8 @@ pub struct SourceStatus {
     pub ebpf: EbpfStatus,
     /// Cumulative failed collections per source since start.
     pub errors_total: BTreeMap<&'static str, u64>,
+    /// Collections since start, this one included; concurrent scrapes share one.
+    pub collections_total: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -168,3 +168,75 @@ struct MemberHit {
     ty: Type,
     bitfield: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The running kernel's BTF; every machine this project builds on has it
+    /// (the privileged tests need it too), so its absence is a failure.
+    fn vmlinux() -> KernelBtf {
+        KernelBtf::from_file(Path::new(VMLINUX_BTF))
+            .expect("this machine exposes /sys/kernel/btf/vmlinux")
+    }
+
+    #[test]
+    fn nested_paths_add_up_their_components() {
+        let btf = vmlinux();
+        let whole = btf.member_offset("net", "ns.inum").unwrap();
+        let parts = btf.member_offset("net", "ns").unwrap()
+            + btf.member_offset("ns_common", "inum").unwrap();
+        assert_eq!(whole, parts);
+        // possible_net_t is a typedef of an anonymous struct: followed through.
+        let nd_net = btf.member_offset("net_device", "nd_net").unwrap();
+        assert_eq!(
+            btf.member_offset("net_device", "nd_net.net").unwrap(),
+            nd_net
+        );
+    }
+
+    #[test]
+    fn members_inside_anonymous_unions_are_found() {
+        // sk_buff.dev sits in an anonymous union inside an anonymous struct.
+        let btf = vmlinux();
+        let dev = btf.member_offset("sk_buff", "dev").unwrap();
+        let len = btf.member_offset("sk_buff", "len").unwrap();
+        assert!(
+            dev < len,
+            "dev ({dev}) precedes len ({len}) in every kernel's sk_buff"
+        );
+    }
+
+    #[test]
+    fn errors_name_what_is_missing() {
+        let btf = vmlinux();
+        let missing = btf
+            .member_offset("sk_buff", "no_such_member")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("sk_buff") && missing.contains("no_such_member"),
+            "{missing}"
+        );
+        assert!(matches!(
+            btf.member_offset("no_such_struct_xyz", "a"),
+            Err(BtfError::StructNotFound(_))
+        ));
+        assert!(matches!(
+            btf.member_offset("sk_buff", "cloned"),
+            Err(BtfError::Bitfield { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_or_garbage_btf_is_an_error_not_a_panic() {
+        let bytes = std::fs::read(VMLINUX_BTF).unwrap();
+        for cut in [0, 4, 24, 100, bytes.len() / 2] {
+            assert!(
+                KernelBtf::from_bytes(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        assert!(KernelBtf::from_bytes(&[0xffu8; 64]).is_err());
+    }
+}

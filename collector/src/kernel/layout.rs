@@ -86,3 +86,63 @@ pub fn probe_layout(
         has_drop_reason: reason.is_some(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::btf_offsets::VMLINUX_BTF;
+
+    fn fixture(kernel: &str, name: &str) -> TracepointFormat {
+        let path = format!(
+            "{}/tests/fixtures/tracefs/{kernel}/{name}.format",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        TracepointFormat::parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap()
+    }
+
+    fn formats(kernel: &str) -> TracepointFormats {
+        TracepointFormats {
+            rx: fixture("6.18", "netif_receive_skb"),
+            tx: fixture(kernel, "net_dev_start_xmit"),
+            drop: fixture(kernel, "kfree_skb"),
+        }
+    }
+
+    #[test]
+    fn a_5_15_kernel_counts_drops_without_reason() {
+        let btf = KernelBtf::from_file(std::path::Path::new(VMLINUX_BTF)).unwrap();
+        let layout = probe_layout(&formats("5.15"), &btf, 7).unwrap();
+        assert!(!layout.has_drop_reason);
+        assert_eq!(layout.globals.drop_has_reason, 0);
+        assert!(layout.drop_reason_names.is_empty());
+        assert_eq!(layout.globals.drop_skbaddr, 8);
+        assert_eq!(layout.globals.netns_inum, 7);
+    }
+
+    #[test]
+    fn reason_offsets_and_names_follow_the_kernel() {
+        let btf = KernelBtf::from_file(std::path::Path::new(VMLINUX_BTF)).unwrap();
+        let old = probe_layout(&formats("6.1"), &btf, 1).unwrap();
+        let new = probe_layout(&formats("6.18"), &btf, 1).unwrap();
+        assert_eq!((old.globals.drop_reason, new.globals.drop_reason), (28, 36));
+        assert_eq!(old.drop_reason_names[&2], "NO_SOCKET");
+        assert_eq!(new.drop_reason_names[&3], "NO_SOCKET");
+        assert_eq!(new.globals.tx_len, 36);
+        assert_eq!(
+            new.globals.skb_dev,
+            btf.member_offset("sk_buff", "dev").unwrap()
+        );
+    }
+
+    #[test]
+    fn a_format_without_a_needed_field_is_an_error_naming_it() {
+        let btf = KernelBtf::from_file(std::path::Path::new(VMLINUX_BTF)).unwrap();
+        let mut broken = formats("6.18");
+        broken.rx.fields.retain(|f| f.name != "len");
+        let error = probe_layout(&broken, &btf, 1).unwrap_err().to_string();
+        assert!(
+            error.contains("netif_receive_skb") && error.contains("`len`"),
+            "{error}"
+        );
+    }
+}

@@ -186,6 +186,20 @@ pub fn send_udp(ns: &Netns, destination: &str, count: usize, payload: usize) {
 pub fn udp_listener(ns: &Netns, address: &str) -> UdpSocket {
     let address = address.to_string();
     let socket = ns.run_in(move || UdpSocket::bind(&address).unwrap());
+    // Room for every datagram a test sends before it reads (root may force
+    // past rmem_max), so counts never depend on the reader keeping up.
+    let bytes: libc::c_int = 16 << 20;
+    // SAFETY: valid socket fd, option value of the declared size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &bytes as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();

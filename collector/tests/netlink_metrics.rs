@@ -1,0 +1,351 @@
+//! The seed-compatible metric set, checked against iproute2 and promtool in
+//! a namespace the test builds, and the HTTP and CLI surface around it.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Seed metric -> (`ip -s -s -j link` direction, field).
+const SEED_COUNTERS: [(&str, &str, &str); 12] = [
+    ("network_interface_stats_rx_bytes", "rx", "bytes"),
+    ("network_interface_stats_rx_packets", "rx", "packets"),
+    ("network_interface_stats_rx_errors", "rx", "errors"),
+    ("network_interface_stats_rx_dropped", "rx", "dropped"),
+    ("network_interface_stats_rx_missed", "rx", "missed_errors"),
+    ("network_interface_stats_rx_multicast", "rx", "multicast"),
+    ("network_interface_stats_tx_bytes", "tx", "bytes"),
+    ("network_interface_stats_tx_packets", "tx", "packets"),
+    ("network_interface_stats_tx_errors", "tx", "errors"),
+    ("network_interface_stats_tx_dropped", "tx", "dropped"),
+    ("network_interface_stats_tx_carrier", "tx", "carrier_errors"),
+    ("network_interface_stats_tx_collisions", "tx", "collisions"),
+];
+
+/// A namespace with the device kinds an AKS node has: a veth to a peer
+/// namespace carrying traffic, a bridge with a veth port, and a veth pair left
+/// down with a jumbo MTU.
+struct Node {
+    ns: Netns,
+    _peer: Netns,
+}
+
+fn node_with_traffic(tag: &str) -> Node {
+    let ns = Netns::new(tag);
+    let peer = Netns::new(&format!("{tag}p"));
+    let pair = VethPair::new(&ns, "eth0", &peer, "pod0", 10);
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    ns.ip(&[
+        "link", "add", "vbr0", "type", "veth", "peer", "name", "vbr1",
+    ]);
+    ns.ip(&["link", "set", "vbr0", "master", "br0"]);
+    for link in ["br0", "vbr0", "vbr1"] {
+        ns.ip(&["link", "set", link, "up"]);
+    }
+    ns.ip(&[
+        "link", "add", "idle0", "mtu", "9000", "type", "veth", "peer", "name", "idle1",
+    ]);
+    let sink = udp_listener(&ns, &format!("{}:9000", pair.a_addr));
+    send_udp(&peer, &format!("{}:9000", pair.a_addr), 300, 1000);
+    assert_eq!(receive_all(&sink, 300), 300);
+    send_udp(&ns, &format!("{}:9", pair.b_addr), 50, 200);
+    Node { ns, _peer: peer }
+}
+
+fn json_counter(link: &serde_json::Value, direction: &str, field: &str) -> f64 {
+    link["stats64"][direction][field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("ip -j has no {direction}.{field}"))
+}
+
+#[test]
+fn every_seed_metric_matches_ip_s_link_for_every_interface() {
+    require_root();
+    let node = node_with_traffic("seed");
+    let collector = CollectorProcess::start(
+        &node.ns,
+        &["--label", "cluster=aks-test", "--label", "environment=ci"],
+    );
+    let before = node.ns.ip_links();
+    let metrics = collector.scrape(&node.ns);
+    let after = node.ns.ip_links();
+
+    let expected: std::collections::BTreeSet<String> = after.keys().cloned().collect();
+    assert_eq!(
+        metrics.interfaces(),
+        expected,
+        "one series per interface, loopback included"
+    );
+    for (name, _, _) in SEED_COUNTERS {
+        assert_eq!(metrics.types[name], "counter", "{name} type");
+    }
+    assert_eq!(metrics.types["network_interface_stats_mtu"], "gauge");
+
+    for (interface, link) in &after {
+        let up = link["flags"].as_array().unwrap().iter().any(|f| f == "UP");
+        let state = if up { "up" } else { "down" };
+        let selector = [("interface", interface.as_str())];
+        for (name, direction, field) in SEED_COUNTERS {
+            let series: Vec<_> = metrics.select(name, &selector).collect();
+            assert_eq!(series.len(), 1, "{name}{{interface={interface}}}");
+            let sample = series[0];
+            let labels: Vec<(&str, &str)> = sample
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(
+                labels,
+                [
+                    ("cluster", "aks-test"),
+                    ("environment", "ci"),
+                    ("host", "test-node"),
+                    ("hostname", "test-node"),
+                    ("interface", interface.as_str()),
+                    ("state", state)
+                ],
+                "{name} labels"
+            );
+            let low = json_counter(&before[interface], direction, field);
+            let high = json_counter(link, direction, field);
+            assert!(
+                low <= sample.value && sample.value <= high,
+                "{name}{{interface={interface}}} = {} outside ip's [{low}, {high}]",
+                sample.value
+            );
+        }
+        let mtu = metrics.value("network_interface_stats_mtu", &selector);
+        assert_eq!(mtu, link["mtu"].as_f64().unwrap(), "{interface} mtu");
+    }
+
+    // The traffic really is in those numbers, not zeros on both sides.
+    assert!(
+        metrics.value(
+            "network_interface_stats_rx_packets",
+            &[("interface", "eth0")]
+        ) >= 300.0
+    );
+    assert!(
+        metrics.value("network_interface_stats_rx_bytes", &[("interface", "eth0")])
+            >= 300.0 * 1042.0
+    );
+    assert_eq!(
+        metrics.value("network_interface_stats_mtu", &[("interface", "idle0")]),
+        9000.0
+    );
+    assert_eq!(
+        metrics.value("network_interface_up", &[("interface", "idle0")]),
+        0.0
+    );
+    assert_eq!(
+        metrics.value("network_interface_up", &[("interface", "eth0")]),
+        1.0
+    );
+    assert_eq!(
+        metrics.value("network_interface_carrier", &[("interface", "eth0")]),
+        1.0
+    );
+    assert_eq!(
+        metrics.value("network_interface_oper_state", &[("interface", "eth0")]),
+        1.0
+    );
+    assert_eq!(
+        metrics.value("network_interface_oper_state", &[("interface", "idle0")]),
+        2.0
+    );
+    let info = |interface: &str| {
+        metrics
+            .select("network_interface_info", &[("interface", interface)])
+            .next()
+            .unwrap()
+            .labels
+            .clone()
+    };
+    assert_eq!(info("vbr0")["kind"], "veth");
+    assert_eq!(info("vbr0")["master"], "br0");
+    assert_eq!(info("br0")["kind"], "bridge");
+    assert_eq!(
+        info("eth0")["address"],
+        after["eth0"]["address"].as_str().unwrap()
+    );
+    assert_eq!(
+        info("eth0")["ifindex"],
+        after["eth0"]["ifindex"].to_string()
+    );
+    assert!(
+        metrics.value(
+            "network_interface_carrier_changes_total",
+            &[("interface", "eth0")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        metrics.value("collector_scrape_errors_total", &[("source", "netlink")]),
+        0.0
+    );
+}
+
+#[test]
+fn promtool_reports_only_the_kept_seed_counter_names() {
+    require_root();
+    let node = node_with_traffic("prom");
+    let collector = CollectorProcess::start(&node.ns, &["--label", "cluster=aks-test"]);
+    let text = collector.scrape_text(&node.ns);
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by `cargo xtask setup` (Debian package prometheus)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("promtool says:\n{report}");
+    let complaints: std::collections::BTreeSet<&str> =
+        report.lines().filter(|l| !l.trim().is_empty()).collect();
+    let expected: std::collections::BTreeSet<String> = SEED_COUNTERS
+        .iter()
+        .map(|(name, _, _)| format!("{name} counter metrics should have \"_total\" suffix"))
+        .collect();
+    assert_eq!(complaints, expected.iter().map(String::as_str).collect());
+}
+
+#[test]
+fn http_surface_serves_three_paths_and_nothing_else() {
+    require_root();
+    let ns = Netns::new("http");
+    let collector = CollectorProcess::start(&ns, &["--no-ebpf"]);
+    let status = |method: &str, path: &str| http(&ns, collector.port, method, path).unwrap().0;
+    assert_eq!(status("GET", "/healthz"), 200);
+    assert_eq!(status("GET", "/readyz"), 200);
+    assert_eq!(status("GET", "/metrics"), 200);
+    assert_eq!(status("HEAD", "/metrics"), 200);
+    assert_eq!(status("GET", "/"), 404);
+    assert_eq!(status("GET", "/metrics/extra"), 404);
+    assert_eq!(status("POST", "/metrics"), 405);
+    assert_eq!(status("DELETE", "/healthz"), 405);
+}
+
+#[test]
+fn include_and_exclude_filter_interfaces_unanchored() {
+    require_root();
+    let node = node_with_traffic("filt");
+    let excluded =
+        CollectorProcess::start(&node.ns, &["--no-ebpf", "--exclude", "^(vbr.*|idle.*)$"]);
+    let names = excluded.scrape(&node.ns).interfaces();
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), ["br0", "eth0", "lo"]);
+    drop(excluded);
+    let included = CollectorProcess::start(&node.ns, &["--no-ebpf", "--include", "br"]);
+    let names = included.scrape(&node.ns).interfaces();
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["br0", "vbr0", "vbr1"]
+    );
+}
+
+#[test]
+fn missing_btf_or_tracefs_degrades_to_netlink_with_one_log_line() {
+    require_root();
+    let ns = Netns::new("degr");
+    for (variable, value, needle) in [
+        (
+            "COLLECTOR_BTF",
+            "/nonexistent/vmlinux",
+            "kernel BTF unavailable",
+        ),
+        (
+            "COLLECTOR_TRACEFS",
+            "/nonexistent/tracing",
+            "tracefs unavailable",
+        ),
+    ] {
+        std::env::set_var(variable, value);
+        let collector = CollectorProcess::start(&ns, &[]);
+        std::env::remove_var(variable);
+        let metrics = collector.scrape(&ns);
+        assert_eq!(metrics.value("collector_ebpf_enabled", &[]), 0.0);
+        assert!(metrics.value("network_interface_stats_mtu", &[("interface", "lo")]) > 0.0);
+        assert_eq!(
+            metrics
+                .select("network_interface_ebpf_rx_packets_total", &[])
+                .count(),
+            0
+        );
+        let (status, stderr) = collector.stop();
+        assert!(status.success());
+        let lines: Vec<_> = stderr
+            .lines()
+            .filter(|l| l.contains("eBPF disabled"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(
+            lines[0].contains(needle) && lines[0].contains("serving netlink metrics only"),
+            "{}",
+            lines[0]
+        );
+    }
+}
+
+#[test]
+fn port_in_use_exits_non_zero_naming_the_address() {
+    require_root();
+    let ns = Netns::new("busy");
+    let _holder = ns.run_in(|| std::net::TcpListener::bind("127.0.0.1:2112").unwrap());
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            COLLECTOR,
+            "--no-ebpf",
+            "--listen",
+            "127.0.0.1:2112",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot listen on 127.0.0.1:2112") && stderr.contains("in use"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn malformed_flags_exit_2_naming_the_flag() {
+    for (args, needle) in [
+        (&["--listen", "localhost"][..], "--listen"),
+        (&["--label", "cluster"][..], "--label"),
+        (&["--include", "(["][..], "--include"),
+        (
+            &["--label", "a=1", "--label", "a=2"][..],
+            "--label: key `a` given more than once",
+        ),
+    ] {
+        let output = Command::new(COLLECTOR)
+            .args(args)
+            .env("COLLECTOR_NO_EBPF", "true")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    let output = Command::new(COLLECTOR)
+        .env("COLLECTOR_LISTEN", "nowhere")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--listen"));
+}
