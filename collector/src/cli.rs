@@ -3,10 +3,12 @@
 //! with a message naming the flag and exit code 2.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::filter::InterfaceFilter;
+use crate::watch::SortKey;
 
 /// Labels the collector sets itself; `--label` may not override them.
 const RESERVED_LABELS: [&str; 11] = [
@@ -46,10 +48,14 @@ pub enum Command {
     ///
     /// Example: collector serve --listen 127.0.0.1:2112 --label cluster=aks-prod
     Serve(ServeArgs),
-    /// Collect once and print it.
+    /// Collect once and print it: a better `ip -s link`, with drop reasons.
     ///
     /// Example: collector snapshot --format json --include '^eth'
     Snapshot(SnapshotArgs),
+    /// Live per-interface rates (bytes/s, packets/s, drops/s by reason), refreshed in place.
+    ///
+    /// Example: collector watch --interval 2s --sort drops --exclude '^lo$'
+    Watch(WatchArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -69,9 +75,28 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct SnapshotArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = SnapshotFormat::Table)]
-    pub format: SnapshotFormat,
+    /// Output format [default: table on a terminal, json otherwise].
+    #[arg(long, value_enum)]
+    pub format: Option<SnapshotFormat>,
+    /// How long the freshly attached eBPF probes count before the snapshot
+    /// is taken; their counts cover this window. 0s skips the wait.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub window: Duration,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WatchArgs {
+    /// Time between refreshes (at least 100ms).
+    #[arg(long, default_value = "1s", value_parser = parse_interval)]
+    pub interval: Duration,
+    /// Order interfaces by receive rate, transmit rate or drop rate.
+    #[arg(long, value_enum, default_value_t = SortKey::Rx)]
+    pub sort: SortKey,
+    /// Stop after this many refreshes [default: until Ctrl-C].
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -178,6 +203,19 @@ fn parse_regex(text: &str) -> Result<String, String> {
                 e.to_string().lines().last().unwrap_or_default().trim()
             )
         })
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like 500ms or 2s: {e}"))
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_duration(text)?;
+    if interval < Duration::from_millis(100) {
+        return Err(format!("`{text}` is shorter than 100ms"));
+    }
+    Ok(interval)
 }
 
 fn parse_node_name(text: &str) -> Result<String, String> {

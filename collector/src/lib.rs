@@ -12,3 +12,4 @@ pub mod server;
 pub mod snapshot;
 pub mod sources;
 pub mod table;
+pub mod watch;

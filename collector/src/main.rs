@@ -1,15 +1,16 @@
 //! `collector`: serve metrics, or print one snapshot.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
-use collector::cli::{Cli, Command, CommonArgs, SnapshotArgs, SnapshotFormat};
+use collector::cli::{Cli, Command, CommonArgs, SnapshotArgs, SnapshotFormat, WatchArgs};
 use collector::collect::{Collector, CollectorConfig, EbpfMode};
 use collector::server::{self, Scraper};
 use collector::sources::ebpf::{EbpfSource, KernelSources};
-use collector::{exposition, table};
+use collector::{exposition, table, watch};
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -24,6 +25,7 @@ fn main() -> std::process::ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Snapshot(args)) => snapshot(args),
+        Some(Command::Watch(args)) => watch_rates(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -114,8 +116,20 @@ async fn shutdown_signal() {
 
 fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
     let collector = build_collector(&args.common);
+    if collector.ebpf_enabled() {
+        // The probes were attached a moment ago; let them see some traffic.
+        std::thread::sleep(args.window);
+    } else {
+        eprintln!("collector: eBPF unavailable, netlink counters only (see the warning above)");
+    }
     let snapshot = collector.collect();
-    let text = match args.format {
+    let terminal = std::io::stdout().is_terminal();
+    let format = args.format.unwrap_or(if terminal {
+        SnapshotFormat::Table
+    } else {
+        SnapshotFormat::Json
+    });
+    let text = match format {
         SnapshotFormat::Prometheus => exposition::render(&snapshot),
         SnapshotFormat::Json => {
             serde_json::to_string_pretty(&snapshot).context("encoding JSON")? + "\n"
@@ -125,5 +139,48 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
     std::io::stdout()
         .write_all(text.as_bytes())
         .context("writing to stdout")?;
+    Ok(())
+}
+
+fn watch_rates(args: WatchArgs) -> anyhow::Result<()> {
+    let collector = build_collector(&args.common);
+    let terminal = std::io::stdout().is_terminal();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let mut previous = (collector.collect(), Instant::now());
+        let mut frames = 0u64;
+        let mut stdout = std::io::stdout();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(args.interval) => {}
+                _ = tokio::signal::ctrl_c() => break,
+            }
+            let now = (collector.collect(), Instant::now());
+            let seconds = now.1.duration_since(previous.1).as_secs_f64();
+            let rates = watch::rates(&previous.0, &now.0, seconds, args.sort);
+            let frame = watch::render(&rates, &now.0, seconds, terminal);
+            // On a terminal each frame replaces the last; piped output keeps
+            // every frame, separated by a blank line.
+            let text = if terminal {
+                format!("\x1b[H\x1b[2J{frame}")
+            } else {
+                format!("{frame}\n")
+            };
+            stdout
+                .write_all(text.as_bytes())
+                .context("writing to stdout")?;
+            stdout.flush().context("writing to stdout")?;
+            previous = now;
+            frames += 1;
+            if args.count.is_some_and(|count| frames >= count) {
+                break;
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    // Dropping the collector detaches the probes before we exit 0.
     Ok(())
 }

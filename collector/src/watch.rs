@@ -1,0 +1,242 @@
+//! `collector watch`: per-interface rates between two snapshots, for a
+//! terminal. Rates are computed here for display only; `/metrics` always
+//! serves the kernel's totals.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::snapshot::{Interface, Snapshot};
+use crate::table::human_bytes;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortKey {
+    Rx,
+    Tx,
+    Drops,
+}
+
+/// Rates of one interface over one refresh interval.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InterfaceRates {
+    pub name: String,
+    pub up: bool,
+    pub rx_bytes: f64,
+    pub rx_packets: f64,
+    pub tx_bytes: f64,
+    pub tx_packets: f64,
+    /// netlink rx+tx errors per second.
+    pub errors: f64,
+    /// Drops per second: eBPF by reason when available.
+    pub drops_by_reason: BTreeMap<String, f64>,
+    /// netlink rx_dropped + tx_dropped per second.
+    pub netlink_drops: f64,
+}
+
+impl InterfaceRates {
+    pub fn drops(&self) -> f64 {
+        // fold, not sum: an empty f64 sum is -0.0, which prints as "-0.0".
+        let ebpf = self
+            .drops_by_reason
+            .values()
+            .fold(0.0, |total, rate| total + rate);
+        ebpf.max(self.netlink_drops)
+    }
+}
+
+fn per_second(now: u64, before: u64, seconds: f64) -> f64 {
+    // A counter that went backwards belongs to a re-created interface.
+    now.saturating_sub(before) as f64 / seconds
+}
+
+fn interface_rates(now: &Interface, before: &Interface, seconds: f64) -> InterfaceRates {
+    let (c, p) = (&now.link.counters, &before.link.counters);
+    let mut drops_by_reason = BTreeMap::new();
+    if let (Some(now_ebpf), Some(before_ebpf)) = (&now.ebpf, &before.ebpf) {
+        for (reason, count) in &now_ebpf.drops {
+            let previous = before_ebpf.drops.get(reason).copied().unwrap_or(0);
+            let rate = per_second(*count, previous, seconds);
+            if rate > 0.0 {
+                drops_by_reason.insert(reason.clone(), rate);
+            }
+        }
+    }
+    InterfaceRates {
+        name: now.link.name.clone(),
+        up: now.link.admin_up,
+        rx_bytes: per_second(c.rx_bytes, p.rx_bytes, seconds),
+        rx_packets: per_second(c.rx_packets, p.rx_packets, seconds),
+        tx_bytes: per_second(c.tx_bytes, p.tx_bytes, seconds),
+        tx_packets: per_second(c.tx_packets, p.tx_packets, seconds),
+        errors: per_second(
+            c.rx_errors + c.tx_errors,
+            p.rx_errors + p.tx_errors,
+            seconds,
+        ),
+        drops_by_reason,
+        netlink_drops: per_second(
+            c.rx_dropped + c.tx_dropped,
+            p.rx_dropped + p.tx_dropped,
+            seconds,
+        ),
+    }
+}
+
+/// Rates of the interfaces present in both snapshots (same ifindex and name).
+pub fn rates(
+    before: &Snapshot,
+    now: &Snapshot,
+    seconds: f64,
+    sort: SortKey,
+) -> Vec<InterfaceRates> {
+    let previous: BTreeMap<(u32, &str), &Interface> = before
+        .interfaces
+        .iter()
+        .map(|i| ((i.link.ifindex, i.link.name.as_str()), i))
+        .collect();
+    let mut rates: Vec<InterfaceRates> = now
+        .interfaces
+        .iter()
+        .filter_map(|i| {
+            previous
+                .get(&(i.link.ifindex, i.link.name.as_str()))
+                .map(|p| interface_rates(i, p, seconds.max(1e-3)))
+        })
+        .collect();
+    let key = |r: &InterfaceRates| match sort {
+        SortKey::Rx => r.rx_bytes,
+        SortKey::Tx => r.tx_bytes,
+        SortKey::Drops => r.drops(),
+    };
+    rates.sort_by(|a, b| key(b).total_cmp(&key(a)).then_with(|| a.name.cmp(&b.name)));
+    rates
+}
+
+pub fn human_rate(bytes_per_second: f64) -> String {
+    format!("{}/s", human_bytes(bytes_per_second))
+}
+
+/// One frame of the watch view. `ansi` adds bold headers (terminals only).
+pub fn render(rates: &[InterfaceRates], snapshot: &Snapshot, interval: f64, ansi: bool) -> String {
+    let (bold, plain) = if ansi {
+        ("\x1b[1m", "\x1b[0m")
+    } else {
+        ("", "")
+    };
+    let mut out = String::new();
+    let ebpf = if snapshot.sources.ebpf.enabled {
+        "eBPF drop reasons on"
+    } else {
+        "eBPF off: netlink drops only"
+    };
+    let _ = writeln!(
+        out,
+        "collector watch  node {}  every {interval:.1}s  {ebpf}  (Ctrl-C to quit)",
+        snapshot.node
+    );
+    let _ = writeln!(
+        out,
+        "{bold}{:<16} {:<5} {:>12} {:>10} {:>12} {:>10} {:>9} {:>9}  TOP DROP REASONS/s{plain}",
+        "INTERFACE", "STATE", "RX", "RX PPS", "TX", "TX PPS", "ERR/s", "DROP/s"
+    );
+    for r in rates {
+        let mut reasons: Vec<(&String, &f64)> = r.drops_by_reason.iter().collect();
+        reasons.sort_by(|a, b| b.1.total_cmp(a.1));
+        let top: Vec<String> = reasons
+            .iter()
+            .take(3)
+            .map(|(n, v)| format!("{n}={v:.1}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<16} {:<5} {:>12} {:>10.1} {:>12} {:>10.1} {:>9.1} {:>9.1}  {}",
+            r.name,
+            if r.up { "up" } else { "down" },
+            human_rate(r.rx_bytes),
+            r.rx_packets,
+            human_rate(r.tx_bytes),
+            r.tx_packets,
+            r.errors,
+            r.drops(),
+            top.join(" ")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{EbpfInterface, EbpfStatus, SourceStatus};
+    use crate::sources::netlink::Link;
+
+    fn snapshot(rx_bytes: u64, no_socket: u64, ifindex: u32) -> Snapshot {
+        let mut link = Link {
+            ifindex,
+            name: "eth0".into(),
+            admin_up: true,
+            ..Link::default()
+        };
+        link.counters.rx_bytes = rx_bytes;
+        link.counters.rx_packets = rx_bytes / 100;
+        let mut ebpf = EbpfInterface::default();
+        ebpf.drops.insert("NO_SOCKET".into(), no_socket);
+        Snapshot {
+            node: "n".into(),
+            labels: vec![],
+            interfaces: vec![Interface {
+                link,
+                master: None,
+                speed_bytes: None,
+                ebpf: Some(ebpf),
+            }],
+            sources: SourceStatus {
+                netlink_error: None,
+                ebpf: EbpfStatus {
+                    enabled: true,
+                    ..EbpfStatus::default()
+                },
+                errors_total: BTreeMap::new(),
+                collections_total: 1,
+            },
+            collection_seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn rates_are_deltas_over_the_interval() {
+        let r = rates(
+            &snapshot(1_000, 5, 2),
+            &snapshot(3_000, 25, 2),
+            2.0,
+            SortKey::Rx,
+        );
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].rx_bytes, 1_000.0);
+        assert_eq!(r[0].rx_packets, 10.0);
+        assert_eq!(r[0].drops_by_reason["NO_SOCKET"], 10.0);
+        let frame = render(&r, &snapshot(0, 0, 2), 2.0, false);
+        assert!(
+            frame.contains("1000B/s") && frame.contains("NO_SOCKET=10.0"),
+            "{frame}"
+        );
+        assert!(!frame.contains('\x1b'), "no escape codes off a terminal");
+    }
+
+    #[test]
+    fn recreated_interfaces_restart_instead_of_going_negative() {
+        assert!(rates(
+            &snapshot(9_000, 0, 2),
+            &snapshot(100, 0, 3),
+            1.0,
+            SortKey::Rx
+        )
+        .is_empty());
+        let r = rates(
+            &snapshot(9_000, 9, 2),
+            &snapshot(100, 0, 2),
+            1.0,
+            SortKey::Rx,
+        );
+        assert_eq!((r[0].rx_bytes, r[0].drops()), (0.0, 0.0));
+    }
+}
