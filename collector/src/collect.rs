@@ -25,8 +25,14 @@ pub enum EbpfMode {
     Disabled { reason: String },
 }
 
+/// Where links come from: the rtnetlink dump, or a stand-in in tests that
+/// inject failures.
+pub type LinkSource =
+    Box<dyn Fn() -> Result<netlink::LinkDump, netlink::NetlinkError> + Send + Sync>;
+
 pub struct Collector {
     config: CollectorConfig,
+    links: LinkSource,
     ebpf: Option<Mutex<EbpfSource>>,
     ebpf_disabled_reason: Option<String>,
     netlink_errors: AtomicU64,
@@ -36,12 +42,17 @@ pub struct Collector {
 
 impl Collector {
     pub fn new(config: CollectorConfig, ebpf: EbpfMode) -> Self {
+        Self::with_link_source(config, ebpf, Box::new(netlink::dump_links))
+    }
+
+    pub fn with_link_source(config: CollectorConfig, ebpf: EbpfMode, links: LinkSource) -> Self {
         let (ebpf, ebpf_disabled_reason) = match ebpf {
             EbpfMode::Enabled(source) => (Some(Mutex::new(*source)), None),
             EbpfMode::Disabled { reason } => (None, Some(reason)),
         };
         Collector {
             config,
+            links,
             ebpf,
             ebpf_disabled_reason,
             netlink_errors: AtomicU64::new(0),
@@ -83,7 +94,7 @@ impl Collector {
             }
         });
 
-        let (links, netlink_error) = match netlink::dump_links() {
+        let (links, netlink_error) = match (self.links)() {
             Ok(dump) => (dump.links, None),
             Err(error) => {
                 self.netlink_errors.fetch_add(1, Ordering::Relaxed);
@@ -160,5 +171,75 @@ impl Collector {
             .collect();
         interfaces.sort_by(|a, b| a.link.name.cmp(&b.link.name));
         interfaces
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::exposition::{render, HttpStats};
+    use crate::sources::netlink::{Link, LinkDump, NetlinkError};
+
+    /// A link source that fails whenever `failing` is set.
+    fn flaky(failing: Arc<AtomicBool>) -> LinkSource {
+        Box::new(move || {
+            if failing.load(Ordering::Relaxed) {
+                return Err(NetlinkError::Decode(
+                    "injected: message length 9999 is out of bounds".into(),
+                ));
+            }
+            let link = Link {
+                ifindex: 1,
+                name: "lo".into(),
+                admin_up: true,
+                mtu: 65536,
+                ..Link::default()
+            };
+            Ok(LinkDump {
+                links: vec![link],
+                interrupted: false,
+            })
+        })
+    }
+
+    #[test]
+    fn a_failed_dump_is_reported_and_the_next_one_recovers() {
+        let failing = Arc::new(AtomicBool::new(true));
+        let config = CollectorConfig {
+            node: "n".into(),
+            labels: vec![],
+            filter: InterfaceFilter::All,
+        };
+        let collector = Collector::with_link_source(
+            config,
+            EbpfMode::Disabled {
+                reason: "test".into(),
+            },
+            flaky(Arc::clone(&failing)),
+        );
+        let broken = collector.collect();
+        assert!(broken.interfaces.is_empty());
+        assert!(broken
+            .sources
+            .netlink_error
+            .as_deref()
+            .unwrap()
+            .contains("injected"));
+        let text = render(&broken, &HttpStats::default());
+        assert!(
+            text.contains("collector_scrape_errors_total{source=\"netlink\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("collector_ebpf_enabled 0\n"));
+
+        failing.store(false, Ordering::Relaxed);
+        let healed = collector.collect();
+        assert_eq!(healed.interfaces.len(), 1);
+        assert!(healed.sources.netlink_error.is_none());
+        // The error count is cumulative: it stays at one.
+        assert_eq!(healed.sources.errors_total["netlink"], 1);
     }
 }

@@ -173,8 +173,15 @@ const EBPF_COUNTERS: [(&str, &str, EbpfValue); 4] = [
     ),
 ];
 
+/// Counters of the HTTP server; zero when rendering outside it (`snapshot`),
+/// so both print the same families.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpStats {
+    pub connections_rejected: u64,
+}
+
 /// Renders everything `/metrics` serves.
-pub fn render(snapshot: &Snapshot) -> String {
+pub fn render(snapshot: &Snapshot, http: &HttpStats) -> String {
     let mut out = String::with_capacity(256 + snapshot.interfaces.len() * 6_000);
     let identities: Vec<String> = snapshot
         .interfaces
@@ -230,6 +237,17 @@ pub fn render(snapshot: &Snapshot) -> String {
     state_families(&mut out, snapshot, &identities);
     ebpf_families(&mut out, snapshot, &identities);
     self_families(&mut out, snapshot);
+    header(
+        &mut out,
+        "collector_http_connections_rejected_total",
+        "Connections closed on accept because the connection limit was reached.",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "collector_http_connections_rejected_total {}",
+        http.connections_rejected
+    );
     out
 }
 
@@ -395,6 +413,17 @@ fn self_families(out: &mut String, snapshot: &Snapshot) {
         out,
         "collector_scrape_duration_seconds {}",
         snapshot.collection_seconds
+    );
+    header(
+        out,
+        "collector_collections_total",
+        "Collections (netlink dump and map read) since start; concurrent scrapes share one.",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "collector_collections_total {}",
+        snapshot.sources.collections_total
     );
     header(
         out,

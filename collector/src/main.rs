@@ -93,7 +93,13 @@ fn serve(args: collector::cli::ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             warm.snapshot().await;
         });
-        server::serve(scraper, args.listen, shutdown_signal()).await?;
+        server::serve(
+            scraper,
+            args.listen,
+            server::ServerLimits::default(),
+            shutdown_signal(),
+        )
+        .await?;
         tracing::info!("shut down; BPF programs detached");
         Ok(())
     })
@@ -130,7 +136,9 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
         SnapshotFormat::Json
     });
     let text = match format {
-        SnapshotFormat::Prometheus => exposition::render(&snapshot),
+        SnapshotFormat::Prometheus => {
+            exposition::render(&snapshot, &exposition::HttpStats::default())
+        }
         SnapshotFormat::Json => {
             serde_json::to_string_pretty(&snapshot).context("encoding JSON")? + "\n"
         }

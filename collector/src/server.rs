@@ -5,10 +5,15 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::Semaphore;
 use warp::http::StatusCode;
 use warp::Filter;
 
@@ -22,6 +27,13 @@ pub struct Scraper {
     collector: Arc<Collector>,
     in_flight: Mutex<Option<SharedCollection>>,
     ready: AtomicBool,
+    http_stats: HttpCounters,
+}
+
+/// Counters of the HTTP layer itself, served beside the snapshot.
+#[derive(Debug, Default)]
+struct HttpCounters {
+    connections_rejected: AtomicU64,
 }
 
 impl Scraper {
@@ -30,7 +42,14 @@ impl Scraper {
             collector,
             in_flight: Mutex::new(None),
             ready: AtomicBool::new(false),
+            http_stats: HttpCounters::default(),
         })
+    }
+
+    pub fn http_stats(&self) -> exposition::HttpStats {
+        exposition::HttpStats {
+            connections_rejected: self.http_stats.connections_rejected.load(Ordering::Relaxed),
+        }
     }
 
     /// Ready once a collection has read netlink successfully.
@@ -101,7 +120,7 @@ pub fn routes(
             let scraper = Arc::clone(&scraper);
             async move {
                 let snapshot = scraper.snapshot().await;
-                let body = exposition::render(&snapshot);
+                let body = exposition::render(&snapshot, &scraper.http_stats());
                 warp::reply::with_header(body, "content-type", exposition::CONTENT_TYPE)
             }
         })
@@ -152,10 +171,35 @@ pub struct ListenError {
     pub source: std::io::Error,
 }
 
+/// Bounds that keep slow or greedy clients from exhausting the collector.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Open connections served at once; more are closed on accept.
+    pub max_connections: usize,
+    /// A client must send its request headers within this time.
+    pub header_read_timeout: Duration,
+    /// Longest life of one connection, keep-alive included.
+    pub connection_lifetime: Duration,
+    /// Largest request head (line plus headers) read; bigger ones get 431.
+    pub max_request_bytes: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(5),
+            connection_lifetime: Duration::from_secs(300),
+            max_request_bytes: 16 * 1024,
+        }
+    }
+}
+
 /// Binds `address` and serves until `shutdown` resolves.
 pub async fn serve(
     scraper: Arc<Scraper>,
     address: SocketAddr,
+    limits: ServerLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ListenError> {
     let listener = tokio::net::TcpListener::bind(address)
@@ -163,12 +207,48 @@ pub async fn serve(
         .map_err(|source| ListenError { address, source })?;
     let bound = listener.local_addr().unwrap_or(address);
     tracing::info!(address = %bound, "serving /metrics, /healthz, /readyz");
-    warp::serve(routes(scraper))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
-    Ok(())
+    let service = warp::service(routes(Arc::clone(&scraper)));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            scraper
+                .http_stats
+                .connections_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "connection limit reached, closing");
+            drop(stream);
+            continue;
+        };
+        let service = TowerToHyperService::new(service.clone());
+        tokio::spawn(async move {
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_request_bytes);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            if tokio::time::timeout(limits.connection_lifetime, connection)
+                .await
+                .is_err()
+            {
+                tracing::debug!(%peer, "connection lifetime reached, closing");
+            }
+            drop(slot);
+        });
+    }
 }
 
 #[cfg(test)]

@@ -7,10 +7,36 @@ use collector_common::KernelLayout;
 use super::btf_offsets::{BtfError, KernelBtf};
 use super::tracefs::{Tracefs, TracefsError, TracepointFormat};
 
-/// The tracepoints the probes attach to, as (category, name).
-pub const RX_TRACEPOINT: (&str, &str) = ("net", "netif_receive_skb");
-pub const TX_TRACEPOINT: (&str, &str) = ("net", "net_dev_start_xmit");
-pub const DROP_TRACEPOINT: (&str, &str) = ("skb", "kfree_skb");
+/// The probes, each one program on one tracepoint. Each can be missing on a
+/// given kernel without taking the others down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Probe {
+    Rx,
+    Tx,
+    Drop,
+}
+
+impl Probe {
+    pub const ALL: [Probe; 3] = [Probe::Rx, Probe::Tx, Probe::Drop];
+
+    /// Program name in the BPF object.
+    pub fn program(self) -> &'static str {
+        match self {
+            Probe::Rx => "netif_receive_skb",
+            Probe::Tx => "net_dev_start_xmit",
+            Probe::Drop => "kfree_skb",
+        }
+    }
+
+    /// (category, event) in tracefs.
+    pub fn tracepoint(self) -> (&'static str, &'static str) {
+        match self {
+            Probe::Rx => ("net", "netif_receive_skb"),
+            Probe::Tx => ("net", "net_dev_start_xmit"),
+            Probe::Drop => ("skb", "kfree_skb"),
+        }
+    }
+}
 
 /// A reason value no kernel uses; stands in for enumerators this kernel lacks.
 const NEVER_A_REASON: u32 = u32::MAX - 1;
@@ -23,41 +49,93 @@ pub enum LayoutError {
     Btf(#[from] BtfError),
 }
 
-/// What the loader needs: the globals, and the names of drop reasons.
+/// What the loader needs: the globals, the names of drop reasons, and
+/// which probes this kernel cannot support (with why).
 #[derive(Debug, Clone)]
 pub struct ProbeLayout {
     pub globals: KernelLayout,
     /// Drop-reason value -> kernel name without the `SKB_DROP_REASON_` prefix.
     pub drop_reason_names: BTreeMap<u32, String>,
     pub has_drop_reason: bool,
+    pub unavailable: BTreeMap<Probe, String>,
 }
 
-/// The three tracepoint formats the probes read.
+/// The tracepoint formats the probes read; a missing one disables its probe.
 pub struct TracepointFormats {
-    pub rx: TracepointFormat,
-    pub tx: TracepointFormat,
-    pub drop: TracepointFormat,
+    pub formats: BTreeMap<Probe, Result<TracepointFormat, String>>,
 }
 
 impl TracepointFormats {
-    pub fn read(tracefs: &Tracefs) -> Result<Self, TracefsError> {
-        Ok(TracepointFormats {
-            rx: tracefs.format(RX_TRACEPOINT.0, RX_TRACEPOINT.1)?,
-            tx: tracefs.format(TX_TRACEPOINT.0, TX_TRACEPOINT.1)?,
-            drop: tracefs.format(DROP_TRACEPOINT.0, DROP_TRACEPOINT.1)?,
-        })
+    pub fn read(tracefs: &Tracefs) -> Self {
+        let formats = Probe::ALL
+            .into_iter()
+            .map(|probe| {
+                let (category, name) = probe.tracepoint();
+                (
+                    probe,
+                    tracefs.format(category, name).map_err(|e| e.to_string()),
+                )
+            })
+            .collect();
+        TracepointFormats { formats }
     }
+
+    fn get(&self, probe: Probe) -> Result<&TracepointFormat, String> {
+        match self.formats.get(&probe) {
+            Some(Ok(format)) => Ok(format),
+            Some(Err(error)) => Err(error.clone()),
+            None => Err(format!(
+                "tracepoint {}:{} not read",
+                probe.tracepoint().0,
+                probe.tracepoint().1
+            )),
+        }
+    }
+}
+
+/// Offsets of `skbaddr` and `len` in a traffic tracepoint's record.
+fn traffic_offsets(formats: &TracepointFormats, probe: Probe) -> Result<(u32, u32), String> {
+    let format = formats.get(probe)?;
+    let skbaddr = format.require("skbaddr").map_err(|e| e.to_string())?.offset;
+    let len = format.require("len").map_err(|e| e.to_string())?.offset;
+    Ok((skbaddr, len))
 }
 
 /// Combines tracepoint record offsets, BTF struct offsets and the namespace
 /// to count in. Pure: every input is passed in, so fixtures can drive it.
+/// Fails only on what every probe needs (the BTF struct offsets).
 pub fn probe_layout(
     formats: &TracepointFormats,
     btf: &KernelBtf,
     netns_inum: u32,
 ) -> Result<ProbeLayout, LayoutError> {
-    let reason = formats.drop.field("reason");
-    let drop_reason_names = formats.drop.symbolic_names("reason");
+    let mut unavailable = BTreeMap::new();
+    let mut offsets_of = |probe: Probe| match traffic_offsets(formats, probe) {
+        Ok(offsets) => offsets,
+        Err(reason) => {
+            unavailable.insert(probe, reason);
+            (0, 0)
+        }
+    };
+    let (rx_skbaddr, rx_len) = offsets_of(Probe::Rx);
+    let (tx_skbaddr, tx_len) = offsets_of(Probe::Tx);
+    let drop = formats.get(Probe::Drop).and_then(|format| {
+        format
+            .require("skbaddr")
+            .map(|f| (format, f.offset))
+            .map_err(|e| e.to_string())
+    });
+    let (drop_skbaddr, reason, drop_reason_names) = match drop {
+        Ok((format, skbaddr)) => (
+            skbaddr,
+            format.field("reason").map(|f| f.offset),
+            format.symbolic_names("reason"),
+        ),
+        Err(why) => {
+            unavailable.insert(Probe::Drop, why);
+            (0, None, BTreeMap::new())
+        }
+    };
     let enum_value = |name: &str| {
         btf.enum_value("skb_drop_reason", name)
             .ok()
@@ -66,12 +144,12 @@ pub fn probe_layout(
     };
     let globals = KernelLayout {
         netns_inum,
-        rx_skbaddr: formats.rx.require("skbaddr")?.offset,
-        rx_len: formats.rx.require("len")?.offset,
-        tx_skbaddr: formats.tx.require("skbaddr")?.offset,
-        tx_len: formats.tx.require("len")?.offset,
-        drop_skbaddr: formats.drop.require("skbaddr")?.offset,
-        drop_reason: reason.map_or(0, |f| f.offset),
+        rx_skbaddr,
+        rx_len,
+        tx_skbaddr,
+        tx_len,
+        drop_skbaddr,
+        drop_reason: reason.unwrap_or(0),
         drop_has_reason: u32::from(reason.is_some()),
         reason_not_dropped: enum_value("SKB_NOT_DROPPED_YET"),
         reason_consumed: enum_value("SKB_CONSUMED"),
@@ -84,6 +162,7 @@ pub fn probe_layout(
         globals,
         drop_reason_names,
         has_drop_reason: reason.is_some(),
+        unavailable,
     })
 }
 
@@ -101,11 +180,12 @@ mod tests {
     }
 
     fn formats(kernel: &str) -> TracepointFormats {
-        TracepointFormats {
-            rx: fixture("6.18", "netif_receive_skb"),
-            tx: fixture(kernel, "net_dev_start_xmit"),
-            drop: fixture(kernel, "kfree_skb"),
-        }
+        let formats = BTreeMap::from([
+            (Probe::Rx, Ok(fixture("6.18", "netif_receive_skb"))),
+            (Probe::Tx, Ok(fixture(kernel, "net_dev_start_xmit"))),
+            (Probe::Drop, Ok(fixture(kernel, "kfree_skb"))),
+        ]);
+        TracepointFormats { formats }
     }
 
     #[test]
@@ -135,14 +215,24 @@ mod tests {
     }
 
     #[test]
-    fn a_format_without_a_needed_field_is_an_error_naming_it() {
+    fn a_probe_whose_format_lacks_a_field_or_is_missing_is_unavailable_alone() {
         let btf = KernelBtf::from_file(std::path::Path::new(VMLINUX_BTF)).unwrap();
         let mut broken = formats("6.18");
-        broken.rx.fields.retain(|f| f.name != "len");
-        let error = probe_layout(&broken, &btf, 1).unwrap_err().to_string();
-        assert!(
-            error.contains("netif_receive_skb") && error.contains("`len`"),
-            "{error}"
+        if let Some(Ok(rx)) = broken.formats.get_mut(&Probe::Rx) {
+            rx.fields.retain(|f| f.name != "len");
+        }
+        broken.formats.insert(
+            Probe::Drop,
+            Err("events/skb/kfree_skb/format: No such file".into()),
         );
+        let layout = probe_layout(&broken, &btf, 1).unwrap();
+        let rx_reason = &layout.unavailable[&Probe::Rx];
+        assert!(
+            rx_reason.contains("netif_receive_skb") && rx_reason.contains("`len`"),
+            "{rx_reason}"
+        );
+        assert!(layout.unavailable[&Probe::Drop].contains("kfree_skb"));
+        assert!(!layout.unavailable.contains_key(&Probe::Tx));
+        assert_eq!(layout.globals.tx_len, 36);
     }
 }

@@ -11,23 +11,13 @@ use collector_common::{Counter, DropKey, IfTraffic, REASON_UNKNOWN};
 use serde::Serialize;
 
 use crate::kernel::btf_offsets::{BtfError, KernelBtf, VMLINUX_BTF};
-use crate::kernel::layout::{
-    probe_layout, LayoutError, ProbeLayout, TracepointFormats, DROP_TRACEPOINT, RX_TRACEPOINT,
-    TX_TRACEPOINT,
-};
+use crate::kernel::layout::{probe_layout, LayoutError, Probe, ProbeLayout, TracepointFormats};
 use crate::kernel::netns::own_netns_inum;
 use crate::kernel::tracefs::{Tracefs, TracefsError, TRACEFS_CANDIDATES};
 
 /// The BPF object built by `cargo xtask build-ebpf`, embedded at compile time.
 pub static BPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector-ebpf.o"));
-
-/// The programs in the object and where each attaches.
-const PROGRAMS: [(&str, (&str, &str)); 3] = [
-    ("netif_receive_skb", RX_TRACEPOINT),
-    ("net_dev_start_xmit", TX_TRACEPOINT),
-    ("kfree_skb", DROP_TRACEPOINT),
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
@@ -58,7 +48,8 @@ pub enum EbpfError {
 #[derive(Debug, Clone)]
 pub struct KernelSources {
     pub btf_path: String,
-    /// `None`: find (and if needed mount) tracefs at the usual places.
+    /// Where to read tracepoint `format` files; `None`: the tracefs found
+    /// (or mounted) at the usual places, which attaching needs in any case.
     pub tracefs_root: Option<String>,
 }
 
@@ -113,6 +104,9 @@ impl EbpfSource {
     /// Reads the kernel layout, loads the embedded object and attaches every
     /// probe it can. Fails only when nothing useful could be attached.
     pub fn start(sources: &KernelSources) -> Result<Self, EbpfError> {
+        // aya resolves tracepoint ids under the standard mount points, so
+        // tracefs must be there even when formats are read from elsewhere.
+        let system_tracefs = locate_or_mount_tracefs()?;
         let tracefs = match &sources.tracefs_root {
             Some(root) => {
                 let tracefs = Tracefs::at(root);
@@ -121,10 +115,10 @@ impl EbpfSource {
                 }
                 tracefs
             }
-            None => locate_or_mount_tracefs()?,
+            None => system_tracefs,
         };
         let btf = KernelBtf::from_file(Path::new(&sources.btf_path))?;
-        let formats = TracepointFormats::read(&tracefs)?;
+        let formats = TracepointFormats::read(&tracefs);
         let netns_inum = own_netns_inum().map_err(EbpfError::Netns)?;
         let layout = probe_layout(&formats, &btf, netns_inum)?;
         Self::load(BPF_OBJECT, layout)
@@ -135,8 +129,12 @@ impl EbpfSource {
             .override_global("KERNEL_LAYOUT", &layout.globals, true)
             .load(object)?;
         let mut attachments = Vec::new();
-        for (program, (category, name)) in PROGRAMS {
-            let outcome = attach(&mut ebpf, program, category, name);
+        for probe in Probe::ALL {
+            let (program, (category, name)) = (probe.program(), probe.tracepoint());
+            let outcome = match layout.unavailable.get(&probe) {
+                Some(why) => Err(format!("not supported by this kernel: {why}")),
+                None => attach(&mut ebpf, program, category, name),
+            };
             if let Err(error) = &outcome {
                 tracing::warn!(program, tracepoint = %format!("{category}:{name}"), %error, "probe not attached; its metrics will be missing");
             }

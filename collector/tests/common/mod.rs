@@ -73,17 +73,19 @@ impl Netns {
         run("ip", &full)
     }
 
+    /// Moves the calling thread into this namespace (for threads the test
+    /// spawns itself and never returns to the host namespace).
+    pub fn enter_this_thread(&self) {
+        enter_netns(&self.name);
+    }
+
     /// Runs `f` on a thread that has entered this namespace. Sockets created
     /// there stay in this namespace wherever they are used afterwards.
     pub fn run_in<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let path = format!("/var/run/netns/{}", self.name);
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-                    // SAFETY: valid fd of a netns file; affects this thread only.
-                    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                    enter_netns(&self.name);
                     f()
                 })
                 .join()
@@ -116,6 +118,24 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .output();
     }
+}
+
+pub fn enter_netns(name: &str) {
+    let path = format!("/var/run/netns/{name}");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // SAFETY: valid fd of a netns file; affects the calling thread only.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+/// Resident set size of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .expect("VmRSS line");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// A veth pair between two namespaces, addressed from 198.18.<subnet>.0/24
@@ -224,18 +244,17 @@ pub struct CollectorProcess {
 
 impl CollectorProcess {
     pub fn start(ns: &Netns, args: &[&str]) -> CollectorProcess {
+        Self::start_wrapped(ns, &[], args)
+    }
+
+    /// Starts the collector under `wrapper` (e.g. `setpriv ...`), which
+    /// must exec it so the child pid stays the collector's.
+    pub fn start_wrapped(ns: &Netns, wrapper: &[&str], args: &[&str]) -> CollectorProcess {
         let port = 2112;
         let listen = format!("127.0.0.1:{port}");
-        let mut full = vec![
-            "netns",
-            "exec",
-            ns.name.as_str(),
-            COLLECTOR,
-            "--listen",
-            listen.as_str(),
-            "--node-name",
-            "test-node",
-        ];
+        let mut full = vec!["netns", "exec", ns.name.as_str()];
+        full.extend_from_slice(wrapper);
+        full.extend_from_slice(&[COLLECTOR, "--listen", &listen, "--node-name", "test-node"]);
         full.extend_from_slice(args);
         let child = Command::new("ip")
             .args(&full)
@@ -264,6 +283,10 @@ impl CollectorProcess {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("collector in {} never became ready", self.ns_name);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn scrape(&self, ns: &Netns) -> Metrics {
