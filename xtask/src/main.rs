@@ -5,6 +5,7 @@
 //! a clean clone.
 
 mod ebpf_toolchain;
+mod fuzz;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +43,23 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Bounded cargo-fuzz runs over the tracefs, BTF and netlink parsers (nightly).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target (tracefs_format, btf, netlink_dump).
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Release build, then the side-by-side benchmark (root): collector vs
+    /// node_exporter vs the seed script; results in target/bench and, for a
+    /// full run, docs/bench. E.g. `cargo xtask bench --quick`.
+    Bench {
+        /// Arguments for the bench binary (`--quick`, `--sizes 100,1000`, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -51,6 +69,11 @@ fn main() -> Result<()> {
         Task::Lint => lint(),
         Task::Test { cargo_args } => test(&cargo_args),
         Task::Run { args } => run(&args),
+        Task::Bench { args } => bench(&args),
+        Task::Fuzz { seconds, target } => {
+            build_ebpf(true)?;
+            fuzz::run(seconds, target.as_deref())
+        }
     }
 }
 
@@ -182,4 +205,22 @@ fn run(args: &[String]) -> Result<()> {
     }
     let binary = workspace_root().join("target/release/collector");
     run_command(Command::new(binary).args(args))
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    require_root("the benchmark (network namespaces, veths, BPF)")?;
+    setup::ensure_all()?;
+    build_ebpf(true)?;
+    run_command(cargo().args(["build", "--release", "-p", "collector"]))?;
+    let root = workspace_root();
+    run_command(
+        cargo()
+            .args(["run", "--release", "-p", "bench", "--", "--collector"])
+            .arg(root.join("target/release/collector"))
+            .arg("--out")
+            .arg(root.join("target/bench"))
+            .arg("--docs")
+            .arg(root.join("docs/bench"))
+            .args(args),
+    )
 }

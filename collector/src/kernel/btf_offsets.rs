@@ -21,6 +21,8 @@ pub enum BtfError {
     MemberNotFound { ty: String, path: String },
     #[error("BTF member path `{ty}.{path}` is a bitfield, not a byte-addressable member")]
     Bitfield { ty: String, path: String },
+    #[error("BTF member path `{ty}.{path}` has an offset beyond any struct (corrupt BTF)")]
+    Corrupt { ty: String, path: String },
     #[error("BTF has no enum named `{0}`")]
     EnumNotFound(String),
 }
@@ -45,6 +47,10 @@ impl KernelBtf {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, BtfError> {
+        check_header(bytes).map_err(|reason| BtfError::Read {
+            path: "<bytes>".into(),
+            reason,
+        })?;
         let parsed = std::panic::catch_unwind(|| Btf::from_bytes(bytes));
         match parsed {
             Ok(Ok(btf)) => Ok(KernelBtf { btf }),
@@ -81,7 +87,12 @@ impl KernelBtf {
                     path: path.to_string(),
                 });
             }
-            bits += hit.bit_offset;
+            bits = bits
+                .checked_add(hit.bit_offset)
+                .ok_or_else(|| BtfError::Corrupt {
+                    ty: struct_name.to_string(),
+                    path: path.to_string(),
+                })?;
             current = hit.ty;
         }
         if !bits.is_multiple_of(8) {
@@ -138,6 +149,18 @@ impl KernelBtf {
     /// Finds `name` among the members of `composite`, descending into
     /// anonymous members.
     fn find_member(&self, composite: &btf_rs::Struct, name: &str) -> Option<MemberHit> {
+        self.find_member_within(composite, name, 0)
+    }
+
+    /// Anonymous members nest a few levels in real kernels; the bound stops
+    /// a corrupt BTF whose anonymous struct contains itself.
+    fn find_member_within(
+        &self,
+        composite: &btf_rs::Struct,
+        name: &str,
+        depth: u32,
+    ) -> Option<MemberHit> {
+        const MAX_ANONYMOUS_DEPTH: u32 = 8;
         for member in &composite.members {
             let member_name = self.btf.resolve_name(member).unwrap_or_default();
             if member_name == name {
@@ -147,20 +170,64 @@ impl KernelBtf {
                     bitfield: member.bitfield_size().is_some_and(|size| size != 0),
                 });
             }
-            if member_name.is_empty() {
+            if member_name.is_empty() && depth < MAX_ANONYMOUS_DEPTH {
                 let inner = self.strip_modifiers(self.btf.resolve_chained_type(member).ok()?);
                 if let Some(Type::Struct(s)) | Some(Type::Union(s)) = inner {
-                    if let Some(hit) = self.find_member(&s, name) {
-                        return Some(MemberHit {
-                            bit_offset: member.bit_offset() + hit.bit_offset,
-                            ..hit
-                        });
+                    if let Some(hit) = self.find_member_within(&s, name, depth + 1) {
+                        let bit_offset = member.bit_offset().checked_add(hit.bit_offset)?;
+                        return Some(MemberHit { bit_offset, ..hit });
                     }
                 }
             }
         }
         None
     }
+}
+
+/// Bounds-checks the BTF header before btf-rs sees it: btf-rs adds header
+/// offsets without overflow checks (found by `cargo xtask fuzz`), so a
+/// corrupt header must be rejected here.
+fn check_header(bytes: &[u8]) -> Result<(), String> {
+    const HEADER_BYTES: usize = 24;
+    let header = bytes
+        .get(..HEADER_BYTES)
+        .ok_or("shorter than a BTF header")?;
+    let little_endian = match header[..2] {
+        [0x9f, 0xeb] => true,
+        [0xeb, 0x9f] => false,
+        _ => return Err("no BTF magic".into()),
+    };
+    let word = |at: usize| {
+        let raw: [u8; 4] = header[at..at + 4].try_into().expect("4 bytes");
+        if little_endian {
+            u32::from_le_bytes(raw)
+        } else {
+            u32::from_be_bytes(raw)
+        }
+    };
+    if header[2] != 1 {
+        return Err(format!("unsupported BTF version {}", header[2]));
+    }
+    let (hdr_len, type_off, type_len, str_off, str_len) =
+        (word(4), word(8), word(12), word(16), word(20));
+    let end_of = |offset: u32, len: u32| {
+        hdr_len
+            .checked_add(offset)
+            .and_then(|start| start.checked_add(len))
+            .map(|end| end as usize)
+    };
+    let ends = [end_of(type_off, type_len), end_of(str_off, str_len)];
+    if (hdr_len as usize) < HEADER_BYTES
+        || ends
+            .iter()
+            .any(|end| end.is_none_or(|end| end > bytes.len()))
+    {
+        return Err(format!(
+            "BTF header sections (hdr_len {hdr_len}, types {type_off}+{type_len}, strings {str_off}+{str_len}) exceed the {} bytes given",
+            bytes.len()
+        ));
+    }
+    Ok(())
 }
 
 struct MemberHit {
@@ -178,6 +245,31 @@ mod tests {
     fn vmlinux() -> KernelBtf {
         KernelBtf::from_file(Path::new(VMLINUX_BTF))
             .expect("this machine exposes /sys/kernel/btf/vmlinux")
+    }
+
+    /// Hand-built BTF with offsets no kernel has (see make_tiny_btf.py).
+    fn tiny() -> KernelBtf {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/btf/tiny.btf");
+        KernelBtf::from_file(Path::new(path)).unwrap()
+    }
+
+    #[test]
+    fn offsets_follow_the_btf_through_unions_typedefs_and_nesting() {
+        let btf = tiny();
+        assert_eq!(btf.member_offset("sk_buff", "dev").unwrap(), 8);
+        assert_eq!(btf.member_offset("sk_buff", "len").unwrap(), 16);
+        assert_eq!(btf.member_offset("net_device", "ifindex").unwrap(), 0);
+        assert_eq!(btf.member_offset("net_device", "nd_net.net").unwrap(), 8);
+        assert_eq!(btf.member_offset("net", "ns.inum").unwrap(), 12);
+        assert_eq!(
+            btf.enum_value("skb_drop_reason", "SKB_CONSUMED").unwrap(),
+            Some(1)
+        );
+        assert_eq!(btf.enum_value("skb_drop_reason", "SKB_NOPE").unwrap(), None);
+        assert!(matches!(
+            btf.member_offset("net", "ns.inum.deeper"),
+            Err(BtfError::MemberNotFound { .. })
+        ));
     }
 
     #[test]
@@ -238,5 +330,31 @@ mod tests {
             );
         }
         assert!(KernelBtf::from_bytes(&[0xffu8; 64]).is_err());
+    }
+
+    #[test]
+    fn fuzz_found_member_offset_overflow_is_an_error() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/btf/fuzz-member-offset-overflow.btf"
+        );
+        let btf = KernelBtf::from_file(Path::new(path)).unwrap();
+        // Its `net.ns` sits at a bit offset that overflows once `inum` is added.
+        assert!(matches!(
+            btf.member_offset("net", "ns.inum"),
+            Err(BtfError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn fuzz_found_header_offset_overflow_is_rejected() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/btf/fuzz-header-offset-overflow.btf"
+        );
+        let error = KernelBtf::from_file(Path::new(path))
+            .err()
+            .expect("corrupt header rejected");
+        assert!(error.to_string().contains("exceed"), "{error}");
     }
 }

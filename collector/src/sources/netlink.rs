@@ -207,7 +207,8 @@ fn parse_datagram(
             NetlinkPayload::Done(_) => return Ok(DumpProgress::Done),
             NetlinkPayload::Error(error) => {
                 let code = error.code.map(|c| c.get()).unwrap_or(0);
-                return Err(NetlinkError::Kernel(-code));
+                // Saturating: a forged i32::MIN must not overflow (found by fuzzing).
+                return Err(NetlinkError::Kernel(code.saturating_neg()));
             }
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
                 dump.links.push(link_from_message(&link));
@@ -216,6 +217,19 @@ fn parse_datagram(
         }
     }
     Ok(DumpProgress::More)
+}
+
+/// Parses the messages of a whole dump reply (datagrams concatenated, the
+/// sequence number taken from the first message) without a socket; the
+/// entry point of the micro-benchmarks in `collector/benches`.
+pub fn parse_dump(bytes: &[u8]) -> Result<Vec<Link>, NetlinkError> {
+    let Some(sequence) = bytes.get(8..12) else {
+        return Ok(Vec::new());
+    };
+    let sequence = u32::from_ne_bytes(sequence.try_into().expect("four bytes"));
+    let mut dump = LinkDump::default();
+    parse_datagram(bytes, sequence, &mut dump)?;
+    Ok(dump.links)
 }
 
 fn align_to_nlmsg(length: usize) -> usize {
@@ -347,6 +361,20 @@ mod tests {
         ));
         let names: Vec<_> = dump.links.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["a", "c"]);
+    }
+
+    #[test]
+    fn fuzz_found_error_code_i32_min_is_an_error_not_an_overflow() {
+        // NLMSG_ERROR (type 2) carrying errno i32::MIN, from `cargo xtask fuzz`.
+        let datagram = [
+            0x14, 0, 0, 0, 0x02, 0, 0x23, 0x14, 0x01, 0, 0, 0x7e, 0xfb, 0xff, 0xff, 0x0f, 0, 0, 0,
+            0x80, 0, 0, 0x23, 0x09,
+        ];
+        let mut dump = LinkDump::default();
+        match parse_datagram(&datagram, 0x7e00_0001, &mut dump) {
+            Err(NetlinkError::Kernel(code)) => assert_eq!(code, i32::MAX),
+            other => panic!("expected a kernel error, got {:?}", other.map(|_| ())),
+        }
     }
 
     #[test]
