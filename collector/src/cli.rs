@@ -126,6 +126,10 @@ pub struct CommonArgs {
     /// Do not load eBPF probes; serve netlink metrics only.
     #[arg(long, env = "COLLECTOR_NO_EBPF")]
     pub no_ebpf: bool,
+    /// Interfaces the eBPF traffic map can hold (each entry keeps 32 bytes per CPU);
+    /// beyond it updates are lost and counted in collector_ebpf_map_full_total.
+    #[arg(long, env = "COLLECTOR_EBPF_MAX_INTERFACES", default_value_t = collector_common::TRAFFIC_MAP_ENTRIES, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub ebpf_max_interfaces: u32,
     /// Kernel BTF to read struct offsets from.
     #[arg(long, env = "COLLECTOR_BTF", default_value = crate::kernel::btf_offsets::VMLINUX_BTF, hide = true)]
     pub btf: String,

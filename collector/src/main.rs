@@ -56,6 +56,7 @@ fn build_collector(common: &CommonArgs) -> Collector {
         let sources = KernelSources {
             btf_path: common.btf.clone(),
             tracefs_root: common.tracefs.clone(),
+            max_interfaces: common.ebpf_max_interfaces,
         };
         match EbpfSource::start(&sources) {
             Ok(source) => {

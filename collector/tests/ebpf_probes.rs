@@ -244,3 +244,27 @@ fn shutdown_detaches_every_program() {
         "programs left behind after SIGTERM"
     );
 }
+
+#[test]
+fn a_full_map_loses_updates_visibly() {
+    require_root();
+    let left = Netns::new("full");
+    let right = Netns::new("fullp");
+    let pairs: Vec<VethPair> = (0..3)
+        .map(|i| VethPair::new(&left, &format!("f{i}"), &right, &format!("g{i}"), 40 + i))
+        .collect();
+    let collector = CollectorProcess::start(&left, &["--ebpf-max-interfaces", "2"]);
+    for pair in &pairs {
+        send_udp(&left, &format!("{}:9", pair.b_addr), 5, PAYLOAD);
+    }
+    let metrics = collector.scrape(&left);
+    assert_eq!(
+        metrics.value("collector_ebpf_map_entries", &[("map", "traffic")]),
+        2.0
+    );
+    assert!(metrics.value("collector_ebpf_map_full_total", &[("map", "traffic")]) >= 5.0);
+    // netlink still reports every interface.
+    assert!(["f0", "f1", "f2"]
+        .iter()
+        .all(|i| metrics.interfaces().contains(*i)));
+}

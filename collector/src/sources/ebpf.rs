@@ -7,7 +7,9 @@ use std::path::Path;
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
-use collector_common::{Counter, DropKey, IfTraffic, REASON_UNKNOWN};
+use collector_common::{
+    Counter, DropKey, IfTraffic, DROP_MAP_ENTRIES, REASON_UNKNOWN, TRAFFIC_MAP_ENTRIES,
+};
 use serde::Serialize;
 
 use crate::kernel::btf_offsets::{BtfError, KernelBtf, VMLINUX_BTF};
@@ -43,14 +45,17 @@ pub enum EbpfError {
     },
 }
 
-/// Where to look for the kernel's self-description; tests point these at
-/// missing paths to exercise the degraded start-up.
+/// Where to look for the kernel's self-description (tests point these at
+/// missing paths to exercise the degraded start-up), and map sizes.
 #[derive(Debug, Clone)]
 pub struct KernelSources {
     pub btf_path: String,
     /// Where to read tracepoint `format` files; `None`: the tracefs found
     /// (or mounted) at the usual places, which attaching needs in any case.
     pub tracefs_root: Option<String>,
+    /// Interfaces the traffic map holds; the drop map holds twice as many
+    /// (interface, reason) pairs.
+    pub max_interfaces: u32,
 }
 
 impl Default for KernelSources {
@@ -58,6 +63,7 @@ impl Default for KernelSources {
         KernelSources {
             btf_path: VMLINUX_BTF.to_string(),
             tracefs_root: None,
+            max_interfaces: TRAFFIC_MAP_ENTRIES,
         }
     }
 }
@@ -121,12 +127,17 @@ impl EbpfSource {
         let formats = TracepointFormats::read(&tracefs);
         let netns_inum = own_netns_inum().map_err(EbpfError::Netns)?;
         let layout = probe_layout(&formats, &btf, netns_inum)?;
-        Self::load(BPF_OBJECT, layout)
+        Self::load(BPF_OBJECT, layout, sources.max_interfaces)
     }
 
-    fn load(object: &[u8], layout: ProbeLayout) -> Result<Self, EbpfError> {
+    fn load(object: &[u8], layout: ProbeLayout, max_interfaces: u32) -> Result<Self, EbpfError> {
         let mut ebpf = EbpfLoader::new()
             .override_global("KERNEL_LAYOUT", &layout.globals, true)
+            .map_max_entries("TRAFFIC", max_interfaces)
+            .map_max_entries(
+                "DROPS",
+                max_interfaces.saturating_mul(DROP_MAP_ENTRIES / TRAFFIC_MAP_ENTRIES),
+            )
             .load(object)?;
         let mut attachments = Vec::new();
         for probe in Probe::ALL {
