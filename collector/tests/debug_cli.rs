@@ -241,13 +241,7 @@ fn watch_in_a_terminal_shows_the_rates_of_sent_traffic() {
 fn watch_exits_cleanly_on_ctrl_c_and_detaches_its_probes() {
     require_root();
     let ns = Netns::new("wint");
-    let count = || {
-        let out = run("bpftool", &["prog", "show"]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.contains("net_dev_start_x"))
-            .count()
-    };
+    let count = || loaded_programs_named("net_dev_start_xmit");
     let baseline = count();
     let child = Command::new("ip")
         .args([

@@ -219,14 +219,7 @@ fn deleting_an_interface_removes_its_series_and_map_entries() {
 fn shutdown_detaches_every_program() {
     require_root();
     let ns = Netns::new("stop");
-    let count_programs = || {
-        // bpftool shows the first 15 characters of a program name.
-        let out = run("bpftool", &["prog", "show"]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.contains("net_dev_start_x"))
-            .count()
-    };
+    let count_programs = || loaded_programs_named("net_dev_start_xmit");
     let baseline = count_programs();
     let collector = CollectorProcess::start(&ns, &[]);
     assert_eq!(

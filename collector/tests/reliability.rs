@@ -436,13 +436,7 @@ fn a_restart_neither_double_counts_nor_leaves_programs_or_links() {
     let ns = Netns::new("rest");
     let peer = Netns::new("restp");
     let pair = VethPair::new(&ns, "eth0", &peer, "pod0", 33);
-    let count = |what: &str| {
-        let out = run("bpftool", &[what, "show"]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.starts_with(char::is_whitespace))
-            .count()
-    };
+    let count = bpf_objects;
     let (programs, links) = (count("prog"), count("link"));
     let sink = udp_listener(&ns, &format!("{}:9000", pair.a_addr));
     for round in 0..2 {

@@ -128,6 +128,26 @@ pub fn enter_netns(name: &str) {
     assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
 }
 
+/// Programs loaded system-wide whose name starts like `name` (bpftool
+/// prints the first 15 characters of a program name).
+pub fn loaded_programs_named(name: &str) -> usize {
+    let prefix: String = name.chars().take(15).collect();
+    let out = run("bpftool", &["prog", "show"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(prefix.as_str()))
+        .count()
+}
+
+/// Objects bpftool lists for `kind` ("prog" or "link"), one per entry.
+pub fn bpf_objects(kind: &str) -> usize {
+    let out = run("bpftool", &[kind, "show"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with(char::is_whitespace))
+        .count()
+}
+
 /// Resident set size of a process in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
