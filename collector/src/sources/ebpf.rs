@@ -127,11 +127,17 @@ impl EbpfSource {
         let formats = TracepointFormats::read(&tracefs);
         let netns_inum = own_netns_inum().map_err(EbpfError::Netns)?;
         let layout = probe_layout(&formats, &btf, netns_inum)?;
-        Self::load(BPF_OBJECT, layout, sources.max_interfaces)
+        drop(btf);
+        let source = Self::load(BPF_OBJECT, layout, sources.max_interfaces);
+        release_freed_heap();
+        source
     }
 
     fn load(object: &[u8], layout: ProbeLayout, max_interfaces: u32) -> Result<Self, EbpfError> {
         let mut ebpf = EbpfLoader::new()
+            // The object has no CO-RE relocations (offsets come in as
+            // globals), so aya need not parse the kernel BTF a second time.
+            .btf(None)
             .override_global("KERNEL_LAYOUT", &layout.globals, true)
             .map_max_entries("TRAFFIC", max_interfaces)
             .map_max_entries(
@@ -272,6 +278,17 @@ impl EbpfSource {
             .get(&reason)
             .cloned()
             .unwrap_or_else(|| format!("reason_{reason}"))
+    }
+}
+
+/// Parsing the kernel BTF (tens of thousands of types) peaks at tens of
+/// MiB; once the few offsets are read, hand that memory back to the OS
+/// instead of keeping it resident for the life of the DaemonSet pod.
+fn release_freed_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks glibc's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
