@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::filter::InterfaceFilter;
+use crate::kernel::layout::Probe;
 use crate::watch::SortKey;
 
 /// Labels the collector sets itself; `--label` may not override them.
@@ -101,6 +102,29 @@ pub struct WatchArgs {
     pub common: CommonArgs,
 }
 
+/// `--ebpf-probes` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProbeChoice {
+    /// Received packets and bytes (net:netif_receive_skb).
+    Rx,
+    /// Transmitted packets and bytes (net:net_dev_start_xmit).
+    Tx,
+    /// Drops by reason (skb:kfree_skb).
+    Drops,
+}
+
+impl ProbeChoice {
+    pub const ALL: [ProbeChoice; 3] = [ProbeChoice::Rx, ProbeChoice::Tx, ProbeChoice::Drops];
+
+    pub fn probe(self) -> Probe {
+        match self {
+            ProbeChoice::Rx => Probe::Rx,
+            ProbeChoice::Tx => Probe::Tx,
+            ProbeChoice::Drops => Probe::Drop,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SnapshotFormat {
     Table,
@@ -130,6 +154,10 @@ pub struct CommonArgs {
     /// beyond it updates are lost and counted in collector_ebpf_map_full_total.
     #[arg(long, env = "COLLECTOR_EBPF_MAX_INTERFACES", default_value_t = collector_common::TRAFFIC_MAP_ENTRIES, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub ebpf_max_interfaces: u32,
+    /// Probes to attach (comma-separated). `drops` alone adds no cost to packets
+    /// that are delivered: kfree_skb fires only for drops.
+    #[arg(long, env = "COLLECTOR_EBPF_PROBES", value_enum, value_delimiter = ',', default_values_t = ProbeChoice::ALL)]
+    pub ebpf_probes: Vec<ProbeChoice>,
     /// Kernel BTF to read struct offsets from.
     #[arg(long, env = "COLLECTOR_BTF", default_value = crate::kernel::btf_offsets::VMLINUX_BTF, hide = true)]
     pub btf: String,

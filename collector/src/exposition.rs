@@ -7,6 +7,7 @@
 
 use std::fmt::Write;
 
+use crate::kernel::layout::Probe;
 use crate::snapshot::{Interface, Snapshot};
 use crate::sources::netlink::LinkCounters;
 
@@ -150,25 +151,30 @@ const DETAIL_COUNTERS: [CounterFamily; 13] = [
 ];
 
 type EbpfValue = fn(&crate::snapshot::EbpfInterface) -> u64;
-const EBPF_COUNTERS: [(&str, &str, EbpfValue); 4] = [
+/// (metric name, help, probe that counts it, which value).
+const EBPF_COUNTERS: [(&str, &str, Probe, EbpfValue); 4] = [
     (
         "network_interface_ebpf_rx_packets_total",
         "Packets seen by the net:netif_receive_skb probe.",
+        Probe::Rx,
         |e| e.rx_packets,
     ),
     (
         "network_interface_ebpf_rx_bytes_total",
         "Bytes seen by net:netif_receive_skb (skb->len: L2 header already pulled).",
+        Probe::Rx,
         |e| e.rx_bytes,
     ),
     (
         "network_interface_ebpf_tx_packets_total",
         "Packets handed to the driver, seen by net:net_dev_start_xmit.",
+        Probe::Tx,
         |e| e.tx_packets,
     ),
     (
         "network_interface_ebpf_tx_bytes_total",
         "Bytes handed to the driver (skb->len including the L2 header).",
+        Probe::Tx,
         |e| e.tx_bytes,
     ),
 ];
@@ -365,11 +371,25 @@ fn ebpf_families(out: &mut String, snapshot: &Snapshot, identities: &[String]) {
             .zip(identities.iter().map(String::as_str))
             .filter_map(|(i, identity)| i.ebpf.as_ref().map(|e| (e, identity)))
     };
-    for (name, help, value) in EBPF_COUNTERS {
+    // A probe that is not attached (not selected, or its tracepoint
+    // missing) would only serve zeros that look like "no traffic".
+    let attached = |probe: Probe| {
+        status
+            .attachments
+            .iter()
+            .any(|a| a.attached && a.program == probe.program())
+    };
+    for (name, help, probe, value) in EBPF_COUNTERS {
+        if !attached(probe) {
+            continue;
+        }
         header(out, name, help, "counter");
         for (ebpf, identity) in rows() {
             sample(out, name, identity, &[], value(ebpf));
         }
+    }
+    if !attached(Probe::Drop) {
+        return;
     }
     header(
         out,

@@ -60,6 +60,11 @@ fn build_collector(common: &CommonArgs) -> Collector {
             btf_path: common.btf.clone(),
             tracefs_root: common.tracefs.clone(),
             max_interfaces: common.ebpf_max_interfaces,
+            probes: common
+                .ebpf_probes
+                .iter()
+                .map(|choice| choice.probe())
+                .collect(),
         };
         match EbpfSource::start(&sources) {
             Ok(source) => {

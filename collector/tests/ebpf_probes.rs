@@ -261,3 +261,33 @@ fn a_full_map_loses_updates_visibly() {
         .iter()
         .all(|i| metrics.interfaces().contains(*i)));
 }
+
+#[test]
+fn drops_only_attaches_kfree_skb_and_serves_no_traffic_families() {
+    require_root();
+    let left = Netns::new("donly");
+    let right = Netns::new("donlyp");
+    let pair = VethPair::new(&left, "d0", &right, "d1", 50);
+    let transmit_programs = loaded_programs_named("net_dev_start_xmit");
+    let collector = CollectorProcess::start(&right, &["--ebpf-probes", "drops"]);
+    assert_eq!(
+        loaded_programs_named("net_dev_start_xmit"),
+        transmit_programs,
+        "tx probe not loaded"
+    );
+    send_udp(&left, &format!("{}:9", pair.b_addr), 25, PAYLOAD);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let metrics = collector.scrape(&right);
+    let programs: Vec<&str> = metrics
+        .select("collector_ebpf_probe_info", &[])
+        .map(|s| s.labels["program"].as_str())
+        .collect();
+    assert_eq!(programs, ["kfree_skb"]);
+    assert_eq!(drops(&metrics, "d1", "NO_SOCKET"), 25.0);
+    assert!(!metrics
+        .types
+        .contains_key("network_interface_ebpf_rx_packets_total"));
+    assert!(!metrics
+        .types
+        .contains_key("network_interface_ebpf_tx_bytes_total"));
+}

@@ -56,6 +56,8 @@ pub struct KernelSources {
     /// Interfaces the traffic map holds; the drop map holds twice as many
     /// (interface, reason) pairs.
     pub max_interfaces: u32,
+    /// Probes to attach; the others are not loaded at all.
+    pub probes: Vec<Probe>,
 }
 
 impl Default for KernelSources {
@@ -64,6 +66,7 @@ impl Default for KernelSources {
             btf_path: VMLINUX_BTF.to_string(),
             tracefs_root: None,
             max_interfaces: TRAFFIC_MAP_ENTRIES,
+            probes: Probe::ALL.to_vec(),
         }
     }
 }
@@ -128,12 +131,17 @@ impl EbpfSource {
         let netns_inum = own_netns_inum().map_err(EbpfError::Netns)?;
         let layout = probe_layout(&formats, &btf, netns_inum)?;
         drop(btf);
-        let source = Self::load(BPF_OBJECT, layout, sources.max_interfaces);
+        let source = Self::load(BPF_OBJECT, layout, sources);
         release_freed_heap();
         source
     }
 
-    fn load(object: &[u8], layout: ProbeLayout, max_interfaces: u32) -> Result<Self, EbpfError> {
+    fn load(
+        object: &[u8],
+        layout: ProbeLayout,
+        sources: &KernelSources,
+    ) -> Result<Self, EbpfError> {
+        let max_interfaces = sources.max_interfaces;
         let mut ebpf = EbpfLoader::new()
             // The object has no CO-RE relocations (offsets come in as
             // globals), so aya need not parse the kernel BTF a second time.
@@ -146,7 +154,10 @@ impl EbpfSource {
             )
             .load(object)?;
         let mut attachments = Vec::new();
-        for probe in Probe::ALL {
+        for probe in Probe::ALL
+            .into_iter()
+            .filter(|p| sources.probes.contains(p))
+        {
             let (program, (category, name)) = (probe.program(), probe.tracepoint());
             let outcome = match layout.unavailable.get(&probe) {
                 Some(why) => Err(format!("not supported by this kernel: {why}")),
