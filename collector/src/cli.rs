@@ -311,6 +311,30 @@ mod tests {
                 &["collector", "snapshot", "--format", "xml"],
                 &["--format", "xml"],
             ),
+            (
+                &["collector", "snapshot", "--window", "soon"],
+                &["--window", "not a duration"],
+            ),
+            (
+                &["collector", "watch", "--interval", "10ms"],
+                &["--interval", "shorter than 100ms"],
+            ),
+            (
+                &["collector", "watch", "--sort", "size"],
+                &["--sort", "size"],
+            ),
+            (
+                &["collector", "watch", "--count", "many"],
+                &["--count", "many"],
+            ),
+            (
+                &["collector", "--ebpf-probes", "rx,bogus"],
+                &["--ebpf-probes", "bogus"],
+            ),
+            (
+                &["collector", "--ebpf-max-interfaces", "0"],
+                &["--ebpf-max-interfaces", "0"],
+            ),
         ];
         for (args, needles) in cases {
             let message = error_of(args);

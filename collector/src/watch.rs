@@ -220,6 +220,8 @@ mod tests {
             "{frame}"
         );
         assert!(!frame.contains('\x1b'), "no escape codes off a terminal");
+        let idle = rates(&snapshot(0, 0, 2), &snapshot(0, 0, 2), 1.0, SortKey::Drops);
+        assert!(!render(&idle, &snapshot(0, 0, 2), 1.0, false).contains("-0.0"));
     }
 
     #[test]
