@@ -13,6 +13,7 @@ use collector::sources::ebpf::{EbpfSource, KernelSources};
 use collector::{exposition, table, watch};
 
 fn main() -> std::process::ExitCode {
+    limit_retained_heap();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -36,6 +37,19 @@ fn main() -> std::process::ExitCode {
             eprintln!("collector: {error:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc keeps freed memory in per-thread arenas, so a multi-MiB response
+/// built on each tokio worker would stay resident between scrapes. Two
+/// arenas, and a fixed mmap threshold below a scrape's buffers, hand those
+/// buffers back to the OS as soon as a scrape is done.
+fn limit_retained_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only tunes glibc's allocator; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
 }
 

@@ -210,6 +210,7 @@ fn run(args: &[String]) -> Result<()> {
 fn bench(args: &[String]) -> Result<()> {
     require_root("the benchmark (network namespaces, veths, BPF)")?;
     setup::ensure_all()?;
+    setup::ensure_bench_tools()?;
     build_ebpf(true)?;
     run_command(cargo().args(["build", "--release", "-p", "collector"]))?;
     let root = workspace_root();

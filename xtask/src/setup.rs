@@ -124,6 +124,37 @@ fn debian_rustc_ok() -> bool {
         .unwrap_or(false)
 }
 
+/// Peers the benchmark measures against, beyond what the tests need.
+const BENCH_PACKAGES: [&str; 1] = ["prometheus-node-exporter"];
+
+/// `cargo xtask bench` only: the peer tools it compares with.
+pub fn ensure_bench_tools() -> Result<()> {
+    let missing: Vec<&str> = BENCH_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !package_installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing benchmark peers {missing:?}");
+    let mut install = apt_get(&["install", "-y", "-q", "--no-install-recommends"]);
+    install.args(&missing);
+    run_command(&mut install)
+}
+
+fn apt_get(args: &[&str]) -> Command {
+    let mut command = if is_root() {
+        Command::new("apt-get")
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("apt-get");
+        c
+    };
+    command.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+    command
+}
+
 fn ensure_packages() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
@@ -147,21 +178,8 @@ fn ensure_packages() -> Result<()> {
             ""
         }
     );
-    let sudo = if is_root() { None } else { Some("sudo") };
-    let apt = |args: &[&str]| {
-        let mut command = match sudo {
-            Some(s) => {
-                let mut c = Command::new(s);
-                c.arg("apt-get");
-                c
-            }
-            None => Command::new("apt-get"),
-        };
-        command.env("DEBIAN_FRONTEND", "noninteractive").args(args);
-        command
-    };
-    run_command(&mut apt(&["update", "-q"]))?;
-    let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
+    run_command(&mut apt_get(&["update", "-q"]))?;
+    let mut install = apt_get(&["install", "-y", "-q", "--no-install-recommends"]);
     install.args(PACKAGES);
     run_command(&mut install)?;
     if !debian_rustc_ok() {
