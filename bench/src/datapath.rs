@@ -1,12 +1,19 @@
 //! BPF datapath cost: UDP packets/s through one veth pair with the probes
-//! detached (no collector) and attached (a `collector serve` running in the
-//! sender's namespace), alternating A/B/A/B so drift in machine load hits
-//! both sides alike.
+//! detached (no collector), attached with every probe (`collector serve`,
+//! the default `--ebpf-probes rx,tx,drops`) and attached with the drop probe
+//! only (`collector serve --ebpf-probes drops`), the collector running in
+//! the sender's namespace. Rounds cycle detached / all / drops-only, the two
+//! attached ones swapping places every cycle, and end on a detached round,
+//! so every attached round has a detached round on either side and drift in
+//! machine load hits all sides alike.
 //!
 //! One sender thread (sendmmsg, 64 datagrams of 64 bytes per call) and one
 //! receiver thread (recvmmsg). On veth the receive softirq runs in the
 //! sender's context, so the sender thread carries the whole per-packet path
 //! (both tracepoints included) and its rate is the packets/s reported.
+//! Packets lost between the two sockets (sent - received, e.g. a full
+//! receive buffer) are counted per round: each one is a kfree_skb, which
+//! the drops-only probe pays for while it pays nothing for delivered ones.
 
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
@@ -27,14 +34,72 @@ const PORT: u16 = 9000;
 const COLLECTOR_PORT: u16 = 9201;
 const TX_ADDR: &str = "198.18.200.1";
 const RX_ADDR: &str = "198.18.200.2";
+/// The receiver's buffer (the kernel doubles it): about a second of
+/// 64-byte datagrams, so a receiver descheduled for a moment on a busy
+/// machine does not turn delivered packets into drops.
+const RECEIVE_BUFFER: libc::c_int = 128 << 20;
+/// Datagrams sent to a closed port in the sender's namespace before a
+/// drops-only round, to see that the drop probe counts.
+const TEST_DROPS: u64 = 100;
+const TEST_DROP_PORT: u16 = 9;
+
+/// What a round runs next to the traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Config {
+    /// No collector.
+    Detached,
+    /// `collector serve`: the default `--ebpf-probes rx,tx,drops`.
+    AllProbes,
+    /// `collector serve --ebpf-probes drops`: only skb:kfree_skb.
+    DropsOnly,
+}
+
+impl Config {
+    pub const ATTACHED: [Config; 2] = [Config::AllProbes, Config::DropsOnly];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Config::Detached => "detached",
+            Config::AllProbes => "all probes (default)",
+            Config::DropsOnly => "drops only",
+        }
+    }
+
+    /// The `--ebpf-probes` value of the collector.
+    pub fn ebpf_probes(self) -> Option<&'static str> {
+        match self {
+            Config::Detached => None,
+            Config::AllProbes => Some("rx,tx,drops"),
+            Config::DropsOnly => Some("drops"),
+        }
+    }
+
+    /// BPF programs the collector loads (and bpftool should list).
+    fn programs(self) -> usize {
+        match self {
+            Config::Detached => 0,
+            Config::AllProbes => 3,
+            Config::DropsOnly => 1,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Round {
     pub index: usize,
     pub attached: bool,
+    /// The collector's `--ebpf-probes` in attached rounds ("rx,tx,drops" is
+    /// the default, started without the flag); absent in reports from before
+    /// drops-only rounds, whose attached rounds all ran every probe.
+    #[serde(default)]
+    pub ebpf_probes: Option<String>,
     pub seconds: f64,
     pub sent: u64,
     pub received: u64,
+    /// The receiving namespace's UDP RcvbufErrors over the round: datagrams
+    /// the full receive buffer dropped (SOCKET_RCVBUFF, one kfree_skb each).
+    #[serde(default)]
+    pub udp_rcvbuf_errors: Option<u64>,
     pub sent_pps: f64,
     pub received_pps: f64,
     /// CPU time of the sender and receiver threads per sent packet (the
@@ -42,42 +107,95 @@ pub struct Round {
     /// kernel accounts softirq time separately).
     pub thread_cpu_ns_per_packet: f64,
     /// BPF programs named like the collector's that were loaded when the
-    /// round started (expected: 0 detached, 3 attached); `None` without bpftool.
+    /// round started (expected: 0 detached, 3 all probes, 1 drops only);
+    /// `None` without bpftool.
     pub probe_programs_loaded: Option<usize>,
-    /// For attached rounds: packets the collector's TX probe counted on the
-    /// sending veth during the round (shows the probes really ran).
+    /// For all-probes rounds: packets the collector's TX probe counted on
+    /// the sending veth during the round (shows the probes really ran).
     pub probe_counted_tx_packets: Option<u64>,
+    /// For drops-only rounds: of the test datagrams sent to a closed port on
+    /// the sending veth before the round, how many the collector counted as
+    /// drops there (shows the drop probe really ran).
+    #[serde(default)]
+    pub probe_counted_test_drops: Option<u64>,
+}
+
+impl Round {
+    pub fn config(&self) -> Config {
+        match (self.attached, self.ebpf_probes.as_deref()) {
+            (false, _) => Config::Detached,
+            (true, Some("drops")) => Config::DropsOnly,
+            (true, _) => Config::AllProbes,
+        }
+    }
+
+    /// Packets sent but never received: each was dropped (kfree_skb) on
+    /// the way, most likely by a full receive buffer.
+    pub fn lost(&self) -> u64 {
+        self.sent.saturating_sub(self.received)
+    }
+}
+
+/// One attached configuration against the detached rounds around it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Attached {
+    pub label: String,
+    /// The collector's `--ebpf-probes`.
+    pub ebpf_probes: String,
+    pub rounds: usize,
+    pub pps_median: f64,
+    pub pps_min_max: (f64, f64),
+    /// Each round's packets/s over the mean of the nearest detached round
+    /// before it and the nearest after it.
+    pub ratios: Vec<f64>,
+    pub ratio_median: f64,
+    pub ratio_min: f64,
+    pub ratio_max: f64,
+    /// (1 - median ratio) x 100.
+    pub cost_percent: f64,
+    /// Median over the rounds of 1e9/attached - 1e9/neighbouring detached:
+    /// extra time per packet on the sender's path.
+    pub ns_per_packet: f64,
+    pub thread_cpu_ns_per_packet: f64,
+    pub sent: u64,
+    /// Sent but not received over these rounds (each a kfree_skb).
+    pub lost: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Datapath {
     pub rounds: Vec<Round>,
     pub detached_pps_median: f64,
-    pub attached_pps_median: f64,
     pub detached_pps_min_max: (f64, f64),
-    pub attached_pps_min_max: (f64, f64),
-    /// attached / detached of each adjacent A/B pair.
-    pub pair_ratios: Vec<f64>,
-    pub ratio_median: f64,
-    pub ratio_min: f64,
-    pub ratio_max: f64,
-    /// (1 - median ratio) x 100.
-    pub cost_percent: f64,
-    /// 1e9/attached - 1e9/detached (medians): extra time per packet on the
-    /// sender's path.
-    pub ns_per_packet: f64,
     pub thread_cpu_ns_per_packet_detached: f64,
-    pub thread_cpu_ns_per_packet_attached: f64,
+    /// Sent but not received over the detached rounds.
+    #[serde(default)]
+    pub detached_lost: u64,
+    /// The default deployment: rx, tx and drops probes.
+    #[serde(default)]
+    pub all_probes: Attached,
+    /// `--ebpf-probes drops`; `None` when no round ran it.
+    #[serde(default)]
+    pub drops_only: Option<Attached>,
     pub foreign_probe_warning: Option<String>,
-    /// One extra attached round with BPF run-time statistics on (not used
+    /// Attached rounds whose probes did not show up as counting.
+    #[serde(default)]
+    pub probe_check_warning: Option<String>,
+    /// One extra all-probes round with BPF run-time statistics on (not used
     /// in the ratio: the statistics themselves cost time per run).
     pub bpf_stats: Option<BpfStats>,
+    /// The same for drops only: how often kfree_skb ran per packet sent.
+    #[serde(default)]
+    pub bpf_stats_drops_only: Option<BpfStats>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BpfStats {
     pub sent: u64,
     pub sent_pps: f64,
+    /// Sent but not received in this round (each a kfree_skb run).
+    #[serde(default)]
+    pub lost: u64,
     pub programs: Vec<ProgramRuntime>,
     /// Run time of the collector's programs per sent packet.
     pub bpf_ns_per_packet: f64,
@@ -126,52 +244,90 @@ pub fn run(collector: &Path, rounds: usize, seconds: f64, logs: &Path) -> Result
     ])?;
 
     let mut results = Vec::new();
-    for index in 0..rounds * 2 {
+    for (index, config) in schedule(rounds).into_iter().enumerate() {
         sys::check_interrupted()?;
-        let attached = index % 2 == 1;
-        let collector_process = if attached {
-            Some(start_collector(&tx, collector, logs, index)?)
-        } else {
-            None
+        let collector_process = match config {
+            Config::Detached => None,
+            _ => Some(start_collector(&tx, collector, logs, index, config)?),
         };
-        let before = match &collector_process {
-            Some(_) => Some(probe_tx_packets(&tx)?),
-            None => None,
+        let test_drops = match config {
+            Config::DropsOnly => Some(test_drops(&tx, &rx)?),
+            _ => None,
+        };
+        let before = match config {
+            Config::AllProbes => Some(probe_tx_packets(&tx)?),
+            _ => None,
         };
         // Let the previous round's collector teardown and the load settle.
         sys::sleep_checked(Duration::from_millis(500))?;
         let loaded = probe_programs_loaded();
         let mut round = measure(&tx, &rx, Duration::from_secs_f64(seconds))?;
         round.index = index;
-        round.attached = attached;
+        round.attached = config != Config::Detached;
+        round.ebpf_probes = config.ebpf_probes().map(str::to_string);
         round.probe_programs_loaded = loaded;
+        round.probe_counted_test_drops = test_drops;
         if let Some(before) = before {
             round.probe_counted_tx_packets = Some(probe_tx_packets(&tx)?.saturating_sub(before));
         }
         drop(collector_process);
         eprintln!(
-            "bench: datapath round {index} ({}): {:.0} pkt/s sent, {:.0} pkt/s received, {:.0} thread-CPU ns/pkt",
-            if attached { "attached" } else { "detached" },
+            "bench: datapath round {index} ({}): {:.0} pkt/s sent, {:.0} pkt/s received, {} lost, {:.0} thread-CPU ns/pkt",
+            config.label(),
             round.sent_pps,
             round.received_pps,
+            round.lost(),
             round.thread_cpu_ns_per_packet
         );
         results.push(round);
     }
     let mut summary = summarize(results);
-    sys::check_interrupted()?;
-    summary.bpf_stats = match bpf_stats_round(&tx, &rx, collector, logs, seconds, rounds * 2) {
-        Ok(stats) => Some(stats),
-        Err(error) => {
-            eprintln!("bench: BPF run-time statistics round skipped: {error:#}");
-            None
+    for (index, config) in (summary.rounds.len()..).zip(Config::ATTACHED) {
+        sys::check_interrupted()?;
+        let stats = match bpf_stats_round(&tx, &rx, collector, logs, seconds, index, config) {
+            Ok(stats) => Some(stats),
+            Err(error) => {
+                eprintln!(
+                    "bench: BPF run-time statistics round ({}) skipped: {error:#}",
+                    config.label()
+                );
+                None
+            }
+        };
+        match config {
+            Config::DropsOnly => summary.bpf_stats_drops_only = stats,
+            _ => summary.bpf_stats = stats,
         }
-    };
+    }
     Ok(summary)
 }
 
-fn start_collector(tx: &Netns, collector: &Path, logs: &Path, index: usize) -> Result<Server> {
-    let args: Vec<String> = [
+/// `cycles` rounds of each configuration: detached, then the two attached
+/// ones (their order swapped every cycle so neither always follows the
+/// other's collector teardown), and a closing detached round, so every
+/// attached round has a detached neighbour on both sides.
+pub fn schedule(cycles: usize) -> Vec<Config> {
+    let mut rounds = Vec::with_capacity(cycles * 3 + 1);
+    for cycle in 0..cycles {
+        rounds.push(Config::Detached);
+        if cycle % 2 == 0 {
+            rounds.extend([Config::AllProbes, Config::DropsOnly]);
+        } else {
+            rounds.extend([Config::DropsOnly, Config::AllProbes]);
+        }
+    }
+    rounds.push(Config::Detached);
+    rounds
+}
+
+fn start_collector(
+    tx: &Netns,
+    collector: &Path,
+    logs: &Path,
+    index: usize,
+    config: Config,
+) -> Result<Server> {
+    let mut args: Vec<String> = [
         "serve",
         "--listen",
         &format!("127.0.0.1:{COLLECTOR_PORT}"),
@@ -181,6 +337,10 @@ fn start_collector(tx: &Netns, collector: &Path, logs: &Path, index: usize) -> R
     .iter()
     .map(|s| s.to_string())
     .collect();
+    // The default configuration runs as deployed, without the flag.
+    if config == Config::DropsOnly {
+        args.extend(["--ebpf-probes".to_string(), "drops".to_string()]);
+    }
     let log = logs.join(format!("datapath-collector-{index}.log"));
     let server = Server::start(
         tx,
@@ -190,10 +350,7 @@ fn start_collector(tx: &Netns, collector: &Path, logs: &Path, index: usize) -> R
         COLLECTOR_PORT,
         &log,
     )?;
-    let text = tx.run_in(|| {
-        scrape::get(COLLECTOR_PORT, "/metrics", Duration::from_secs(30))
-            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
-    })?;
+    let text = scrape_collector(tx)?;
     if !text.lines().any(|l| l == "collector_ebpf_enabled 1") {
         bail!(
             "the collector in {} did not attach its probes (collector_ebpf_enabled is not 1); see {}",
@@ -201,7 +358,54 @@ fn start_collector(tx: &Netns, collector: &Path, logs: &Path, index: usize) -> R
             log.display()
         );
     }
+    let attached: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("collector_ebpf_probe_info{") && l.ends_with(" 1"))
+        .filter_map(|l| l.split("program=\"").nth(1)?.split('"').next())
+        .collect();
+    let expected_ok = match config {
+        Config::DropsOnly => attached == ["kfree_skb"],
+        _ => attached.len() == config.programs(),
+    };
+    if !expected_ok {
+        bail!(
+            "the collector in {} ({}) attached {attached:?}, expected {} program(s); see {}",
+            tx.name,
+            config.label(),
+            config.programs(),
+            log.display()
+        );
+    }
     Ok(server)
+}
+
+fn scrape_collector(tx: &Netns) -> Result<String> {
+    tx.run_in(|| {
+        scrape::get(COLLECTOR_PORT, "/metrics", Duration::from_secs(30))
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+    })
+}
+
+/// Sends TEST_DROPS datagrams from the receiving namespace to a closed
+/// port in the sender's, where the kernel drops them on the sending veth
+/// (NO_SOCKET), and returns how many of them the collector counted there.
+fn test_drops(tx: &Netns, rx: &Netns) -> Result<u64> {
+    let before = probe_drops(tx)?;
+    rx.run_in(|| {
+        let socket = UdpSocket::bind((RX_ADDR, 0)).context("binding the test-drop sender")?;
+        for _ in 0..TEST_DROPS {
+            socket.send_to(&[0u8; PAYLOAD], (TX_ADDR, TEST_DROP_PORT))?;
+        }
+        Ok(())
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let counted = probe_drops(tx)?.saturating_sub(before);
+        if counted >= TEST_DROPS || Instant::now() >= deadline {
+            return Ok(counted);
+        }
+        sys::sleep_checked(Duration::from_millis(50))?;
+    }
 }
 
 /// An attached round with the kernel's BPF run-time statistics enabled
@@ -214,9 +418,10 @@ fn bpf_stats_round(
     logs: &Path,
     seconds: f64,
     index: usize,
+    config: Config,
 ) -> Result<BpfStats> {
     let before_start = probe_programs()?;
-    let server = start_collector(tx, collector, logs, index)?;
+    let server = start_collector(tx, collector, logs, index, config)?;
     let ours: Vec<u64> = probe_programs()?
         .into_iter()
         .filter(|p| !before_start.iter().any(|b| b.0 == p.0))
@@ -248,13 +453,21 @@ fn bpf_stats_round(
     }
     let total_ns: f64 = programs.iter().map(|p| p.ns_per_run * p.runs as f64).sum();
     eprintln!(
-        "bench: BPF statistics round: {:.0} pkt/s, the collector's programs ran {:.0} ns per packet",
+        "bench: BPF statistics round ({}): {:.0} pkt/s, {} lost, the collector's programs ran {:.1} ns per packet ({})",
+        config.label(),
         round.sent_pps,
-        total_ns / round.sent.max(1) as f64
+        round.lost(),
+        total_ns / round.sent.max(1) as f64,
+        programs
+            .iter()
+            .map(|p| format!("{} {} runs", p.name, p.runs))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(BpfStats {
         sent: round.sent,
         sent_pps: round.sent_pps,
+        lost: round.lost(),
         programs,
         bpf_ns_per_packet: total_ns / round.sent.max(1) as f64,
     })
@@ -281,86 +494,153 @@ fn enable_bpf_stats() -> Result<libc::c_int> {
 
 /// Ratios, medians and spread of the rounds (also used by `--render`).
 pub fn summarize(rounds: Vec<Round>) -> Datapath {
-    let pick = |attached: bool| -> Vec<f64> {
-        rounds
-            .iter()
-            .filter(|r| r.attached == attached)
-            .map(|r| r.sent_pps)
-            .collect()
-    };
-    let cpu = |attached: bool| -> f64 {
-        median(
-            &rounds
-                .iter()
-                .filter(|r| r.attached == attached)
-                .map(|r| r.thread_cpu_ns_per_packet)
-                .collect::<Vec<_>>(),
-        )
-    };
-    let (detached, attached) = (pick(false), pick(true));
-    let pair_ratios: Vec<f64> = detached.iter().zip(&attached).map(|(d, a)| a / d).collect();
     let min_max = |v: &[f64]| {
         (
             v.iter().copied().fold(f64::INFINITY, f64::min),
             v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         )
     };
-    let (detached_median, attached_median) = (median(&detached), median(&attached));
-    let ratio_median = median(&pair_ratios);
-    let (ratio_min, ratio_max) = min_max(&pair_ratios);
+    let of = |config: Config| rounds.iter().filter(move |r| r.config() == config);
+    let detached: Vec<f64> = of(Config::Detached).map(|r| r.sent_pps).collect();
+    let detached_cpu: Vec<f64> = of(Config::Detached)
+        .map(|r| r.thread_cpu_ns_per_packet)
+        .collect();
+    let detached_median = median(&detached);
+    // The mean of the nearest detached round on each side that exists.
+    let neighbours = |position: usize| -> Option<f64> {
+        let before = rounds[..position]
+            .iter()
+            .rev()
+            .find(|r| r.config() == Config::Detached);
+        let after = rounds[position + 1..]
+            .iter()
+            .find(|r| r.config() == Config::Detached);
+        let sides: Vec<f64> = before
+            .into_iter()
+            .chain(after)
+            .map(|r| r.sent_pps)
+            .collect();
+        (!sides.is_empty()).then(|| sides.iter().sum::<f64>() / sides.len() as f64)
+    };
+    let attached = |config: Config| -> Option<Attached> {
+        let mut pps = Vec::new();
+        let mut ratios = Vec::new();
+        let mut ns = Vec::new();
+        let mut cpu = Vec::new();
+        let (mut sent, mut lost) = (0, 0);
+        for (position, r) in rounds.iter().enumerate() {
+            if r.config() != config {
+                continue;
+            }
+            pps.push(r.sent_pps);
+            cpu.push(r.thread_cpu_ns_per_packet);
+            sent += r.sent;
+            lost += r.lost();
+            if let Some(d) = neighbours(position) {
+                ratios.push(r.sent_pps / d);
+                ns.push(1e9 / r.sent_pps - 1e9 / d);
+            }
+        }
+        if pps.is_empty() {
+            return None;
+        }
+        let ratio_median = median(&ratios);
+        let (ratio_min, ratio_max) = min_max(&ratios);
+        Some(Attached {
+            label: config.label().to_string(),
+            ebpf_probes: config.ebpf_probes().unwrap_or_default().to_string(),
+            rounds: pps.len(),
+            pps_median: median(&pps),
+            pps_min_max: min_max(&pps),
+            ratios,
+            ratio_median,
+            ratio_min,
+            ratio_max,
+            cost_percent: (1.0 - ratio_median) * 100.0,
+            ns_per_packet: median(&ns),
+            thread_cpu_ns_per_packet: median(&cpu),
+            sent,
+            lost,
+        })
+    };
     let foreign: Vec<String> = rounds
         .iter()
         .filter(|r| match r.probe_programs_loaded {
-            Some(n) => n != if r.attached { 3 } else { 0 },
+            Some(n) => n != r.config().programs(),
             None => false,
         })
         .map(|r| {
             format!(
-                "round {} saw {} probe programs",
+                "round {} ({}) saw {} probe programs, expected {}",
                 r.index,
-                r.probe_programs_loaded.unwrap_or(0)
+                r.config().label(),
+                r.probe_programs_loaded.unwrap_or(0),
+                r.config().programs()
             )
+        })
+        .collect();
+    let unproven: Vec<String> = rounds
+        .iter()
+        .filter_map(|r| match r.config() {
+            Config::AllProbes => r.probe_counted_tx_packets.filter(|&n| n < r.sent).map(|n| {
+                format!(
+                    "round {}: TX probe counted {n} of {} packets",
+                    r.index, r.sent
+                )
+            }),
+            Config::DropsOnly => r
+                .probe_counted_test_drops
+                .filter(|&n| n < TEST_DROPS)
+                .map(|n| {
+                    format!(
+                        "round {}: drop probe counted {n} of {TEST_DROPS} test drops",
+                        r.index
+                    )
+                }),
+            Config::Detached => None,
         })
         .collect();
     Datapath {
         detached_pps_median: detached_median,
-        attached_pps_median: attached_median,
         detached_pps_min_max: min_max(&detached),
-        attached_pps_min_max: min_max(&attached),
-        ratio_median,
-        ratio_min,
-        ratio_max,
-        cost_percent: (1.0 - ratio_median) * 100.0,
-        ns_per_packet: 1e9 / attached_median - 1e9 / detached_median,
-        thread_cpu_ns_per_packet_detached: cpu(false),
-        thread_cpu_ns_per_packet_attached: cpu(true),
-        pair_ratios,
+        thread_cpu_ns_per_packet_detached: median(&detached_cpu),
+        detached_lost: of(Config::Detached).map(|r| r.lost()).sum(),
+        all_probes: attached(Config::AllProbes).unwrap_or_default(),
+        drops_only: attached(Config::DropsOnly),
         foreign_probe_warning: (!foreign.is_empty()).then(|| {
             format!(
-                "other programs with the collector's probe names were loaded (another collector or test running?): {}",
+                "other programs with the collector's probe names were loaded, or ours were missing (another collector or test running?): {}",
                 foreign.join(", ")
             )
         }),
+        probe_check_warning: (!unproven.is_empty()).then(|| unproven.join("; ")),
         rounds,
         bpf_stats: None,
+        bpf_stats_drops_only: None,
     }
 }
 
 /// network_interface_ebpf_tx_packets_total of dpa, from the collector in `tx`.
 fn probe_tx_packets(tx: &Netns) -> Result<u64> {
-    let text = tx.run_in(|| {
-        scrape::get(COLLECTOR_PORT, "/metrics", Duration::from_secs(30))
-            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
-    })?;
-    Ok(text
-        .lines()
-        .find(|l| {
-            l.starts_with("network_interface_ebpf_tx_packets_total{")
-                && l.contains("interface=\"dpa\"")
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or(0))
+    Ok(sum_for_dpa(
+        &scrape_collector(tx)?,
+        "network_interface_ebpf_tx_packets_total{",
+    ))
+}
+
+/// network_interface_drops_total of dpa (every reason), from the collector in `tx`.
+fn probe_drops(tx: &Netns) -> Result<u64> {
+    Ok(sum_for_dpa(
+        &scrape_collector(tx)?,
+        "network_interface_drops_total{",
+    ))
+}
+
+fn sum_for_dpa(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix) && l.contains("interface=\"dpa\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 /// Loaded BPF programs carrying the collector's program names (kernel
@@ -408,17 +688,18 @@ fn measure(tx: &Netns, rx: &Netns, duration: Duration) -> Result<Round> {
     let barrier = Barrier::new(2);
     let sender_done = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let receiver = scope.spawn(|| -> Result<(u64, Duration)> {
+        let receiver = scope.spawn(|| -> Result<(u64, Option<u64>, Duration)> {
             let setup = (|| -> Result<UdpSocket> {
                 rx.enter()?;
                 let socket = UdpSocket::bind((RX_ADDR, PORT)).context("binding receiver")?;
-                set_int_option(&socket, libc::SO_RCVBUFFORCE, 32 << 20)?;
+                set_int_option(&socket, libc::SO_RCVBUFFORCE, RECEIVE_BUFFER)?;
                 socket.set_read_timeout(Some(Duration::from_millis(200)))?;
                 Ok(socket)
             })();
             // Both threads reach the barrier even when their setup failed.
             barrier.wait();
             let socket = setup?;
+            let rcvbuf_errors_start = udp_rcvbuf_errors();
             let cpu_start = thread_cpu();
             let mut received = 0u64;
             let mut buffers = vec![[0u8; 2048]; BATCH];
@@ -438,7 +719,11 @@ fn measure(tx: &Netns, rx: &Netns, duration: Duration) -> Result<Round> {
                     Err(error) => return Err(error.into()),
                 }
             }
-            Ok((received, thread_cpu() - cpu_start))
+            let cpu = thread_cpu() - cpu_start;
+            let rcvbuf_errors = rcvbuf_errors_start
+                .zip(udp_rcvbuf_errors())
+                .map(|(start, end)| end.saturating_sub(start));
+            Ok((received, rcvbuf_errors, cpu))
         });
         let sender = scope.spawn(|| -> Result<(u64, Duration, Duration)> {
             let result = (|| {
@@ -470,22 +755,34 @@ fn measure(tx: &Netns, rx: &Netns, duration: Duration) -> Result<Round> {
             .join()
             .map_err(|_| anyhow::anyhow!("receiver panicked"))?;
         let (sent, elapsed, sender_cpu) = sent?;
-        let (received, receiver_cpu) = received?;
+        let (received, udp_rcvbuf_errors, receiver_cpu) = received?;
         let seconds = elapsed.as_secs_f64();
         Ok(Round {
             index: 0,
             attached: false,
+            ebpf_probes: None,
             seconds,
             sent,
             received,
+            udp_rcvbuf_errors,
             sent_pps: sent as f64 / seconds,
             received_pps: received as f64 / seconds,
             thread_cpu_ns_per_packet: (sender_cpu + receiver_cpu).as_nanos() as f64
                 / sent.max(1) as f64,
             probe_programs_loaded: None,
             probe_counted_tx_packets: None,
+            probe_counted_test_drops: None,
         })
     })
+}
+
+/// Udp RcvbufErrors of the calling thread's network namespace.
+fn udp_rcvbuf_errors() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/snmp").ok()?;
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp: "));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let column = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(column)?.parse().ok()
 }
 
 fn set_int_option(socket: &UdpSocket, option: libc::c_int, value: libc::c_int) -> Result<()> {
@@ -581,33 +878,86 @@ fn recv_batch(socket: &UdpSocket, buffers: &mut [[u8; 2048]]) -> std::io::Result
 mod tests {
     use super::*;
 
-    fn round(index: usize, attached: bool, pps: f64) -> Round {
+    fn round(index: usize, config: Config, pps: f64) -> Round {
         Round {
             index,
-            attached,
+            attached: config != Config::Detached,
+            ebpf_probes: config.ebpf_probes().map(str::to_string),
             seconds: 1.0,
             sent: pps as u64,
             received: pps as u64,
+            udp_rcvbuf_errors: Some(0),
             sent_pps: pps,
             received_pps: pps,
             thread_cpu_ns_per_packet: 1e9 / pps,
-            probe_programs_loaded: Some(if attached { 3 } else { 0 }),
-            probe_counted_tx_packets: None,
+            probe_programs_loaded: Some(config.programs()),
+            probe_counted_tx_packets: (config == Config::AllProbes).then_some(pps as u64),
+            probe_counted_test_drops: (config == Config::DropsOnly).then_some(TEST_DROPS),
         }
     }
 
     #[test]
-    fn ratio_and_cost_from_alternating_rounds() {
+    fn schedule_brackets_every_attached_round() {
+        use Config::*;
+        assert_eq!(
+            schedule(2),
+            [Detached, AllProbes, DropsOnly, Detached, DropsOnly, AllProbes, Detached]
+        );
+    }
+
+    #[test]
+    fn ratio_and_cost_against_neighbouring_detached_rounds() {
+        use Config::*;
         let summary = summarize(vec![
-            round(0, false, 1_000_000.0),
-            round(1, true, 980_000.0),
-            round(2, false, 1_000_000.0),
-            round(3, true, 960_000.0),
+            round(0, Detached, 1_000_000.0),
+            round(1, AllProbes, 980_000.0),
+            round(2, DropsOnly, 1_000_000.0),
+            round(3, Detached, 1_000_000.0),
+            round(4, DropsOnly, 990_000.0),
+            round(5, AllProbes, 960_000.0),
+            round(6, Detached, 1_000_000.0),
         ]);
-        assert_eq!(summary.pair_ratios, vec![0.98, 0.96]);
-        assert!((summary.ratio_median - 0.97).abs() < 1e-9);
-        assert!((summary.cost_percent - 3.0).abs() < 1e-9);
-        assert!((summary.ns_per_packet - (1e9 / 970_000.0 - 1e9 / 1_000_000.0)).abs() < 1e-6);
+        let all = &summary.all_probes;
+        assert_eq!(all.ratios, vec![0.98, 0.96]);
+        assert!((all.ratio_median - 0.97).abs() < 1e-9);
+        assert!((all.cost_percent - 3.0).abs() < 1e-9);
+        let ns = ((1e9 / 980_000.0 - 1e3) + (1e9 / 960_000.0 - 1e3)) / 2.0;
+        assert!((all.ns_per_packet - ns).abs() < 1e-6);
+        let drops = summary.drops_only.as_ref().unwrap();
+        assert_eq!(drops.ratios, vec![1.0, 0.99]);
+        assert!((drops.cost_percent - 0.5).abs() < 1e-9);
+        assert_eq!(drops.lost, 0);
         assert!(summary.foreign_probe_warning.is_none());
+        assert!(summary.probe_check_warning.is_none());
+    }
+
+    #[test]
+    fn neighbours_are_averaged_and_wrong_program_counts_warn() {
+        use Config::*;
+        let mut rounds = vec![
+            round(0, Detached, 1_000_000.0),
+            round(1, DropsOnly, 900_000.0),
+            round(2, Detached, 800_000.0),
+        ];
+        rounds[1].probe_programs_loaded = Some(3);
+        rounds[1].received = 890_000;
+        let summary = summarize(rounds);
+        let drops = summary.drops_only.unwrap();
+        assert_eq!(drops.ratios, vec![1.0]);
+        assert_eq!(drops.lost, 10_000);
+        assert!(summary.foreign_probe_warning.unwrap().contains("round 1"));
+    }
+
+    #[test]
+    fn reports_from_before_drops_only_rounds_still_summarize() {
+        // Old rounds: A/B pairs, no ebpf_probes field, no closing detached round.
+        let old = r#"{"index":1,"attached":true,"seconds":1.0,"sent":980,"received":980,
+            "sent_pps":980.0,"received_pps":980.0,"thread_cpu_ns_per_packet":1.0,
+            "probe_programs_loaded":3,"probe_counted_tx_packets":980}"#;
+        let attached: Round = serde_json::from_str(old).unwrap();
+        assert_eq!(attached.config(), Config::AllProbes);
+        let summary = summarize(vec![round(0, Config::Detached, 1000.0), attached]);
+        assert_eq!(summary.all_probes.ratios, vec![0.98]);
+        assert!(summary.drops_only.is_none());
     }
 }

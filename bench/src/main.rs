@@ -50,7 +50,7 @@ struct Args {
     /// Time cap of one tool's scrape series at one size, seconds.
     #[arg(long)]
     series_seconds: Option<f64>,
-    /// A/B pairs of datapath rounds.
+    /// Datapath cycles: rounds of each of detached, all probes and drops only.
     #[arg(long)]
     datapath_pairs: Option<usize>,
     /// Seconds per datapath round.
@@ -252,6 +252,7 @@ fn real_main() -> Result<()> {
         if let Some(old) = report.datapath.take() {
             let mut summary = datapath::summarize(old.rounds);
             summary.bpf_stats = old.bpf_stats;
+            summary.bpf_stats_drops_only = old.bpf_stats_drops_only;
             report.datapath = Some(summary);
         }
         report.evaluate_targets();
@@ -309,7 +310,7 @@ fn real_main() -> Result<()> {
 
     if !args.skip_datapath {
         eprintln!(
-            "bench: datapath: {} A/B pairs of {} s",
+            "bench: datapath: {} cycles of detached / all probes / drops-only rounds of {} s",
             plan.datapath_pairs, plan.datapath_seconds
         );
         report.datapath = Some(datapath::run(
