@@ -802,14 +802,9 @@ fn set_int_option(socket: &UdpSocket, option: libc::c_int, value: libc::c_int) -
     Ok(())
 }
 
-fn send_batch(socket: &UdpSocket, payload: &[u8]) -> Result<usize> {
-    let mut iovecs: Vec<libc::iovec> = (0..BATCH)
-        .map(|_| libc::iovec {
-            iov_base: payload.as_ptr() as *mut libc::c_void,
-            iov_len: payload.len(),
-        })
-        .collect();
-    let mut messages: Vec<libc::mmsghdr> = iovecs
+/// One mmsghdr per iovec, each carrying exactly that buffer.
+fn message_headers(iovecs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iovecs
         .iter_mut()
         .map(|iov| {
             // SAFETY: an all-zero mmsghdr is valid (no name, no control).
@@ -818,7 +813,17 @@ fn send_batch(socket: &UdpSocket, payload: &[u8]) -> Result<usize> {
             message.msg_hdr.msg_iovlen = 1;
             message
         })
+        .collect()
+}
+
+fn send_batch(socket: &UdpSocket, payload: &[u8]) -> Result<usize> {
+    let mut iovecs: Vec<libc::iovec> = (0..BATCH)
+        .map(|_| libc::iovec {
+            iov_base: payload.as_ptr() as *mut libc::c_void,
+            iov_len: payload.len(),
+        })
         .collect();
+    let mut messages = message_headers(&mut iovecs);
     // SAFETY: messages point at live iovecs over a live payload.
     let rc = unsafe {
         libc::sendmmsg(
@@ -847,16 +852,7 @@ fn recv_batch(socket: &UdpSocket, buffers: &mut [[u8; 2048]]) -> std::io::Result
             iov_len: b.len(),
         })
         .collect();
-    let mut messages: Vec<libc::mmsghdr> = iovecs
-        .iter_mut()
-        .map(|iov| {
-            // SAFETY: an all-zero mmsghdr is valid (no name, no control).
-            let mut message: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            message.msg_hdr.msg_iov = iov;
-            message.msg_hdr.msg_iovlen = 1;
-            message
-        })
-        .collect();
+    let mut messages = message_headers(&mut iovecs);
     // SAFETY: messages point at live, writable buffers. MSG_WAITFORONE
     // returns as soon as one datagram is there; SO_RCVTIMEO bounds the wait.
     let rc = unsafe {

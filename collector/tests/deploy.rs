@@ -973,15 +973,9 @@ impl ConfinedCollector {
             log,
             _log_dir: log_dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http(ns, context.port, "GET", "/readyz").map(|r| r.0) != Some(200) {
-            assert!(
-                Instant::now() < deadline,
-                "confined collector never became ready: {}",
-                collector.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_http_ok(ns, context.port, "/readyz", || {
+            format!("confined collector never became ready: {}", collector.log())
+        });
         collector
     }
 
@@ -1286,15 +1280,9 @@ impl PrometheusServer {
                 )
             });
         let server = PrometheusServer { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http(ns, PROMETHEUS_PORT, "GET", "/-/ready").map(|r| r.0) != Some(200) {
-            assert!(
-                Instant::now() < deadline,
-                "Prometheus not ready: {}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_http_ok(ns, PROMETHEUS_PORT, "/-/ready", || {
+            format!("Prometheus not ready: {}", server.log())
+        });
         server
     }
 

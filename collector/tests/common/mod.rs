@@ -293,16 +293,9 @@ impl CollectorProcess {
     }
 
     fn wait_ready(&self, ns: &Netns) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some((status, _)) = http(ns, self.port, "GET", "/readyz") {
-                if status == 200 {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("collector in {} never became ready", self.ns_name);
+        wait_for_http_ok(ns, self.port, "/readyz", || {
+            format!("collector in {} never became ready", self.ns_name)
+        });
     }
 
     pub fn pid(&self) -> u32 {
@@ -352,6 +345,16 @@ impl Drop for CollectorProcess {
         if self.child.try_wait().ok().flatten().is_none() {
             self.terminate();
         }
+    }
+}
+
+/// Polls `path` inside `ns` until it answers 200; panics with `failure()`
+/// after 20 s.
+pub fn wait_for_http_ok(ns: &Netns, port: u16, path: &str, failure: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http(ns, port, "GET", path).map(|(status, _)| status) != Some(200) {
+        assert!(Instant::now() < deadline, "{}", failure());
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
