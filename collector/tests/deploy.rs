@@ -998,15 +998,7 @@ impl ConfinedCollector {
 
 impl Drop for ConfinedCollector {
     fn drop(&mut self) {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        stop_child(&mut self.child);
     }
 }
 
@@ -1293,15 +1285,7 @@ impl PrometheusServer {
 
 impl Drop for PrometheusServer {
     fn drop(&mut self) {
-        // SAFETY: plain kill(2) on our own child (`ip netns exec` execs it).
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        stop_child(&mut self.child);
     }
 }
 
