@@ -105,11 +105,10 @@ impl Collector {
 
         if let (Some(source), None) = (ebpf_source.as_mut(), &netlink_error) {
             let live: HashSet<u32> = links.iter().map(|l| l.ifindex).collect();
-            source.forget_except(&live);
             (
                 ebpf_status.traffic_map_entries,
                 ebpf_status.drop_map_entries,
-            ) = source.map_entries();
+            ) = source.forget_except(&live);
         }
         if let Some(reading) = &reading {
             ebpf_status.probe_counters = reading.counters;

@@ -252,33 +252,20 @@ impl EbpfSource {
     }
 
     /// Removes the entries of interfaces not in `live`, so pod churn cannot
-    /// fill the maps. Returns how many entries went.
-    pub fn forget_except(&mut self, live: &HashSet<u32>) -> usize {
-        let stale: Vec<u32> = self
-            .traffic
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|i| !live.contains(i))
-            .collect();
-        let stale_drops: Vec<DropKey> = self
-            .drops
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !live.contains(&k.ifindex))
-            .collect();
-        let mut removed = 0;
-        for ifindex in stale {
-            removed += usize::from(self.traffic.remove(&ifindex).is_ok());
+    /// fill the maps. Returns the entries left in the traffic and drop maps,
+    /// counted from the same key walk rather than walking the maps again.
+    pub fn forget_except(&mut self, live: &HashSet<u32>) -> (usize, usize) {
+        let traffic_keys: Vec<u32> = self.traffic.keys().filter_map(Result::ok).collect();
+        let drop_keys: Vec<DropKey> = self.drops.keys().filter_map(Result::ok).collect();
+        let mut traffic_left = traffic_keys.len();
+        for ifindex in traffic_keys.iter().filter(|i| !live.contains(i)) {
+            traffic_left -= usize::from(self.traffic.remove(ifindex).is_ok());
         }
-        for key in stale_drops {
-            removed += usize::from(self.drops.remove(&key).is_ok());
+        let mut drops_left = drop_keys.len();
+        for key in drop_keys.iter().filter(|k| !live.contains(&k.ifindex)) {
+            drops_left -= usize::from(self.drops.remove(key).is_ok());
         }
-        removed
-    }
-
-    /// Number of entries currently in the traffic and drop maps.
-    pub fn map_entries(&self) -> (usize, usize) {
-        (self.traffic.keys().count(), self.drops.keys().count())
+        (traffic_left, drops_left)
     }
 
     fn reason_name(&self, reason: u32) -> String {
