@@ -20,6 +20,22 @@ pub fn human_bytes(bytes: f64) -> String {
     }
 }
 
+/// The three largest drop reasons as `NAME=value`, largest first; equal
+/// values keep the order they come in (by name, from a BTreeMap).
+pub fn top_reasons<'a, V: PartialOrd + Copy + 'a>(
+    reasons: impl Iterator<Item = (&'a String, &'a V)>,
+    show: impl Fn(V) -> String,
+) -> String {
+    let mut reasons: Vec<(&String, V)> = reasons.map(|(name, value)| (name, *value)).collect();
+    reasons.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+    let top: Vec<String> = reasons
+        .iter()
+        .take(3)
+        .map(|(name, value)| format!("{name}={}", show(*value)))
+        .collect();
+    top.join(" ")
+}
+
 pub fn render(snapshot: &Snapshot) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -30,14 +46,10 @@ pub fn render(snapshot: &Snapshot) -> String {
     for interface in &snapshot.interfaces {
         let link = &interface.link;
         let c = &link.counters;
-        let mut reasons: Vec<(&String, &u64)> =
-            interface.ebpf.iter().flat_map(|e| e.drops.iter()).collect();
-        reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        let top: Vec<String> = reasons
-            .iter()
-            .take(3)
-            .map(|(r, n)| format!("{r}={n}"))
-            .collect();
+        let top = top_reasons(
+            interface.ebpf.iter().flat_map(|e| e.drops.iter()),
+            |count| count.to_string(),
+        );
         let _ = writeln!(
             out,
             "{:<16} {:<5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8}  {}",
@@ -50,7 +62,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             c.tx_packets,
             c.rx_errors + c.tx_errors,
             c.rx_dropped + c.tx_dropped,
-            top.join(" ")
+            top
         );
     }
     let ebpf = &snapshot.sources.ebpf;
@@ -67,6 +79,16 @@ pub fn render(snapshot: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_reasons_are_the_three_largest_ties_by_name() {
+        let drops: std::collections::BTreeMap<String, u64> =
+            [("A", 1), ("B", 5), ("C", 5), ("D", 9)]
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect();
+        assert_eq!(top_reasons(drops.iter(), |n| n.to_string()), "D=9 B=5 C=5");
+    }
 
     #[test]
     fn human_units() {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::snapshot::{Interface, Snapshot};
-use crate::table::human_bytes;
+use crate::table::{human_bytes, top_reasons};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SortKey {
@@ -139,13 +139,7 @@ pub fn render(rates: &[InterfaceRates], snapshot: &Snapshot, interval: f64, ansi
         "INTERFACE", "STATE", "RX", "RX PPS", "TX", "TX PPS", "ERR/s", "DROP/s"
     );
     for r in rates {
-        let mut reasons: Vec<(&String, &f64)> = r.drops_by_reason.iter().collect();
-        reasons.sort_by(|a, b| b.1.total_cmp(a.1));
-        let top: Vec<String> = reasons
-            .iter()
-            .take(3)
-            .map(|(n, v)| format!("{n}={v:.1}"))
-            .collect();
+        let top = top_reasons(r.drops_by_reason.iter(), |rate| format!("{rate:.1}"));
         let _ = writeln!(
             out,
             "{:<16} {:<5} {:>12} {:>10.1} {:>12} {:>10.1} {:>9.1} {:>9.1}  {}",
@@ -157,7 +151,7 @@ pub fn render(rates: &[InterfaceRates], snapshot: &Snapshot, interval: f64, ansi
             r.tx_packets,
             r.errors,
             r.drops(),
-            top.join(" ")
+            top
         );
     }
     out
