@@ -23,7 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what building and testing need (apt packages, bpf-linker). Idempotent.
+    /// Install what building and testing need (apt packages, bpf-linker,
+    /// the Python test tools' virtualenv). Idempotent.
     Setup,
     /// Build the BPF object into target/bpf/collector-ebpf.o, where `collector` embeds it.
     BuildEbpf {
@@ -175,20 +176,31 @@ fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
+/// `cargo` with the Python test tools' virtualenv first on PATH, so the
+/// tests' `python3` and `hadolint` are the pinned ones, never the system's.
+fn cargo_for_tests() -> Result<Command> {
+    let mut command = cargo();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![setup::python_venv().join("bin")];
+    paths.extend(std::env::split_paths(&path));
+    command.env("PATH", std::env::join_paths(paths).context("joining PATH")?);
+    Ok(command)
+}
+
 fn test(cargo_args: &[String]) -> Result<()> {
     setup::ensure_all()?;
     build_ebpf(true)?;
     lint()?;
     eprintln!("xtask: unit tests");
     run_command(
-        cargo()
+        cargo_for_tests()?
             .args(["test", "--workspace", "--lib", "--bins"])
             .args(cargo_args),
     )?;
     require_root("the integration tests")?;
     eprintln!("xtask: privileged integration tests (BPF, netns)");
     run_command(
-        cargo()
+        cargo_for_tests()?
             .args(["test", "--workspace", "--test", "*"])
             .args(cargo_args)
             .args(["--", "--test-threads=1"]),
@@ -197,7 +209,8 @@ fn test(cargo_args: &[String]) -> Result<()> {
 }
 
 fn run(args: &[String]) -> Result<()> {
-    setup::ensure_all()?;
+    // Running needs the BPF toolchain only; test tools stay off the machine.
+    setup::ensure_build()?;
     build_ebpf(true)?;
     run_command(cargo().args(["build", "--release", "-p", "collector"]))?;
     if let Err(error) = require_root("loading the eBPF probes") {
@@ -209,7 +222,8 @@ fn run(args: &[String]) -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     require_root("the benchmark (network namespaces, veths, BPF)")?;
-    setup::ensure_all()?;
+    setup::ensure_build()?;
+    setup::ensure_test_tools()?;
     setup::ensure_bench_tools()?;
     build_ebpf(true)?;
     run_command(cargo().args(["build", "--release", "-p", "collector"]))?;

