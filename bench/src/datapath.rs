@@ -360,7 +360,7 @@ fn start_collector(
     }
     let attached: Vec<&str> = text
         .lines()
-        .filter(|l| l.starts_with("collector_ebpf_probe_info{") && l.ends_with(" 1"))
+        .filter(|l| l.starts_with("collector_ebpf_probe_attached{") && l.ends_with(" 1"))
         .filter_map(|l| l.split("program=\"").nth(1)?.split('"').next())
         .collect();
     let expected_ok = match config {

@@ -85,6 +85,8 @@ fn snapshot() -> Snapshot {
                 ..EbpfStatus::default()
             },
             errors_total: BTreeMap::from([("ebpf", 0), ("netlink", 0)]),
+            netlink_timeouts_total: 0,
+            netlink_skipped_attributes_total: 0,
             collections_total: 1,
         },
         collection_seconds: 0.002,

@@ -150,6 +150,11 @@ pub struct CommonArgs {
     /// Do not load eBPF probes; serve netlink metrics only.
     #[arg(long, env = "COLLECTOR_NO_EBPF")]
     pub no_ebpf: bool,
+    /// Longest a netlink link dump may take (1ms to 60s); a dump that takes
+    /// longer fails that collection, is counted in
+    /// collector_netlink_dump_timeouts_total, and turns /healthz red when it repeats.
+    #[arg(long, env = "COLLECTOR_NETLINK_TIMEOUT", default_value = "5s", value_name = "DURATION", value_parser = parse_timeout)]
+    pub netlink_timeout: Duration,
     /// Interfaces the eBPF traffic map can hold (each entry keeps 32 bytes per CPU);
     /// beyond it updates are lost and counted in collector_ebpf_map_full_total.
     #[arg(long, env = "COLLECTOR_EBPF_MAX_INTERFACES", default_value_t = collector_common::TRAFFIC_MAP_ENTRIES, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
@@ -248,6 +253,14 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}` is shorter than 100ms"));
     }
     Ok(interval)
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if timeout < Duration::from_millis(1) || timeout > Duration::from_secs(60) {
+        return Err(format!("`{text}` is outside 1ms..60s"));
+    }
+    Ok(timeout)
 }
 
 fn parse_node_name(text: &str) -> Result<String, String> {

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::filter::InterfaceFilter;
 use crate::snapshot::{EbpfInterface, EbpfStatus, Interface, Snapshot, SourceStatus};
@@ -17,6 +17,8 @@ pub struct CollectorConfig {
     /// `--label` pairs, sorted by key.
     pub labels: Vec<(String, String)>,
     pub filter: InterfaceFilter,
+    /// Longest one netlink dump may take before the collection gives up on it.
+    pub netlink_timeout: Duration,
 }
 
 /// The eBPF side as decided at start-up.
@@ -36,13 +38,20 @@ pub struct Collector {
     ebpf: Option<Mutex<EbpfSource>>,
     ebpf_disabled_reason: Option<String>,
     netlink_errors: AtomicU64,
+    netlink_timeouts: AtomicU64,
+    skipped_attributes: AtomicU64,
     ebpf_errors: AtomicU64,
     collections: AtomicU64,
 }
 
 impl Collector {
     pub fn new(config: CollectorConfig, ebpf: EbpfMode) -> Self {
-        Self::with_link_source(config, ebpf, Box::new(netlink::dump_links))
+        let timeout = config.netlink_timeout;
+        Self::with_link_source(
+            config,
+            ebpf,
+            Box::new(move || netlink::dump_links_within(timeout)),
+        )
     }
 
     pub fn with_link_source(config: CollectorConfig, ebpf: EbpfMode, links: LinkSource) -> Self {
@@ -56,6 +65,8 @@ impl Collector {
             ebpf,
             ebpf_disabled_reason,
             netlink_errors: AtomicU64::new(0),
+            netlink_timeouts: AtomicU64::new(0),
+            skipped_attributes: AtomicU64::new(0),
             ebpf_errors: AtomicU64::new(0),
             collections: AtomicU64::new(0),
         }
@@ -63,6 +74,17 @@ impl Collector {
 
     pub fn ebpf_enabled(&self) -> bool {
         self.ebpf.is_some()
+    }
+
+    /// True when the eBPF maps (if any) can be read with the capabilities
+    /// held right now.
+    pub fn ebpf_maps_readable(&self) -> bool {
+        self.ebpf.as_ref().is_none_or(|source| {
+            source
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .maps_readable()
+        })
     }
 
     /// Collects once. Never fails: a source that errs is reported in the
@@ -95,9 +117,18 @@ impl Collector {
         });
 
         let (links, netlink_error) = match (self.links)() {
-            Ok(dump) => (dump.links, None),
+            Ok(dump) => {
+                if dump.skipped_attributes > 0 {
+                    self.skipped_attributes
+                        .fetch_add(dump.skipped_attributes, Ordering::Relaxed);
+                }
+                (dump.links, None)
+            }
             Err(error) => {
                 self.netlink_errors.fetch_add(1, Ordering::Relaxed);
+                if error.is_timeout() {
+                    self.netlink_timeouts.fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::warn!(%error, "netlink dump failed");
                 (Vec::new(), Some(error.to_string()))
             }
@@ -129,6 +160,8 @@ impl Collector {
                 netlink_error,
                 ebpf: ebpf_status,
                 errors_total,
+                netlink_timeouts_total: self.netlink_timeouts.load(Ordering::Relaxed),
+                netlink_skipped_attributes_total: self.skipped_attributes.load(Ordering::Relaxed),
                 collections_total,
             },
             collection_seconds: started.elapsed().as_secs_f64(),
@@ -199,7 +232,7 @@ mod tests {
             };
             Ok(LinkDump {
                 links: vec![link],
-                interrupted: false,
+                ..LinkDump::default()
             })
         })
     }
@@ -211,6 +244,7 @@ mod tests {
             node: "n".into(),
             labels: vec![],
             filter: InterfaceFilter::All,
+            netlink_timeout: netlink::DEFAULT_DUMP_TIMEOUT,
         };
         let collector = Collector::with_link_source(
             config,

@@ -184,6 +184,12 @@ const EBPF_COUNTERS: [(&str, &str, Probe, EbpfValue); 4] = [
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpStats {
     pub connections_rejected: u64,
+    /// Responses cut because the client read nothing for the stall timeout.
+    pub stalled_responses_cut: u64,
+    /// Responses cut because their body was let go for newer ones.
+    pub evicted_responses_cut: u64,
+    /// Rendered bodies held for unfinished responses.
+    pub retained_bodies: u64,
 }
 
 /// Renders everything `/metrics` serves.
@@ -253,6 +259,28 @@ pub fn render(snapshot: &Snapshot, http: &HttpStats) -> String {
         out,
         "collector_http_connections_rejected_total {}",
         http.connections_rejected
+    );
+    header(
+        &mut out,
+        "collector_http_responses_cut_total",
+        "Responses cut before their end: `stalled` (the client read nothing for 10s), `evicted` (it read slower than newer scrapes arrived).",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "collector_http_responses_cut_total{{why=\"stalled\"}} {}\ncollector_http_responses_cut_total{{why=\"evicted\"}} {}",
+        http.stalled_responses_cut, http.evicted_responses_cut
+    );
+    header(
+        &mut out,
+        "collector_http_retained_bodies",
+        "Rendered /metrics bodies held for responses still being read (bounded).",
+        "gauge",
+    );
+    let _ = writeln!(
+        out,
+        "collector_http_retained_bodies {}",
+        http.retained_bodies
     );
     out
 }
@@ -459,6 +487,28 @@ fn self_families(out: &mut String, snapshot: &Snapshot) {
     }
     header(
         out,
+        "collector_netlink_dump_timeouts_total",
+        "Netlink link dumps that did not complete within --netlink-timeout (also counted as netlink errors).",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "collector_netlink_dump_timeouts_total {}",
+        snapshot.sources.netlink_timeouts_total
+    );
+    header(
+        out,
+        "collector_netlink_attributes_skipped_total",
+        "Link attributes that did not decode and were skipped; their interface is still served.",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "collector_netlink_attributes_skipped_total {}",
+        snapshot.sources.netlink_skipped_attributes_total
+    );
+    header(
+        out,
         "collector_ebpf_enabled",
         "1 when the eBPF probes are loaded and attached.",
         "gauge",
@@ -468,15 +518,28 @@ fn self_families(out: &mut String, snapshot: &Snapshot) {
         header(
             out,
             "collector_ebpf_probe_info",
-            "Each BPF program and the tracepoint it attaches to; 1 when attached.",
+            "Each selected BPF program and the tracepoint it attaches to; value is always 1.",
             "gauge",
         );
         for a in &status.attachments {
             let _ = writeln!(
                 out,
-                "collector_ebpf_probe_info{{program=\"{}\",tracepoint=\"{}\"}} {}",
+                "collector_ebpf_probe_info{{program=\"{}\",tracepoint=\"{}\"}} 1",
                 escape(&a.program),
                 escape(&a.tracepoint),
+            );
+        }
+        header(
+            out,
+            "collector_ebpf_probe_attached",
+            "1 when the program is attached, 0 when it could not be (its warning is logged).",
+            "gauge",
+        );
+        for a in &status.attachments {
+            let _ = writeln!(
+                out,
+                "collector_ebpf_probe_attached{{program=\"{}\"}} {}",
+                escape(&a.program),
                 u8::from(a.attached)
             );
         }

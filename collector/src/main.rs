@@ -8,7 +8,9 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use collector::cli::{Cli, Command, CommonArgs, SnapshotArgs, SnapshotFormat, WatchArgs};
 use collector::collect::{Collector, CollectorConfig, EbpfMode};
-use collector::server::{self, Scraper};
+use collector::privileges::{self, Kept};
+use collector::server;
+use collector::share::Scraper;
 use collector::sources::ebpf::{EbpfSource, KernelSources};
 use collector::{exposition, table, watch};
 
@@ -64,6 +66,7 @@ fn build_collector(common: &CommonArgs) -> Collector {
         node: common.node_name(),
         labels,
         filter: common.filter(),
+        netlink_timeout: common.netlink_timeout,
     };
     let ebpf = if common.no_ebpf {
         EbpfMode::Disabled {
@@ -104,28 +107,53 @@ fn build_collector(common: &CommonArgs) -> Collector {
 
 fn serve(args: collector::cli::ServeArgs) -> anyhow::Result<()> {
     let collector = Arc::new(build_collector(&args.common));
+    // Bound before the capabilities go, so a privileged port still works.
+    let listener =
+        std::net::TcpListener::bind(args.listen).map_err(|source| server::ListenError {
+            address: args.listen,
+            source,
+        })?;
+    listener
+        .set_nonblocking(true)
+        .context("making the listening socket non-blocking")?;
+    drop_capabilities(&collector);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let wedged_after = args.common.netlink_timeout * 2 + std::time::Duration::from_secs(5);
     runtime.block_on(async move {
-        let scraper = Scraper::new(collector);
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .context("registering the listening socket")?;
+        let scraper = Scraper::new(collector, wedged_after);
         // Warm-up collection so /readyz turns ready without waiting for Prometheus.
         let warm = Arc::clone(&scraper);
         tokio::spawn(async move {
-            warm.snapshot().await;
+            warm.collect().await;
         });
         server::serve(
             scraper,
-            args.listen,
+            listener,
             server::ServerLimits::default(),
             shutdown_signal(),
         )
-        .await?;
+        .await;
         tracing::info!("shut down; BPF programs detached");
         Ok(())
     })
+}
+
+/// Once the probes are attached, nothing the long-running commands do needs
+/// a capability (see `privileges`); a failure to drop is logged, not fatal.
+fn drop_capabilities(collector: &collector::collect::Collector) {
+    match privileges::drop_after_attach(|| collector.ebpf_maps_readable()) {
+        Ok(Kept::Nothing) => tracing::info!("dropped all capabilities"),
+        Ok(Kept::Bpf) => tracing::info!(
+            "dropped all capabilities but CAP_BPF, which this kernel requires for map reads"
+        ),
+        Err(error) => tracing::warn!(%error, "could not drop capabilities"),
+    }
 }
 
 async fn shutdown_signal() {
@@ -175,6 +203,7 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
 
 fn watch_rates(args: WatchArgs) -> anyhow::Result<()> {
     let collector = build_collector(&args.common);
+    drop_capabilities(&collector);
     let terminal = std::io::stdout().is_terminal();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

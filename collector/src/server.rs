@@ -1,167 +1,33 @@
-//! HTTP surface: `/metrics`, `/healthz`, `/readyz`.
+//! HTTP surface: `/metrics`, `/healthz`, `/readyz`, on hyper directly.
 //!
-//! Collection happens at scrape time. Scrapes that arrive while one
-//! collection is running share its result instead of dumping netlink again.
+//! Three read-only paths need no router framework, and owning the accept
+//! loop and the connection gives what the scrape path must bound: a
+//! connection cap, a header timeout, small socket send buffers, and a cut
+//! for responses whose client stopped reading (see [`StallGuard`]).
 
 use std::convert::Infallible;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use futures::future::{BoxFuture, FutureExt, Shared};
+use http_body_util::{Either, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::server::conn::http1;
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use warp::http::StatusCode;
-use warp::Filter;
 
-use crate::collect::Collector;
 use crate::exposition;
-use crate::snapshot::Snapshot;
+use crate::share::{Scraper, SharedBody};
 
-type SharedCollection = Shared<BoxFuture<'static, Arc<Snapshot>>>;
-
-pub struct Scraper {
-    collector: Arc<Collector>,
-    in_flight: Mutex<Option<SharedCollection>>,
-    ready: AtomicBool,
-    http_stats: HttpCounters,
-}
-
-/// Counters of the HTTP layer itself, served beside the snapshot.
-#[derive(Debug, Default)]
-struct HttpCounters {
-    connections_rejected: AtomicU64,
-}
-
-impl Scraper {
-    pub fn new(collector: Arc<Collector>) -> Arc<Self> {
-        Arc::new(Scraper {
-            collector,
-            in_flight: Mutex::new(None),
-            ready: AtomicBool::new(false),
-            http_stats: HttpCounters::default(),
-        })
-    }
-
-    pub fn http_stats(&self) -> exposition::HttpStats {
-        exposition::HttpStats {
-            connections_rejected: self.http_stats.connections_rejected.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Ready once a collection has read netlink successfully.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-
-    /// The result of the in-flight collection, or of a new one.
-    pub async fn snapshot(self: &Arc<Self>) -> Arc<Snapshot> {
-        let shared = {
-            // Held while spawning so the task's own clean-up cannot run
-            // before its future is published in the slot.
-            let mut slot = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            match slot.as_ref() {
-                Some(shared) => shared.clone(),
-                None => {
-                    let this = Arc::clone(self);
-                    let task = tokio::spawn(async move {
-                        let collector = Arc::clone(&this.collector);
-                        let snapshot =
-                            tokio::task::spawn_blocking(move || collector.collect()).await;
-                        this.in_flight
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .take();
-                        match snapshot {
-                            Ok(snapshot) => {
-                                if snapshot.sources.netlink_error.is_none() {
-                                    this.ready.store(true, Ordering::Relaxed);
-                                }
-                                Some(Arc::new(snapshot))
-                            }
-                            Err(error) => {
-                                tracing::error!(%error, "collection task failed");
-                                None
-                            }
-                        }
-                    });
-                    let collector = Arc::clone(&self.collector);
-                    let shared = async move {
-                        match task.await.ok().flatten() {
-                            Some(snapshot) => snapshot,
-                            // The collection thread died: serve what a failed
-                            // collection would, rather than nothing.
-                            None => Arc::new(collector.collect()),
-                        }
-                    }
-                    .boxed()
-                    .shared();
-                    *slot = Some(shared.clone());
-                    shared
-                }
-            }
-        };
-        shared.await
-    }
-}
-
-/// Routes: GET/HEAD on the three paths; anything else 404 (unknown path) or
-/// 405 (known path, other method).
-pub fn routes(
-    scraper: Arc<Scraper>,
-) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone {
-    let read_only = warp::get().or(warp::head()).unify();
-    let metrics = {
-        let scraper = Arc::clone(&scraper);
-        warp::path!("metrics").and(read_only).then(move || {
-            let scraper = Arc::clone(&scraper);
-            async move {
-                let snapshot = scraper.snapshot().await;
-                let body = exposition::render(&snapshot, &scraper.http_stats());
-                warp::reply::with_header(body, "content-type", exposition::CONTENT_TYPE)
-            }
-        })
-    };
-    let healthz = warp::path!("healthz").and(read_only).map(|| "ok\n");
-    let readyz = {
-        let scraper = Arc::clone(&scraper);
-        warp::path!("readyz").and(read_only).map(move || {
-            if scraper.is_ready() {
-                warp::reply::with_status("ready\n", StatusCode::OK)
-            } else {
-                warp::reply::with_status(
-                    "no successful collection yet\n",
-                    StatusCode::SERVICE_UNAVAILABLE,
-                )
-            }
-        })
-    };
-    metrics
-        .map(warp::Reply::into_response)
-        .or(healthz.map(warp::Reply::into_response))
-        .unify()
-        .or(readyz.map(warp::Reply::into_response))
-        .unify()
-        .recover(|rejection: warp::Rejection| async move {
-            let status = if rejection.is_not_found() {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::METHOD_NOT_ALLOWED
-            };
-            let message = if status == StatusCode::NOT_FOUND {
-                "not found\n"
-            } else {
-                "method not allowed\n"
-            };
-            Ok::<_, Infallible>(warp::Reply::into_response(warp::reply::with_status(
-                message, status,
-            )))
-        })
-        .unify()
-}
+pub type Body = Either<SharedBody, Full<Bytes>>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {address}: {source}")]
@@ -182,6 +48,12 @@ pub struct ServerLimits {
     pub connection_lifetime: Duration,
     /// Largest request head (line plus headers) read; bigger ones get 431.
     pub max_request_bytes: usize,
+    /// A response none of whose bytes the client took for this long is cut.
+    pub write_stall_timeout: Duration,
+    /// Kernel send buffer per connection (the kernel doubles it). Socket
+    /// memory is charged to the pod's memory cgroup, so a client that never
+    /// reads must not be able to park megabytes there.
+    pub send_buffer_bytes: usize,
 }
 
 impl Default for ServerLimits {
@@ -191,28 +63,85 @@ impl Default for ServerLimits {
             header_read_timeout: Duration::from_secs(5),
             connection_lifetime: Duration::from_secs(300),
             max_request_bytes: 16 * 1024,
+            // Prometheus' default scrape timeout: a scraper that has not read
+            // anything for that long has given up on this scrape already.
+            write_stall_timeout: Duration::from_secs(10),
+            send_buffer_bytes: 128 * 1024,
         }
     }
 }
 
-/// Binds `address` and serves until `shutdown` resolves.
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
+        body.as_bytes(),
+    ))));
+    *response.status_mut() = status;
+    response
+}
+
+/// GET/HEAD on the three paths; other paths 404, other methods 405.
+pub async fn route(scraper: &Arc<Scraper>, request: &Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path();
+    if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    match path {
+        "/metrics" => {
+            let collected = scraper.collect().await;
+            let mut response = Response::new(Either::Left(scraper.body(&collected)));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(exposition::CONTENT_TYPE),
+            );
+            response
+        }
+        "/healthz" => match scraper.health() {
+            Ok(()) => text(StatusCode::OK, "ok\n"),
+            Err(why) => {
+                let mut response = text(StatusCode::SERVICE_UNAVAILABLE, "");
+                *response.body_mut() =
+                    Either::Right(Full::new(Bytes::from(format!("unhealthy: {why}\n"))));
+                response
+            }
+        },
+        _ if scraper.is_ready() => text(StatusCode::OK, "ready\n"),
+        _ => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no successful collection yet\n",
+        ),
+    }
+}
+
+/// Binds `address` (before capabilities are dropped, so a privileged port
+/// still works).
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, ListenError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ListenError { address, source })
+}
+
+/// Serves on `listener` until `shutdown` resolves.
 pub async fn serve(
     scraper: Arc<Scraper>,
-    address: SocketAddr,
+    listener: TcpListener,
     limits: ServerLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), ListenError> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|source| ListenError { address, source })?;
-    let bound = listener.local_addr().unwrap_or(address);
-    tracing::info!(address = %bound, "serving /metrics, /healthz, /readyz");
-    let service = warp::service(routes(Arc::clone(&scraper)));
+) {
+    if let Ok(bound) = listener.local_addr() {
+        tracing::info!(address = %bound, "serving /metrics, /healthz, /readyz");
+    }
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -225,63 +154,150 @@ pub async fn serve(
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             scraper
-                .http_stats
+                .http
                 .connections_rejected
                 .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, "connection limit reached, closing");
             drop(stream);
             continue;
         };
-        let service = TowerToHyperService::new(service.clone());
+        let scraper = Arc::clone(&scraper);
         tokio::spawn(async move {
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(limits.max_request_bytes);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            if tokio::time::timeout(limits.connection_lifetime, connection)
-                .await
-                .is_err()
-            {
-                tracing::debug!(%peer, "connection lifetime reached, closing");
-            }
+            serve_connection(&scraper, stream, limits).await;
             drop(slot);
         });
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::collect::{CollectorConfig, EbpfMode};
-    use crate::filter::InterfaceFilter;
+async fn serve_connection(scraper: &Arc<Scraper>, stream: TcpStream, limits: ServerLimits) {
+    if let Err(error) =
+        socket2::SockRef::from(&stream).set_send_buffer_size(limits.send_buffer_bytes)
+    {
+        tracing::debug!(%error, "cannot bound the send buffer");
+    }
+    let progress = Arc::new(WriteProgress::new());
+    let io = TokioIo::new(StallGuard {
+        inner: stream,
+        progress: Arc::clone(&progress),
+    });
+    let service = {
+        let scraper = Arc::clone(scraper);
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let scraper = Arc::clone(&scraper);
+            async move { Ok::<_, Infallible>(route(&scraper, &request).await) }
+        })
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_request_bytes);
+    let connection = builder.serve_connection(io, service);
+    let stalled = progress.stalled_longer_than(limits.write_stall_timeout);
+    tokio::select! {
+        _ = tokio::time::timeout(limits.connection_lifetime, connection) => {}
+        _ = stalled => {
+            scraper.http.stalled_responses_cut.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("client stopped reading its response, closing");
+        }
+    }
+}
 
-    fn scraper() -> Arc<Scraper> {
-        let config = CollectorConfig {
-            node: "n".into(),
-            labels: vec![],
-            filter: InterfaceFilter::All,
-        };
-        let collector = Collector::new(
-            config,
-            EbpfMode::Disabled {
-                reason: "test".into(),
-            },
-        );
-        Scraper::new(Arc::new(collector))
+/// Since when the connection's writes have been waiting for the client.
+struct WriteProgress {
+    epoch: Instant,
+    /// ns since `epoch` plus one when a write began to wait; 0 while none waits.
+    waiting_since: AtomicU64,
+}
+
+impl WriteProgress {
+    fn new() -> Self {
+        WriteProgress {
+            epoch: Instant::now(),
+            waiting_since: AtomicU64::new(0),
+        }
     }
 
-    #[tokio::test(flavor = "current_thread")]
-    async fn concurrent_scrapes_share_one_collection() {
-        let scraper = scraper();
-        // All 32 are polled before the blocking collection can finish, so
-        // they must all join the first one.
-        let snapshots = futures::future::join_all((0..32).map(|_| scraper.snapshot())).await;
-        assert!(snapshots.iter().all(|s| s.sources.collections_total == 1));
-        assert!(snapshots.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])));
-        // Once it finished, the next scrape collects afresh.
-        assert_eq!(scraper.snapshot().await.sources.collections_total, 2);
-        assert!(scraper.is_ready());
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64 + 1
+    }
+
+    /// Resolves once writes have been waiting for longer than `limit`.
+    async fn stalled_longer_than(&self, limit: Duration) {
+        let tick = (limit / 4).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(tick).await;
+            let since = self.waiting_since.load(Ordering::Relaxed);
+            if since != 0 && Duration::from_nanos(self.now() - since) > limit {
+                return;
+            }
+        }
+    }
+}
+
+/// A TCP stream that records when writes began to wait on a client that
+/// does not read; hyper has no write timeout of its own.
+struct StallGuard {
+    inner: TcpStream,
+    progress: Arc<WriteProgress>,
+}
+
+impl StallGuard {
+    fn note<T>(&self, poll: &Poll<T>) {
+        match poll {
+            Poll::Pending => {
+                let _ = self.progress.waiting_since.compare_exchange(
+                    0,
+                    self.progress.now(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            Poll::Ready(_) => self.progress.waiting_since.store(0, Ordering::Relaxed),
+        }
+    }
+}
+
+impl AsyncRead for StallGuard {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StallGuard {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note(&poll);
+        poll
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note(&poll);
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

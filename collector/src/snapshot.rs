@@ -50,6 +50,10 @@ pub struct SourceStatus {
     pub ebpf: EbpfStatus,
     /// Cumulative failed collections per source since start.
     pub errors_total: BTreeMap<&'static str, u64>,
+    /// Netlink dumps that did not complete within `--netlink-timeout`.
+    pub netlink_timeouts_total: u64,
+    /// Link attributes that did not decode and were skipped (their link kept).
+    pub netlink_skipped_attributes_total: u64,
     /// Collections since start, this one included; concurrent scrapes share one.
     pub collections_total: u64,
 }

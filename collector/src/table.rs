@@ -1,8 +1,34 @@
 //! Terminal table of a [`Snapshot`], the `ip -s link` replacement view.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use crate::snapshot::Snapshot;
+
+/// Text from the kernel made safe for a terminal: an interface name may hold
+/// ESC and other control characters (the kernel accepts any byte but NUL,
+/// `/`, `:` and white space), which would otherwise reach the terminal as
+/// commands. Each control character is shown as `\xNN` (or `\u{NNNN}`
+/// beyond one byte), the form the name policy already uses for bytes that
+/// are not UTF-8 (`sources::netlink::name_from_bytes`).
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if c.is_control() && (c as u32) < 0x100 => {
+                let _ = write!(shown, "\\x{:02x}", c as u32);
+            }
+            c if c.is_control() => {
+                let _ = write!(shown, "\\u{{{:04x}}}", c as u32);
+            }
+            c => shown.push(c),
+        }
+    }
+    Cow::Owned(shown)
+}
 
 /// Binary units as `ip -h` prints them: 1.5KiB, 3.2MiB.
 pub fn human_bytes(bytes: f64) -> String {
@@ -53,7 +79,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         let _ = writeln!(
             out,
             "{:<16} {:<5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8}  {}",
-            link.name,
+            printable(&link.name),
             if link.admin_up { "up" } else { "down" },
             link.mtu,
             human_bytes(c.rx_bytes as f64),
@@ -68,10 +94,14 @@ pub fn render(snapshot: &Snapshot) -> String {
     let ebpf = &snapshot.sources.ebpf;
     if !ebpf.enabled {
         let why = ebpf.disabled_reason.as_deref().unwrap_or("not loaded");
-        let _ = writeln!(out, "\neBPF: off ({why}); netlink counters only");
+        let _ = writeln!(
+            out,
+            "\neBPF: off ({}); netlink counters only",
+            printable(why)
+        );
     }
     if let Some(error) = &snapshot.sources.netlink_error {
-        let _ = writeln!(out, "\nnetlink: {error}");
+        let _ = writeln!(out, "\nnetlink: {}", printable(error));
     }
     out
 }
@@ -88,6 +118,17 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect();
         assert_eq!(top_reasons(drops.iter(), |n| n.to_string()), "D=9 B=5 C=5");
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        assert_eq!(printable("eth0"), "eth0");
+        assert_eq!(printable("e\x1b[31m"), "e\\x1b[31m");
+        assert_eq!(printable("a\u{9b}b\x7f"), "a\\x9bb\\x7f");
+        assert_eq!(printable("tab\there"), "tab\\x09here");
+        assert!(!printable("\x07\x1b]0;title\x07")
+            .chars()
+            .any(char::is_control));
     }
 
     #[test]

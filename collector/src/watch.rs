@@ -143,7 +143,7 @@ pub fn render(rates: &[InterfaceRates], snapshot: &Snapshot, interval: f64, ansi
         let _ = writeln!(
             out,
             "{:<16} {:<5} {:>12} {:>10.1} {:>12} {:>10.1} {:>9.1} {:>9.1}  {}",
-            r.name,
+            crate::table::printable(&r.name),
             if r.up { "up" } else { "down" },
             human_rate(r.rx_bytes),
             r.rx_packets,
@@ -190,6 +190,8 @@ mod tests {
                     ..EbpfStatus::default()
                 },
                 errors_total: BTreeMap::new(),
+                netlink_timeouts_total: 0,
+                netlink_skipped_attributes_total: 0,
                 collections_total: 1,
             },
             collection_seconds: 0.0,

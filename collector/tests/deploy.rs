@@ -1029,13 +1029,20 @@ fn manifest_capabilities_are_sufficient_each_is_needed_and_uid_0_is_required() {
             .iter()
             .map(|c| 1u64 << capability_number(c))
             .sum();
+        // The container's grant is the bounding set; the collector attaches
+        // with it and then drops everything it holds (see `privileges`).
         assert_eq!(
-            u64::from_str_radix(&collector.status("CapEff"), 16).unwrap(),
+            u64::from_str_radix(&collector.status("CapBnd"), 16).unwrap(),
             expected_mask,
             "the collector must run with exactly the manifest's capabilities"
         );
         assert_eq!(collector.status("NoNewPrivs"), "1");
         let metrics = scrape(&ns, context.port);
+        assert_eq!(
+            u64::from_str_radix(&collector.status("CapEff"), 16).unwrap(),
+            0,
+            "capabilities dropped once the probes are attached"
+        );
         assert_eq!(
             metrics.value("collector_ebpf_enabled", &[]),
             1.0,
@@ -1044,7 +1051,7 @@ fn manifest_capabilities_are_sufficient_each_is_needed_and_uid_0_is_required() {
         );
         for program in ["netif_receive_skb", "net_dev_start_xmit", "kfree_skb"] {
             assert_eq!(
-                metrics.value("collector_ebpf_probe_info", &[("program", program)]),
+                metrics.value("collector_ebpf_probe_attached", &[("program", program)]),
                 1.0,
                 "{program} attached"
             );

@@ -48,7 +48,7 @@ fn probes_count_exact_udp_traffic_on_both_ends_of_a_veth_pair() {
     );
     for program in ["netif_receive_skb", "net_dev_start_xmit", "kfree_skb"] {
         assert_eq!(
-            left_metrics.value("collector_ebpf_probe_info", &[("program", program)]),
+            left_metrics.value("collector_ebpf_probe_attached", &[("program", program)]),
             1.0,
             "{program} attached"
         );

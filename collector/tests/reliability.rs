@@ -401,12 +401,12 @@ fn a_missing_tracepoint_disables_only_its_probe() {
     let metrics = collector.scrape(&ns);
     assert_eq!(metrics.value("collector_ebpf_enabled", &[]), 1.0);
     assert_eq!(
-        metrics.value("collector_ebpf_probe_info", &[("program", "kfree_skb")]),
+        metrics.value("collector_ebpf_probe_attached", &[("program", "kfree_skb")]),
         0.0
     );
     assert_eq!(
         metrics.value(
-            "collector_ebpf_probe_info",
+            "collector_ebpf_probe_attached",
             &[("program", "netif_receive_skb")]
         ),
         1.0

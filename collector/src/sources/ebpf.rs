@@ -31,7 +31,7 @@ pub enum EbpfError {
     Layout(#[from] LayoutError),
     #[error("cannot identify our network namespace: {0}")]
     Netns(#[source] std::io::Error),
-    #[error("loading BPF programs failed (needs CAP_BPF and CAP_PERFMON, or root): {0}")]
+    #[error("loading BPF programs failed, {hint}: {0}", hint = crate::privileges::bpf_refusal_hint(.0))]
     Load(#[from] aya::EbpfError),
     #[error("BPF object has no {0}")]
     Missing(String),
@@ -200,6 +200,12 @@ impl EbpfSource {
 
     pub fn has_drop_reason(&self) -> bool {
         self.has_drop_reason
+    }
+
+    /// Whether the maps can be read with the capabilities held now (see
+    /// `privileges`): one lookup and one key walk, as every scrape does.
+    pub fn maps_readable(&self) -> bool {
+        self.counters.get(&0, 0).is_ok() && self.traffic.keys().all(|key| key.is_ok())
     }
 
     /// Sums every per-CPU map entry.

@@ -270,6 +270,24 @@ impl CollectorProcess {
     /// Starts the collector under `wrapper` (e.g. `setpriv ...`), which
     /// must exec it so the child pid stays the collector's.
     pub fn start_wrapped(ns: &Netns, wrapper: &[&str], args: &[&str]) -> CollectorProcess {
+        let process = Self::spawn(ns, wrapper, args);
+        process.wait_ready(ns);
+        process
+    }
+
+    /// Starts the collector without waiting for /readyz (for tests where
+    /// no collection can succeed); waits until it answers /healthz at all.
+    pub fn start_unready(ns: &Netns, args: &[&str]) -> CollectorProcess {
+        let process = Self::spawn(ns, &[], args);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http(ns, process.port, "GET", "/healthz").is_none() {
+            assert!(Instant::now() < deadline, "collector never answered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        process
+    }
+
+    fn spawn(ns: &Netns, wrapper: &[&str], args: &[&str]) -> CollectorProcess {
         let port = 2112;
         let listen = format!("127.0.0.1:{port}");
         let mut full = vec!["netns", "exec", ns.name.as_str()];
@@ -283,13 +301,11 @@ impl CollectorProcess {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting collector");
-        let process = CollectorProcess {
+        CollectorProcess {
             child,
             ns_name: ns.name.clone(),
             port,
-        };
-        process.wait_ready(ns);
-        process
+        }
     }
 
     fn wait_ready(&self, ns: &Netns) {

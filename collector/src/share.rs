@@ -1,0 +1,416 @@
+//! Concurrent scrapes share one collection and one rendered body, and what
+//! slow readers can pin stays bounded.
+//!
+//! A scrape that arrives while a collection runs joins it. Each collection
+//! is rendered once, on the collection thread; every response streams that
+//! body in small copied chunks holding only a weak reference to it. The
+//! bodies with readers are kept alive here, at most [`RETAINED_BODIES`] of
+//! them: when a newer one would exceed that, the oldest is let go and its
+//! remaining readers are cut at their next read. So clients that never read
+//! pin one chunk each, not a whole body each.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use hyper::body::{Bytes, Frame, SizeHint};
+
+use crate::collect::Collector;
+use crate::exposition;
+use crate::snapshot::Snapshot;
+
+/// Bodies with unfinished readers kept at once (about 3 MB each at 1,000
+/// interfaces); more distinct bodies in flight means some client reads far
+/// slower than scrapes arrive.
+pub const RETAINED_BODIES: usize = 4;
+/// Size of the copies a response streams: what one stalled client pins.
+const CHUNK_BYTES: usize = 32 * 1024;
+/// Consecutive failed netlink collections after which /healthz fails.
+const UNHEALTHY_AFTER_FAILURES: u64 = 3;
+
+/// One collection and its Prometheus text, rendered once for every scrape
+/// that shares it.
+pub struct Collected {
+    pub snapshot: Snapshot,
+    pub body: Bytes,
+}
+
+type SharedCollection = Shared<BoxFuture<'static, Arc<Collected>>>;
+
+/// Counters of the HTTP layer itself, served beside the snapshot.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    pub connections_rejected: AtomicU64,
+    pub stalled_responses_cut: AtomicU64,
+    pub evicted_responses_cut: AtomicU64,
+}
+
+pub struct Scraper {
+    collector: Arc<Collector>,
+    in_flight: Mutex<Option<(Instant, SharedCollection)>>,
+    ready: AtomicBool,
+    consecutive_failures: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    /// A collection running longer than this is reported as wedged.
+    wedged_after: Duration,
+    bodies: Arc<BodyRegistry>,
+    pub http: HttpCounters,
+}
+
+impl Scraper {
+    pub fn new(collector: Arc<Collector>, wedged_after: Duration) -> Arc<Self> {
+        Arc::new(Scraper {
+            collector,
+            in_flight: Mutex::new(None),
+            ready: AtomicBool::new(false),
+            consecutive_failures: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            wedged_after,
+            bodies: Arc::new(BodyRegistry::default()),
+            http: HttpCounters::default(),
+        })
+    }
+
+    pub fn http_stats(&self) -> exposition::HttpStats {
+        exposition::HttpStats {
+            connections_rejected: self.http.connections_rejected.load(Ordering::Relaxed),
+            stalled_responses_cut: self.http.stalled_responses_cut.load(Ordering::Relaxed),
+            evicted_responses_cut: self.http.evicted_responses_cut.load(Ordering::Relaxed),
+            retained_bodies: self.bodies.retained() as u64,
+        }
+    }
+
+    /// Ready once a collection has read netlink successfully.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// `Err(why)` when the collector cannot serve true numbers: a collection
+    /// has been running for longer than it ever should, or the last few all
+    /// failed to read netlink.
+    pub fn health(&self) -> Result<(), String> {
+        let slot = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((started, _)) = slot.as_ref() {
+            let running = started.elapsed();
+            if running > self.wedged_after {
+                return Err(format!(
+                    "a collection has been running for {:.1}s",
+                    running.as_secs_f64()
+                ));
+            }
+        }
+        drop(slot);
+        let failures = self.consecutive_failures.load(Ordering::Relaxed);
+        if failures >= UNHEALTHY_AFTER_FAILURES {
+            let error = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+            return Err(format!(
+                "the last {failures} netlink collections failed: {}",
+                error.as_deref().unwrap_or("unknown error")
+            ));
+        }
+        Ok(())
+    }
+
+    /// The result of the in-flight collection, or of a new one.
+    pub async fn collect(self: &Arc<Self>) -> Arc<Collected> {
+        let shared = {
+            // Held while spawning so the task's own clean-up cannot run
+            // before its future is published in the slot.
+            let mut slot = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                Some((_, shared)) => shared.clone(),
+                None => {
+                    let this = Arc::clone(self);
+                    let shared = async move {
+                        let collector = Arc::clone(&this.collector);
+                        let http = this.http_stats();
+                        let collected = tokio::task::spawn_blocking(move || {
+                            let snapshot = collector.collect();
+                            let body = Bytes::from(exposition::render(&snapshot, &http));
+                            Collected { snapshot, body }
+                        })
+                        .await;
+                        this.in_flight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .take();
+                        // A collection never panics by design; if one did,
+                        // serve what a failed netlink read would, from the
+                        // blocking pool, instead of nothing.
+                        let collected = match collected {
+                            Ok(collected) => collected,
+                            Err(error) => {
+                                tracing::error!(%error, "collection task failed");
+                                let collector = Arc::clone(&this.collector);
+                                let http = this.http_stats();
+                                tokio::task::spawn_blocking(move || {
+                                    let snapshot = collector.collect();
+                                    let body = Bytes::from(exposition::render(&snapshot, &http));
+                                    Collected { snapshot, body }
+                                })
+                                .await
+                                .expect("a second collection after a panic")
+                            }
+                        };
+                        this.record_outcome(&collected.snapshot);
+                        Arc::new(collected)
+                    }
+                    .boxed()
+                    .shared();
+                    *slot = Some((Instant::now(), shared.clone()));
+                    shared
+                }
+            }
+        };
+        shared.await
+    }
+
+    fn record_outcome(&self, snapshot: &Snapshot) {
+        match &snapshot.sources.netlink_error {
+            None => {
+                self.ready.store(true, Ordering::Relaxed);
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+            }
+            Some(error) => {
+                self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.clone());
+            }
+        }
+    }
+
+    /// A response body streaming `collected`'s text.
+    pub fn body(self: &Arc<Self>, collected: &Arc<Collected>) -> SharedBody {
+        self.bodies.acquire(collected);
+        SharedBody {
+            collected: Arc::downgrade(collected),
+            registry: Arc::clone(&self.bodies),
+            scraper: Arc::downgrade(self),
+            offset: 0,
+            len: collected.body.len(),
+        }
+    }
+}
+
+/// The bodies that have readers, oldest first, each with its reader count.
+#[derive(Default)]
+struct BodyRegistry {
+    live: Mutex<VecDeque<(Arc<Collected>, usize)>>,
+}
+
+impl BodyRegistry {
+    fn acquire(&self, collected: &Arc<Collected>) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        match live.iter_mut().find(|(c, _)| Arc::ptr_eq(c, collected)) {
+            Some((_, readers)) => *readers += 1,
+            None => {
+                live.push_back((Arc::clone(collected), 1));
+                while live.len() > RETAINED_BODIES {
+                    // Its readers hold weak references and are cut on their
+                    // next read; its memory is freed now.
+                    live.pop_front();
+                }
+            }
+        }
+    }
+
+    fn release(&self, collected: &Weak<Collected>) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(index) = live
+            .iter()
+            .position(|(c, _)| std::ptr::eq(Arc::as_ptr(c), collected.as_ptr()))
+        {
+            live[index].1 -= 1;
+            if live[index].1 == 0 {
+                live.remove(index);
+            }
+        }
+    }
+
+    fn retained(&self) -> usize {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// The error that ends a response whose body was let go (see module docs).
+#[derive(Debug, thiserror::Error)]
+#[error("response body evicted: this client read slower than {RETAINED_BODIES} newer scrapes")]
+pub struct BodyEvicted;
+
+/// A response streaming a shared body in copied chunks.
+pub struct SharedBody {
+    collected: Weak<Collected>,
+    registry: Arc<BodyRegistry>,
+    scraper: Weak<Scraper>,
+    offset: usize,
+    len: usize,
+}
+
+impl hyper::body::Body for SharedBody {
+    type Data = Bytes;
+    type Error = BodyEvicted;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyEvicted>>> {
+        if self.offset >= self.len {
+            return Poll::Ready(None);
+        }
+        let Some(collected) = self.collected.upgrade() else {
+            if let Some(scraper) = self.scraper.upgrade() {
+                scraper
+                    .http
+                    .evicted_responses_cut
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            return Poll::Ready(Some(Err(BodyEvicted)));
+        };
+        let end = (self.offset + CHUNK_BYTES).min(self.len);
+        let chunk = Bytes::copy_from_slice(&collected.body[self.offset..end]);
+        self.offset = end;
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.offset >= self.len
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact((self.len - self.offset) as u64)
+    }
+}
+
+impl Drop for SharedBody {
+    fn drop(&mut self) {
+        self.registry.release(&self.collected);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::{CollectorConfig, EbpfMode};
+    use crate::filter::InterfaceFilter;
+    use crate::sources::netlink::{LinkDump, NetlinkError, DEFAULT_DUMP_TIMEOUT};
+    use http_body_util::BodyExt;
+
+    fn scraper_with(links: crate::collect::LinkSource, wedged_after: Duration) -> Arc<Scraper> {
+        let config = CollectorConfig {
+            node: "n".into(),
+            labels: vec![],
+            filter: InterfaceFilter::All,
+            netlink_timeout: DEFAULT_DUMP_TIMEOUT,
+        };
+        let disabled = EbpfMode::Disabled {
+            reason: "test".into(),
+        };
+        let collector = Collector::with_link_source(config, disabled, links);
+        Scraper::new(Arc::new(collector), wedged_after)
+    }
+
+    fn one_link() -> crate::collect::LinkSource {
+        Box::new(|| {
+            Ok(LinkDump {
+                links: vec![crate::sources::netlink::Link {
+                    ifindex: 1,
+                    name: "lo".into(),
+                    ..Default::default()
+                }],
+                ..LinkDump::default()
+            })
+        })
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn concurrent_scrapes_share_one_collection_and_one_body() {
+        let scraper = scraper_with(one_link(), Duration::from_secs(60));
+        // All 32 are polled before the blocking collection can finish, so
+        // they must all join the first one.
+        let all = futures::future::join_all((0..32).map(|_| scraper.collect())).await;
+        assert!(all
+            .iter()
+            .all(|c| c.snapshot.sources.collections_total == 1));
+        assert!(all.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])));
+        // Once it finished, the next scrape collects afresh.
+        assert_eq!(
+            scraper.collect().await.snapshot.sources.collections_total,
+            2
+        );
+        assert!(scraper.is_ready());
+        assert!(scraper.health().is_ok());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_body_streams_whole_in_chunks_and_is_released_when_done() {
+        let scraper = scraper_with(one_link(), Duration::from_secs(60));
+        let collected = scraper.collect().await;
+        let body = scraper.body(&collected);
+        assert_eq!(scraper.bodies.retained(), 1);
+        let streamed = body.collect().await.expect("not evicted").to_bytes();
+        assert_eq!(streamed, collected.body);
+        assert_eq!(scraper.bodies.retained(), 0, "released once read");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn readers_of_more_bodies_than_retained_cut_the_oldest_and_free_it() {
+        let scraper = scraper_with(one_link(), Duration::from_secs(60));
+        let mut stalled = Vec::new();
+        let mut first = None;
+        for _ in 0..=RETAINED_BODIES {
+            let collected = scraper.collect().await;
+            stalled.push(scraper.body(&collected));
+            first.get_or_insert_with(|| Arc::downgrade(&collected));
+        }
+        assert_eq!(scraper.bodies.retained(), RETAINED_BODIES);
+        assert!(first.unwrap().upgrade().is_none(), "oldest body freed");
+        let oldest = stalled.remove(0);
+        assert!(oldest.collect().await.is_err(), "its reader is cut");
+        assert_eq!(scraper.http_stats().evicted_responses_cut, 1);
+        for newer in stalled {
+            assert!(newer.collect().await.is_ok());
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn health_turns_red_on_a_wedged_collection_and_on_repeated_failures() {
+        let release = Arc::new(AtomicBool::new(false));
+        let fail = Arc::new(AtomicBool::new(false));
+        let (r, f) = (Arc::clone(&release), Arc::clone(&fail));
+        let links: crate::collect::LinkSource = Box::new(move || {
+            // Bounded: the test releases it, and it gives up after 10 s.
+            let started = Instant::now();
+            while !r.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if f.load(Ordering::Relaxed) {
+                return Err(NetlinkError::Timeout(Duration::from_millis(1)));
+            }
+            Ok(LinkDump::default())
+        });
+        let scraper = scraper_with(links, Duration::from_millis(50));
+        let pending = tokio::spawn({
+            let scraper = Arc::clone(&scraper);
+            async move { scraper.collect().await }
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let wedged = scraper.health().expect_err("wedged collection");
+        assert!(wedged.contains("running for"), "{wedged}");
+        release.store(true, Ordering::Relaxed);
+        pending.await.unwrap();
+        assert!(scraper.health().is_ok());
+
+        fail.store(true, Ordering::Relaxed);
+        for _ in 0..UNHEALTHY_AFTER_FAILURES {
+            scraper.collect().await;
+        }
+        let failing = scraper.health().expect_err("failing netlink");
+        assert!(failing.contains("did not complete"), "{failing}");
+        fail.store(false, Ordering::Relaxed);
+        scraper.collect().await;
+        assert!(scraper.health().is_ok(), "one success heals");
+    }
+}
