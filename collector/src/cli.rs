@@ -150,6 +150,12 @@ pub struct CommonArgs {
     /// Do not load eBPF probes; serve netlink metrics only.
     #[arg(long, env = "COLLECTOR_NO_EBPF")]
     pub no_ebpf: bool,
+    /// Also serve the rest of IFLA_STATS64 (length, over, crc, frame, fifo,
+    /// nohandler, compressed, aborted, heartbeat, window) and carrier changes:
+    /// 13 more series per interface, like node_exporter's
+    /// --collector.netdev.enable-detailed-metrics.
+    #[arg(long, env = "COLLECTOR_DETAILED_METRICS")]
+    pub detailed_metrics: bool,
     /// Longest a netlink link dump may take (1ms to 60s); a dump that takes
     /// longer fails that collection, is counted in
     /// collector_netlink_dump_timeouts_total, and turns /healthz red when it repeats.
@@ -172,6 +178,14 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
+    pub fn profile(&self) -> crate::exposition::Profile {
+        if self.detailed_metrics {
+            crate::exposition::Profile::Detailed
+        } else {
+            crate::exposition::Profile::Default
+        }
+    }
+
     pub fn filter(&self) -> InterfaceFilter {
         // Both regexes were compiled by their value parsers and clap enforces
         // that at most one is given, so this cannot fail.

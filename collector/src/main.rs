@@ -126,7 +126,7 @@ fn serve(args: collector::cli::ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)
             .context("registering the listening socket")?;
-        let scraper = Scraper::new(collector, wedged_after);
+        let scraper = Scraper::new(collector, wedged_after, args.common.profile());
         // Warm-up collection so /readyz turns ready without waiting for Prometheus.
         let warm = Arc::clone(&scraper);
         tokio::spawn(async move {
@@ -187,9 +187,11 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
         SnapshotFormat::Json
     });
     let text = match format {
-        SnapshotFormat::Prometheus => {
-            exposition::render(&snapshot, &exposition::HttpStats::default())
-        }
+        SnapshotFormat::Prometheus => exposition::render_profile(
+            &snapshot,
+            &exposition::HttpStats::default(),
+            args.common.profile(),
+        ),
         SnapshotFormat::Json => {
             serde_json::to_string_pretty(&snapshot).context("encoding JSON")? + "\n"
         }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{Either, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY};
 use hyper::server::conn::http1;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::exposition;
-use crate::share::{Scraper, SharedBody};
+use crate::share::{Encoding, Scraper, SharedBody};
 
 pub type Body = Either<SharedBody, Full<Bytes>>;
 
@@ -94,12 +94,30 @@ pub async fn route(scraper: &Arc<Scraper>, request: &Request<Incoming>) -> Respo
     }
     match path {
         "/metrics" => {
+            let encoding = if accepts_gzip(request) {
+                Encoding::Gzip
+            } else {
+                Encoding::Identity
+            };
             let collected = scraper.collect().await;
-            let mut response = Response::new(Either::Left(scraper.body(&collected)));
-            response.headers_mut().insert(
+            if encoding == Encoding::Gzip {
+                let prepare = Arc::clone(&collected);
+                // Compression takes milliseconds: off the async workers.
+                let _ = tokio::task::spawn_blocking(move || {
+                    prepare.encoded(Encoding::Gzip);
+                })
+                .await;
+            }
+            let mut response = Response::new(Either::Left(scraper.body(&collected, encoding)));
+            let headers = response.headers_mut();
+            headers.insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static(exposition::CONTENT_TYPE),
             );
+            headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
+            if encoding == Encoding::Gzip {
+                headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
             response
         }
         "/healthz" => match scraper.health() {
@@ -117,6 +135,25 @@ pub async fn route(scraper: &Arc<Scraper>, request: &Request<Incoming>) -> Respo
             "no successful collection yet\n",
         ),
     }
+}
+
+/// Whether the request's `Accept-Encoding` admits gzip (RFC 9110 12.5.3:
+/// `gzip` or `*` with a non-zero q-value).
+fn accepts_gzip(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or_default();
+            let q = parts
+                .find_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+                .map_or(Some(1.0), |q| q.parse::<f32>().ok());
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && q.is_some_and(|q| q > 0.0)
+        })
 }
 
 /// Binds `address` (before capabilities are dropped, so a privileged port

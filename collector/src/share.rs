@@ -10,9 +10,10 @@
 //! pin one chunk each, not a whole body each.
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -33,10 +34,54 @@ const CHUNK_BYTES: usize = 32 * 1024;
 const UNHEALTHY_AFTER_FAILURES: u64 = 3;
 
 /// One collection and its Prometheus text, rendered once for every scrape
-/// that shares it.
+/// that shares it, and gzip-compressed once for the first scraper that
+/// accepts gzip (Prometheus always does).
 pub struct Collected {
     pub snapshot: Snapshot,
     pub body: Bytes,
+    gzip: OnceLock<Bytes>,
+}
+
+/// How a response carries the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+}
+
+impl Collected {
+    fn new(snapshot: Snapshot, http: &exposition::HttpStats, profile: exposition::Profile) -> Self {
+        let body = Bytes::from(exposition::render_profile(&snapshot, http, profile));
+        Collected {
+            snapshot,
+            body,
+            gzip: OnceLock::new(),
+        }
+    }
+
+    /// The body in `encoding`; compressing (once) blocks for a few ms, so
+    /// call it off the async workers.
+    pub fn encoded(&self, encoding: Encoding) -> &Bytes {
+        match encoding {
+            Encoding::Identity => &self.body,
+            Encoding::Gzip => self.gzip.get_or_init(|| gzip(&self.body)),
+        }
+    }
+}
+
+/// Level 1: repetitive exposition text compresses about 10x even at the
+/// fastest level, and every scrape pays the compression's CPU.
+fn gzip(text: &[u8]) -> Bytes {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(text.len() / 8),
+        flate2::Compression::fast(),
+    );
+    encoder
+        .write_all(text)
+        .and_then(|()| encoder.finish())
+        .map(Bytes::from)
+        // Writing into a Vec cannot fail.
+        .expect("gzip into memory")
 }
 
 type SharedCollection = Shared<BoxFuture<'static, Arc<Collected>>>;
@@ -57,12 +102,17 @@ pub struct Scraper {
     last_error: Mutex<Option<String>>,
     /// A collection running longer than this is reported as wedged.
     wedged_after: Duration,
+    profile: exposition::Profile,
     bodies: Arc<BodyRegistry>,
     pub http: HttpCounters,
 }
 
 impl Scraper {
-    pub fn new(collector: Arc<Collector>, wedged_after: Duration) -> Arc<Self> {
+    pub fn new(
+        collector: Arc<Collector>,
+        wedged_after: Duration,
+        profile: exposition::Profile,
+    ) -> Arc<Self> {
         Arc::new(Scraper {
             collector,
             in_flight: Mutex::new(None),
@@ -70,6 +120,7 @@ impl Scraper {
             consecutive_failures: AtomicU64::new(0),
             last_error: Mutex::new(None),
             wedged_after,
+            profile,
             bodies: Arc::new(BodyRegistry::default()),
             http: HttpCounters::default(),
         })
@@ -127,11 +178,9 @@ impl Scraper {
                     let this = Arc::clone(self);
                     let shared = async move {
                         let collector = Arc::clone(&this.collector);
-                        let http = this.http_stats();
+                        let (http, profile) = (this.http_stats(), this.profile);
                         let collected = tokio::task::spawn_blocking(move || {
-                            let snapshot = collector.collect();
-                            let body = Bytes::from(exposition::render(&snapshot, &http));
-                            Collected { snapshot, body }
+                            Collected::new(collector.collect(), &http, profile)
                         })
                         .await;
                         this.in_flight
@@ -146,11 +195,9 @@ impl Scraper {
                             Err(error) => {
                                 tracing::error!(%error, "collection task failed");
                                 let collector = Arc::clone(&this.collector);
-                                let http = this.http_stats();
+                                let (http, profile) = (this.http_stats(), this.profile);
                                 tokio::task::spawn_blocking(move || {
-                                    let snapshot = collector.collect();
-                                    let body = Bytes::from(exposition::render(&snapshot, &http));
-                                    Collected { snapshot, body }
+                                    Collected::new(collector.collect(), &http, profile)
                                 })
                                 .await
                                 .expect("a second collection after a panic")
@@ -182,15 +229,17 @@ impl Scraper {
         }
     }
 
-    /// A response body streaming `collected`'s text.
-    pub fn body(self: &Arc<Self>, collected: &Arc<Collected>) -> SharedBody {
+    /// A response body streaming `collected`'s text in `encoding` (which
+    /// [`Collected::encoded`] must have prepared).
+    pub fn body(self: &Arc<Self>, collected: &Arc<Collected>, encoding: Encoding) -> SharedBody {
         self.bodies.acquire(collected);
         SharedBody {
             collected: Arc::downgrade(collected),
             registry: Arc::clone(&self.bodies),
             scraper: Arc::downgrade(self),
+            encoding,
             offset: 0,
-            len: collected.body.len(),
+            len: collected.encoded(encoding).len(),
         }
     }
 }
@@ -245,6 +294,7 @@ pub struct SharedBody {
     collected: Weak<Collected>,
     registry: Arc<BodyRegistry>,
     scraper: Weak<Scraper>,
+    encoding: Encoding,
     offset: usize,
     len: usize,
 }
@@ -270,7 +320,7 @@ impl hyper::body::Body for SharedBody {
             return Poll::Ready(Some(Err(BodyEvicted)));
         };
         let end = (self.offset + CHUNK_BYTES).min(self.len);
-        let chunk = Bytes::copy_from_slice(&collected.body[self.offset..end]);
+        let chunk = Bytes::copy_from_slice(&collected.encoded(self.encoding)[self.offset..end]);
         self.offset = end;
         Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
@@ -309,7 +359,11 @@ mod tests {
             reason: "test".into(),
         };
         let collector = Collector::with_link_source(config, disabled, links);
-        Scraper::new(Arc::new(collector), wedged_after)
+        Scraper::new(
+            Arc::new(collector),
+            wedged_after,
+            exposition::Profile::Default,
+        )
     }
 
     fn one_link() -> crate::collect::LinkSource {
@@ -348,11 +402,20 @@ mod tests {
     async fn a_body_streams_whole_in_chunks_and_is_released_when_done() {
         let scraper = scraper_with(one_link(), Duration::from_secs(60));
         let collected = scraper.collect().await;
-        let body = scraper.body(&collected);
+        let body = scraper.body(&collected, Encoding::Identity);
         assert_eq!(scraper.bodies.retained(), 1);
         let streamed = body.collect().await.expect("not evicted").to_bytes();
         assert_eq!(streamed, collected.body);
         assert_eq!(scraper.bodies.retained(), 0, "released once read");
+
+        collected.encoded(Encoding::Gzip);
+        let zipped = scraper.body(&collected, Encoding::Gzip);
+        let zipped = zipped.collect().await.expect("not evicted").to_bytes();
+        assert!(zipped.len() * 4 < collected.body.len(), "compresses");
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&zipped[..]), &mut text)
+            .expect("valid gzip");
+        assert_eq!(text, collected.body);
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -362,7 +425,7 @@ mod tests {
         let mut first = None;
         for _ in 0..=RETAINED_BODIES {
             let collected = scraper.collect().await;
-            stalled.push(scraper.body(&collected));
+            stalled.push(scraper.body(&collected, Encoding::Identity));
             first.get_or_insert_with(|| Arc::downgrade(&collected));
         }
         assert_eq!(scraper.bodies.retained(), RETAINED_BODIES);

@@ -59,13 +59,79 @@ fn json_counter(link: &serde_json::Value, direction: &str, field: &str) -> f64 {
         .unwrap_or_else(|| panic!("ip -j has no {direction}.{field}"))
 }
 
+/// Series of `interface`, by family name.
+fn families_of(metrics: &Metrics, interface: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut families = std::collections::BTreeMap::new();
+    for sample in &metrics.samples {
+        if sample.labels.get("interface").map(String::as_str) == Some(interface) {
+            *families.entry(sample.name.clone()).or_insert(0) += 1;
+        }
+    }
+    families
+}
+
+#[test]
+fn the_default_profile_is_lean_and_detailed_adds_every_other_counter() {
+    require_root();
+    let node = node_with_traffic("profile");
+    let lean = CollectorProcess::start(&node.ns, &["--no-ebpf"]).scrape(&node.ns);
+    let detailed =
+        CollectorProcess::start(&node.ns, &["--no-ebpf", "--detailed-metrics"]).scrape(&node.ns);
+    let (lean, detailed) = (families_of(&lean, "eth0"), families_of(&detailed, "eth0"));
+    println!(
+        "series per veth without eBPF: default {}, detailed {}",
+        lean.values().sum::<usize>(),
+        detailed.values().sum::<usize>()
+    );
+    // The seed's 13, link state (up, carrier, oper_state) and info.
+    let seed = [
+        "rx_bytes",
+        "rx_packets",
+        "rx_errors",
+        "rx_dropped",
+        "rx_missed",
+        "rx_multicast",
+        "tx_bytes",
+        "tx_packets",
+        "tx_errors",
+        "tx_dropped",
+        "tx_carrier",
+        "tx_collisions",
+        "mtu",
+    ];
+    let mut expected: Vec<String> = seed
+        .iter()
+        .map(|s| format!("network_interface_stats_{s}"))
+        .collect();
+    for state in ["up", "carrier", "oper_state", "info"] {
+        expected.push(format!("network_interface_{state}"));
+    }
+    expected.sort();
+    assert_eq!(lean.keys().cloned().collect::<Vec<_>>(), expected);
+    assert!(
+        lean.values().all(|&n| n == 1),
+        "one series per family: {lean:?}"
+    );
+    let added: Vec<&String> = detailed.keys().filter(|k| !lean.contains_key(*k)).collect();
+    assert_eq!(added.len(), 13, "{added:?}");
+    assert!(detailed.contains_key("network_interface_carrier_changes_total"));
+    // rx_missed_errors is served once, under the seed's name.
+    assert!(!detailed.contains_key("network_interface_rx_missed_errors_total"));
+}
+
 #[test]
 fn every_seed_metric_matches_ip_s_link_for_every_interface() {
     require_root();
     let node = node_with_traffic("seed");
     let collector = CollectorProcess::start(
         &node.ns,
-        &["--label", "cluster=aks-test", "--label", "environment=ci"],
+        &[
+            "--label",
+            "cluster=aks-test",
+            "--label",
+            "environment=ci",
+            "--detailed-metrics",
+        ],
     );
     let before = node.ns.ip_links();
     let metrics = collector.scrape(&node.ns);
@@ -348,4 +414,57 @@ fn malformed_flags_exit_2_naming_the_flag() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--listen"));
+}
+
+/// One HTTP/1.0 GET of /metrics with `accept` as its Accept-Encoding;
+/// (headers, body bytes).
+fn get_metrics_encoded(ns: &Netns, accept: &str) -> (String, Vec<u8>) {
+    let request =
+        format!("GET /metrics HTTP/1.0\r\nHost: localhost\r\nAccept-Encoding: {accept}\r\n\r\n");
+    ns.run_in(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect("127.0.0.1:2112").unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a header block");
+        let headers = String::from_utf8(response[..split].to_vec()).unwrap();
+        (headers.to_ascii_lowercase(), response[split + 4..].to_vec())
+    })
+}
+
+#[test]
+fn gzip_when_the_scraper_accepts_it_plain_otherwise() {
+    require_root();
+    let node = node_with_traffic("gzip");
+    let collector = CollectorProcess::start(&node.ns, &["--no-ebpf"]);
+    // What Prometheus sends on every scrape.
+    let (headers, zipped) = get_metrics_encoded(&node.ns, "gzip");
+    assert!(headers.contains("content-encoding: gzip"), "{headers}");
+    assert!(headers.contains("vary: accept-encoding"), "{headers}");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&zipped[..]), &mut text)
+        .expect("a valid gzip stream");
+    let unzipped = Metrics::parse(&text);
+    let (headers, plain) = get_metrics_encoded(&node.ns, "gzip;q=0, identity");
+    assert!(!headers.contains("content-encoding"), "{headers}");
+    let plain = Metrics::parse(std::str::from_utf8(&plain).unwrap());
+    println!(
+        "{} bytes gzip for {} bytes of text",
+        zipped.len(),
+        text.len()
+    );
+    assert!(zipped.len() * 4 < text.len());
+    assert_eq!(unzipped.interfaces(), plain.interfaces());
+    assert_eq!(
+        unzipped.value("network_interface_stats_mtu", &[("interface", "idle0")]),
+        9000.0
+    );
+    drop(collector);
 }
