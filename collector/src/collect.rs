@@ -46,12 +46,8 @@ pub struct Collector {
 
 impl Collector {
     pub fn new(config: CollectorConfig, ebpf: EbpfMode) -> Self {
-        let timeout = config.netlink_timeout;
-        Self::with_link_source(
-            config,
-            ebpf,
-            Box::new(move || netlink::dump_links_within(timeout)),
-        )
+        let cache = netlink::LinkCache::new(config.netlink_timeout);
+        Self::with_link_source(config, ebpf, Box::new(move || cache.collect()))
     }
 
     pub fn with_link_source(config: CollectorConfig, ebpf: EbpfMode, links: LinkSource) -> Self {
@@ -219,9 +215,10 @@ mod tests {
     fn flaky(failing: Arc<AtomicBool>) -> LinkSource {
         Box::new(move || {
             if failing.load(Ordering::Relaxed) {
-                return Err(NetlinkError::Decode(
-                    "injected: message length 9999 is out of bounds".into(),
-                ));
+                return Err(NetlinkError::Decode {
+                    request: "RTM_GETLINK",
+                    message: "injected: message length 9999 is out of bounds".into(),
+                });
             }
             let link = Link {
                 ifindex: 1,

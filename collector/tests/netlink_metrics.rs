@@ -468,3 +468,61 @@ fn gzip_when_the_scraper_accepts_it_plain_otherwise() {
     );
     drop(collector);
 }
+
+#[test]
+fn every_link_change_and_every_counter_shows_in_the_next_scrape() {
+    require_root();
+    let node = node_with_traffic("cache");
+    let collector = CollectorProcess::start(&node.ns, &["--no-ebpf"]);
+    let first = collector.scrape(&node.ns);
+    assert_eq!(
+        first.value("network_interface_stats_mtu", &[("interface", "idle0")]),
+        9000.0
+    );
+    // Attribute changes reach the cache through RTNLGRP_LINK notifications.
+    node.ns.ip(&["link", "set", "idle0", "mtu", "1400"]);
+    node.ns.ip(&["link", "set", "idle1", "name", "renamed1"]);
+    node.ns.ip(&["link", "set", "br0", "down"]);
+    // (No link added or removed yet: only a notification can tell the cache.)
+    let second = collector.scrape(&node.ns);
+    assert_eq!(
+        second.value("network_interface_stats_mtu", &[("interface", "idle0")]),
+        1400.0
+    );
+    let interfaces = second.interfaces();
+    assert!(interfaces.contains("renamed1") && !interfaces.contains("idle1"));
+    assert_eq!(
+        second.value("network_interface_up", &[("interface", "br0")]),
+        0.0
+    );
+    node.ns.ip(&["link", "del", "vbr0"]);
+    node.ns.ip(&[
+        "link", "add", "new0", "type", "veth", "peer", "name", "new1",
+    ]);
+    let second = collector.scrape(&node.ns);
+    let interfaces = second.interfaces();
+    // vbr1 went with its peer vbr0.
+    assert!(!interfaces.contains("vbr0") && !interfaces.contains("vbr1"));
+    assert!(interfaces.contains("new0") && interfaces.contains("new1"));
+    // Counters move without any notification; each scrape reads them afresh.
+    let links = node.ns.ip_links();
+    let eth0_rx = links["eth0"]["stats64"]["rx"]["packets"].as_f64().unwrap();
+    assert_eq!(
+        second.value(
+            "network_interface_stats_rx_packets",
+            &[("interface", "eth0")]
+        ),
+        eth0_rx
+    );
+    let sink = udp_listener(&node.ns, "198.18.10.1:9001");
+    send_udp(&node._peer, "198.18.10.1:9001", 40, 100);
+    assert_eq!(receive_all(&sink, 40), 40);
+    let third = collector.scrape(&node.ns);
+    assert_eq!(
+        third.value(
+            "network_interface_stats_rx_packets",
+            &[("interface", "eth0")]
+        ),
+        eth0_rx + 40.0
+    );
+}

@@ -1,0 +1,166 @@
+//! Scrape-time collection at the cost of the counters alone: link
+//! attributes are cached and refreshed by a full `RTM_GETLINK` dump only
+//! when `RTNLGRP_LINK` says a link changed; every collection reads the
+//! counters with `RTM_GETSTATS`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::socket::{DumpSocket, LinkEvents};
+use super::{Link, LinkDump, NetlinkError};
+
+/// Link attributes and counters, collected cheaply; safe to share.
+pub struct LinkCache {
+    timeout: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    socket: Option<DumpSocket>,
+    /// `None` when notifications cannot be had: every collection dumps fully.
+    events: Option<LinkEvents>,
+    subscribed: bool,
+    /// Links as of the last full dump; `None`: refresh before use.
+    links: Option<Vec<Link>>,
+    /// Cleared when the kernel refuses RTM_GETSTATS (before 4.7).
+    no_stats: bool,
+}
+
+impl LinkCache {
+    /// Each collection must finish within `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        LinkCache {
+            timeout,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Every link with its current counters.
+    pub fn collect(&self) -> Result<LinkDump, NetlinkError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = Instant::now() + self.timeout;
+        let result = state.collect(deadline, self.timeout);
+        if result.is_err() {
+            // A reply that came too late may still arrive on this socket,
+            // and the cache may have missed changes: start afresh next time.
+            state.socket = None;
+            state.links = None;
+        }
+        result
+    }
+}
+
+impl State {
+    fn collect(&mut self, deadline: Instant, timeout: Duration) -> Result<LinkDump, NetlinkError> {
+        if !self.subscribed {
+            self.subscribed = true;
+            // Subscribe before the first dump, so no change slips between them.
+            self.events = LinkEvents::subscribe()
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "no link notifications; every collection dumps all link attributes")
+                })
+                .ok();
+        }
+        let socket = match &mut self.socket {
+            Some(socket) => socket,
+            None => self.socket.insert(DumpSocket::open()?),
+        };
+        let changed = self.events.as_mut().is_none_or(LinkEvents::changed);
+        if changed || self.links.is_none() || self.no_stats {
+            return refresh(socket, &mut self.links, deadline, timeout);
+        }
+        let counters = match socket.counters(deadline, timeout) {
+            Ok(counters) => counters,
+            Err(NetlinkError::Kernel { errno, .. })
+                if errno == libc::EOPNOTSUPP || errno == libc::EINVAL =>
+            {
+                tracing::info!(
+                    errno,
+                    "RTM_GETSTATS unsupported; counters come from full link dumps"
+                );
+                self.no_stats = true;
+                return refresh(socket, &mut self.links, deadline, timeout);
+            }
+            Err(error) => return Err(error),
+        };
+        match merge(self.links.as_deref().unwrap_or_default(), counters) {
+            Some(links) => Ok(LinkDump {
+                links,
+                ..LinkDump::default()
+            }),
+            // A link the cache does not know: created after the last dump,
+            // its notification not read yet.
+            None => refresh(socket, &mut self.links, deadline, timeout),
+        }
+    }
+}
+
+/// A full dump, kept as the new cache (unless interrupted) and served as is.
+fn refresh(
+    socket: &mut DumpSocket,
+    cache: &mut Option<Vec<Link>>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<LinkDump, NetlinkError> {
+    let dump = socket.links(deadline, timeout)?;
+    *cache = (!dump.interrupted).then(|| dump.links.clone());
+    Ok(dump)
+}
+
+/// The cached links that still exist, each with its fresh counters; `None`
+/// when a counter belongs to a link the cache does not hold.
+fn merge(cached: &[Link], counters: Vec<(u32, super::LinkCounters)>) -> Option<Vec<Link>> {
+    let mut counters: HashMap<u32, super::LinkCounters> = counters.into_iter().collect();
+    // Links gone since the last dump have no counters and are left out.
+    let links: Vec<Link> = cached
+        .iter()
+        .filter_map(|link| {
+            let counters = counters.remove(&link.ifindex)?;
+            Some(Link {
+                counters,
+                ..link.clone()
+            })
+        })
+        .collect();
+    counters.is_empty().then_some(links)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::netlink::LinkCounters;
+
+    fn link(ifindex: u32, name: &str) -> Link {
+        Link {
+            ifindex,
+            name: name.into(),
+            ..Link::default()
+        }
+    }
+
+    fn counters(rx_bytes: u64) -> LinkCounters {
+        LinkCounters {
+            rx_bytes,
+            ..LinkCounters::default()
+        }
+    }
+
+    #[test]
+    fn fresh_counters_go_onto_cached_links_and_deleted_links_drop_out() {
+        let cached = [link(1, "lo"), link(7, "veth7"), link(9, "gone")];
+        let merged = merge(&cached, vec![(7, counters(700)), (1, counters(100))]).unwrap();
+        let view: Vec<(&str, u64)> = merged
+            .iter()
+            .map(|l| (l.name.as_str(), l.counters.rx_bytes))
+            .collect();
+        assert_eq!(view, [("lo", 100), ("veth7", 700)]);
+    }
+
+    #[test]
+    fn a_link_unknown_to_the_cache_asks_for_a_refresh() {
+        let cached = [link(1, "lo")];
+        assert!(merge(&cached, vec![(1, counters(1)), (12, counters(2))]).is_none());
+    }
+}

@@ -1,0 +1,228 @@
+//! Link state and IFLA_STATS64 counters from rtnetlink, the numbers
+//! `ip -s link` prints, read without a subprocess.
+//!
+//! - [`socket`]: requests and the receive loop, with a deadline per dump so a
+//!   wedged reply fails one collection instead of hanging every later one.
+//! - [`decode`]: lenient decoding: each attribute on its own, so one odd
+//!   interface (a name that is not UTF-8) never blanks the others.
+//! - [`cache`]: what a scrape costs. Counters come from `RTM_GETSTATS` with
+//!   only `IFLA_STATS_LINK_64` (0.7 ms of CPU at 1,000 veths here, against
+//!   9 ms for the full `RTM_GETLINK` dump); the link attributes come from a
+//!   cache refreshed by a full dump only when an `RTNLGRP_LINK` notification
+//!   says something changed.
+
+pub mod cache;
+pub mod decode;
+pub mod socket;
+
+use std::time::Duration;
+
+use netlink_packet_route::link::Stats64;
+use serde::Serialize;
+
+pub use cache::LinkCache;
+pub use decode::{link_from_message, name_from_bytes, parse_dump};
+
+/// How long one whole dump may take by default. 10,000 interfaces dump in
+/// well under a second here; a reply that has not come by then never will.
+pub const DEFAULT_DUMP_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("opening rtnetlink socket: {0}")]
+    Socket(#[source] std::io::Error),
+    #[error("sending {request} dump request: {source}")]
+    Send {
+        request: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("receiving {request} dump: {source}")]
+    Receive {
+        request: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{request} dump did not complete within {timeout:?}")]
+    Timeout {
+        request: &'static str,
+        timeout: Duration,
+    },
+    #[error("decoding {request} reply: {message}")]
+    Decode {
+        request: &'static str,
+        message: String,
+    },
+    #[error("kernel refused {request} dump: errno {errno}")]
+    Kernel { request: &'static str, errno: i32 },
+}
+
+impl NetlinkError {
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, NetlinkError::Timeout { .. })
+    }
+}
+
+/// Every IFLA_STATS64 counter, named and ordered as in `struct
+/// rtnl_link_stats64` (the order [`LinkCounters::from_raw`] relies on).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LinkCounters {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
+    pub multicast: u64,
+    pub collisions: u64,
+    pub rx_length_errors: u64,
+    pub rx_over_errors: u64,
+    pub rx_crc_errors: u64,
+    pub rx_frame_errors: u64,
+    pub rx_fifo_errors: u64,
+    pub rx_missed_errors: u64,
+    pub tx_aborted_errors: u64,
+    pub tx_carrier_errors: u64,
+    pub tx_fifo_errors: u64,
+    pub tx_heartbeat_errors: u64,
+    pub tx_window_errors: u64,
+    pub rx_compressed: u64,
+    pub tx_compressed: u64,
+    pub rx_nohandler: u64,
+}
+
+impl LinkCounters {
+    /// From a raw `struct rtnl_link_stats64`: native-endian u64s in the
+    /// field order above. Older kernels send fewer fields (rx_nohandler came
+    /// in 4.6) and newer ones more (rx_otherhost_dropped in 5.19): missing
+    /// ones read 0, extra ones are ignored.
+    pub fn from_raw(bytes: &[u8]) -> LinkCounters {
+        let mut values = [0u64; 24];
+        for (value, chunk) in values.iter_mut().zip(bytes.chunks_exact(8)) {
+            *value = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
+        }
+        let [rx_packets, tx_packets, rx_bytes, tx_bytes, rx_errors, tx_errors, rx_dropped, tx_dropped, multicast, collisions, rx_length_errors, rx_over_errors, rx_crc_errors, rx_frame_errors, rx_fifo_errors, rx_missed_errors, tx_aborted_errors, tx_carrier_errors, tx_fifo_errors, tx_heartbeat_errors, tx_window_errors, rx_compressed, tx_compressed, rx_nohandler] =
+            values;
+        LinkCounters {
+            rx_packets,
+            tx_packets,
+            rx_bytes,
+            tx_bytes,
+            rx_errors,
+            tx_errors,
+            rx_dropped,
+            tx_dropped,
+            multicast,
+            collisions,
+            rx_length_errors,
+            rx_over_errors,
+            rx_crc_errors,
+            rx_frame_errors,
+            rx_fifo_errors,
+            rx_missed_errors,
+            tx_aborted_errors,
+            tx_carrier_errors,
+            tx_fifo_errors,
+            tx_heartbeat_errors,
+            tx_window_errors,
+            rx_compressed,
+            tx_compressed,
+            rx_nohandler,
+        }
+    }
+}
+
+impl From<&Stats64> for LinkCounters {
+    fn from(s: &Stats64) -> Self {
+        LinkCounters {
+            rx_packets: s.rx_packets,
+            tx_packets: s.tx_packets,
+            rx_bytes: s.rx_bytes,
+            tx_bytes: s.tx_bytes,
+            rx_errors: s.rx_errors,
+            tx_errors: s.tx_errors,
+            rx_dropped: s.rx_dropped,
+            tx_dropped: s.tx_dropped,
+            multicast: s.multicast,
+            collisions: s.collisions,
+            rx_length_errors: s.rx_length_errors,
+            rx_over_errors: s.rx_over_errors,
+            rx_crc_errors: s.rx_crc_errors,
+            rx_frame_errors: s.rx_frame_errors,
+            rx_fifo_errors: s.rx_fifo_errors,
+            rx_missed_errors: s.rx_missed_errors,
+            tx_aborted_errors: s.tx_aborted_errors,
+            tx_carrier_errors: s.tx_carrier_errors,
+            tx_fifo_errors: s.tx_fifo_errors,
+            tx_heartbeat_errors: s.tx_heartbeat_errors,
+            tx_window_errors: s.tx_window_errors,
+            rx_compressed: s.rx_compressed,
+            tx_compressed: s.tx_compressed,
+            rx_nohandler: s.rx_nohandler,
+        }
+    }
+}
+
+/// One interface as the kernel describes it in RTM_NEWLINK.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Link {
+    pub ifindex: u32,
+    pub name: String,
+    /// IFF_UP: the administrative state `ip link set up/down` changes.
+    pub admin_up: bool,
+    /// IFF_LOWER_UP: the driver reports a usable physical layer.
+    pub lower_up: bool,
+    pub carrier: Option<bool>,
+    /// RFC 2863 operational state, lower case as `ip` prints it.
+    pub oper_state: String,
+    pub mtu: u32,
+    /// `rtnl_link_ops` kind (veth, bridge, vxlan...); `None` for physical NICs.
+    pub kind: Option<String>,
+    /// ifindex of the master (bridge, bond, vrf) device.
+    pub master_ifindex: Option<u32>,
+    pub mac_address: Option<String>,
+    pub carrier_changes: Option<u32>,
+    pub counters: LinkCounters,
+}
+
+/// Result of one collection: the links and whether the kernel flagged the
+/// dump as interrupted on every attempt (then the list may miss a link that
+/// changed).
+#[derive(Debug, Default)]
+pub struct LinkDump {
+    pub links: Vec<Link>,
+    pub interrupted: bool,
+    /// Attributes that failed to decode and were skipped (the link is kept).
+    pub skipped_attributes: u64,
+}
+
+/// One full `RTM_GETLINK` dump of the caller's network namespace (links and
+/// counters) within [`DEFAULT_DUMP_TIMEOUT`]; [`LinkCache`] is the cheap way
+/// to collect repeatedly.
+pub fn dump_links() -> Result<LinkDump, NetlinkError> {
+    socket::dump_links_within(DEFAULT_DUMP_TIMEOUT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_stats64_of_any_kernel_length_map_by_position() {
+        let raw: Vec<u8> = (1..=25u64).flat_map(|v| v.to_ne_bytes()).collect();
+        let all = LinkCounters::from_raw(&raw);
+        assert_eq!((all.rx_packets, all.rx_missed_errors), (1, 16));
+        assert_eq!((all.tx_carrier_errors, all.rx_nohandler), (18, 24));
+        // A 4.5 kernel: 23 fields, no rx_nohandler.
+        let old = LinkCounters::from_raw(&raw[..23 * 8]);
+        assert_eq!((old.tx_compressed, old.rx_nohandler), (23, 0));
+        // The field order is the crate's too.
+        let mut stats = Stats64::default();
+        stats.rx_missed_errors = 16;
+        stats.rx_packets = 1;
+        let by_name = LinkCounters::from(&stats);
+        assert_eq!(by_name.rx_missed_errors, all.rx_missed_errors);
+    }
+}

@@ -1,0 +1,286 @@
+//! rtnetlink sockets: dump requests, the receive loop with its deadline, and
+//! the notification socket that tells the link cache when to refresh.
+
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use super::decode::{self, parse_datagram, Progress};
+use super::{LinkCounters, LinkDump, NetlinkError};
+
+/// Kernel dump messages are at most 32 KiB; a larger buffer never truncates.
+pub const RECV_BUFFER_BYTES: usize = 64 * 1024;
+/// An interrupted dump (links changed while the kernel walked them) is
+/// retried this many times before its partial result is used.
+const DUMP_ATTEMPTS: u32 = 3;
+const RTM_GETLINK: u16 = 18;
+const RTM_GETSTATS: u16 = 94;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_DUMP: u16 = 0x300;
+/// `RTNLGRP_LINK` as a bind-time group mask.
+const RTMGRP_LINK: u32 = 1;
+/// `IFLA_STATS_LINK_64` as an `if_stats_msg.filter_mask` bit.
+const STATS_FILTER_LINK_64: u32 = 1 << 0;
+
+/// A connected rtnetlink socket for dumps.
+pub struct DumpSocket {
+    socket: Socket,
+    buffer: Vec<u8>,
+    sequence: u32,
+}
+
+impl DumpSocket {
+    pub fn open() -> Result<Self, NetlinkError> {
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
+        socket.bind_auto().map_err(NetlinkError::Socket)?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(NetlinkError::Socket)?;
+        Ok(DumpSocket {
+            socket,
+            buffer: vec![0u8; RECV_BUFFER_BYTES],
+            sequence: 0,
+        })
+    }
+
+    /// A full `RTM_GETLINK` dump: attributes and counters of every link.
+    /// Retried while the kernel flags it interrupted; the whole of it,
+    /// retries included, must finish by `deadline`.
+    pub fn links(
+        &mut self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<LinkDump, NetlinkError> {
+        let mut dump = LinkDump::default();
+        for attempt in 1..=DUMP_ATTEMPTS {
+            dump = LinkDump::default();
+            let sequence = self.request("RTM_GETLINK", RTM_GETLINK, &[0u8; 16])?;
+            let (socket, buffer) = (&self.socket, &mut self.buffer);
+            receive(
+                socket,
+                buffer,
+                "RTM_GETLINK",
+                deadline,
+                timeout,
+                &mut |datagram| decode::parse_link_datagram(datagram, sequence, &mut dump),
+            )?;
+            if !dump.interrupted {
+                break;
+            }
+            tracing::debug!(
+                attempt,
+                "RTM_GETLINK dump interrupted by a link change, retrying"
+            );
+        }
+        Ok(dump)
+    }
+
+    /// Counters of every link from `RTM_GETSTATS` with only
+    /// `IFLA_STATS_LINK_64`: the kernel fills no other attribute.
+    pub fn counters(
+        &mut self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Vec<(u32, LinkCounters)>, NetlinkError> {
+        // struct if_stats_msg: family, pads, ifindex 0 (all), filter_mask.
+        let mut request = [0u8; 12];
+        request[8..12].copy_from_slice(&STATS_FILTER_LINK_64.to_ne_bytes());
+        let sequence = self.request("RTM_GETSTATS", RTM_GETSTATS, &request)?;
+        let mut counters = Vec::new();
+        let mut interrupted = false;
+        let (socket, buffer) = (&self.socket, &mut self.buffer);
+        receive(
+            socket,
+            buffer,
+            "RTM_GETSTATS",
+            deadline,
+            timeout,
+            &mut |datagram| {
+                parse_datagram(
+                    datagram,
+                    sequence,
+                    "RTM_GETSTATS",
+                    &mut interrupted,
+                    &mut |kind, payload| {
+                        if kind == decode::RTM_NEWSTATS {
+                            counters.extend(decode::stats_from_payload(payload));
+                        }
+                    },
+                )
+            },
+        )?;
+        Ok(counters)
+    }
+
+    fn request(
+        &mut self,
+        name: &'static str,
+        kind: u16,
+        payload: &[u8],
+    ) -> Result<u32, NetlinkError> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let length = 16 + payload.len();
+        let mut message = Vec::with_capacity(length);
+        message.extend_from_slice(&(length as u32).to_ne_bytes());
+        message.extend_from_slice(&kind.to_ne_bytes());
+        message.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        message.extend_from_slice(&self.sequence.to_ne_bytes());
+        message.extend_from_slice(&0u32.to_ne_bytes());
+        message.extend_from_slice(payload);
+        self.socket
+            .send(&message, 0)
+            .map_err(|source| NetlinkError::Send {
+                request: name,
+                source,
+            })?;
+        Ok(self.sequence)
+    }
+}
+
+/// One full `RTM_GETLINK` dump on a socket of its own.
+pub fn dump_links_within(timeout: Duration) -> Result<LinkDump, NetlinkError> {
+    DumpSocket::open()?.links(Instant::now() + timeout, timeout)
+}
+
+/// Sets the socket's receive timeout to what is left until the deadline, so
+/// a `recv` never blocks past it.
+fn set_receive_timeout(socket: &Socket, left: Duration) -> std::io::Result<()> {
+    // At least 1 ms: a zero timeval would mean "block forever".
+    let left = left.max(Duration::from_millis(1));
+    let timeval = libc::timeval {
+        tv_sec: left.as_secs() as libc::time_t,
+        tv_usec: left.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: the fd is the socket's, the option value a valid timeval of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeval as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Receives datagrams into `on_datagram` until it says the dump is done, or
+/// fails with [`NetlinkError::Timeout`] at `deadline`.
+fn receive(
+    socket: &Socket,
+    buffer: &mut [u8],
+    request: &'static str,
+    deadline: Instant,
+    timeout: Duration,
+    on_datagram: &mut dyn FnMut(&[u8]) -> Result<Progress, NetlinkError>,
+) -> Result<(), NetlinkError> {
+    let timed_out = NetlinkError::Timeout { request, timeout };
+    loop {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+            .ok_or(NetlinkError::Timeout { request, timeout })?;
+        set_receive_timeout(socket, left).map_err(NetlinkError::Socket)?;
+        let received = match socket.recv(&mut &mut buffer[..], 0) {
+            Ok(received) => received,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(timed_out)
+            }
+            Err(source) => return Err(NetlinkError::Receive { request, source }),
+        };
+        if received > buffer.len() {
+            return Err(NetlinkError::Decode {
+                request,
+                message: format!(
+                    "datagram of {received} bytes exceeds the {} byte buffer",
+                    buffer.len()
+                ),
+            });
+        }
+        if on_datagram(&buffer[..received])? == Progress::Done {
+            return Ok(());
+        }
+    }
+}
+
+/// A socket subscribed to `RTNLGRP_LINK`: the kernel sends it a message for
+/// every link created, deleted or changed (name, flags, MTU, carrier, oper
+/// state, master, address) — everything the cache holds, and nothing when
+/// only counters move.
+pub struct LinkEvents {
+    socket: Socket,
+    buffer: Vec<u8>,
+}
+
+impl LinkEvents {
+    pub fn subscribe() -> Result<Self, NetlinkError> {
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
+        socket
+            .bind(&SocketAddr::new(0, RTMGRP_LINK))
+            .map_err(NetlinkError::Socket)?;
+        socket
+            .set_non_blocking(true)
+            .map_err(NetlinkError::Socket)?;
+        Ok(LinkEvents {
+            socket,
+            buffer: vec![0u8; RECV_BUFFER_BYTES],
+        })
+    }
+
+    /// Reads every queued notification; true when there was any, or when
+    /// some were lost (ENOBUFS: the queue overflowed), so that either way
+    /// the cache is refreshed.
+    pub fn changed(&mut self) -> bool {
+        let mut changed = false;
+        loop {
+            match self.socket.recv(&mut &mut self.buffer[..], 0) {
+                Ok(0) => return changed,
+                Ok(_) => changed = true,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return changed,
+                Err(error) => {
+                    tracing::debug!(%error, "link notifications lost; refreshing the link cache");
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dump_that_never_answers_times_out() {
+        // A socket that sent no request: nothing will ever arrive, which is
+        // what a wedged dump looks like from here.
+        let mut socket = Socket::new(NETLINK_ROUTE).expect("netlink socket");
+        socket.bind_auto().expect("bind");
+        let timeout = Duration::from_millis(200);
+        let started = Instant::now();
+        let mut buffer = vec![0u8; RECV_BUFFER_BYTES];
+        let result = receive(
+            &socket,
+            &mut buffer,
+            "RTM_GETLINK",
+            Instant::now() + timeout,
+            timeout,
+            &mut |_| Ok(Progress::More),
+        );
+        assert!(
+            matches!(result, Err(NetlinkError::Timeout { .. })),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}
