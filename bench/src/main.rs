@@ -466,12 +466,13 @@ fn measure_tool(
         let warm_start = Instant::now();
         let mut warmup = 0;
         let mut body_bytes = 0;
+        let mut wire_bytes = 0;
         let mut series_lines = 0;
         while warmup < plan.warmup_scrapes
             && (warmup < 2 || warm_start.elapsed().as_secs_f64() < plan.warmup_seconds)
         {
             sys::check_interrupted()?;
-            let response = scrape::get(port, "/metrics", timeout)?;
+            let response = scrape::get_as_prometheus(port, "/metrics", timeout)?;
             if response.status != 200 {
                 bail!("{} answered {}", tool.label(), response.status);
             }
@@ -490,6 +491,7 @@ fn measure_tool(
                     .count();
             }
             body_bytes = response.body.len();
+            wire_bytes = response.wire_bytes;
             warmup += 1;
         }
         let memory_after_warmup = server.memory()?;
@@ -503,7 +505,7 @@ fn measure_tool(
                 break;
             }
             sys::check_interrupted()?;
-            let response = scrape::get(port, "/metrics", timeout)?;
+            let response = scrape::get_as_prometheus(port, "/metrics", timeout)?;
             if response.status != 200 {
                 bail!("{} answered {}", tool.label(), response.status);
             }
@@ -519,6 +521,7 @@ fn measure_tool(
             latency: Latency::of(&samples),
             cpu_ms_per_scrape: cpu * 1e3 / samples.len() as f64,
             body_bytes,
+            wire_bytes,
             series_lines,
             memory_after_warmup,
             memory_after_series,

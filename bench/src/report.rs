@@ -51,6 +51,9 @@ pub struct ScrapeResult {
     /// utime+stime delta of the process over the measured series / scrapes.
     pub cpu_ms_per_scrape: f64,
     pub body_bytes: usize,
+    /// Body bytes on the connection (gzip where the tool compresses).
+    #[serde(default)]
+    pub wire_bytes: usize,
     pub series_lines: usize,
     pub memory_after_warmup: Memory,
     pub memory_after_series: Memory,
@@ -282,7 +285,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "| Interfaces | Tool | Scrapes | p50 ms | p99 ms | max ms | CPU ms/scrape | Body KiB |\n|---:|---|---:|---:|---:|---:|---:|---:|"
+            "| Interfaces | Tool | Scrapes | p50 ms | p99 ms | max ms | CPU ms/scrape | Body KiB | On the wire KiB |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|"
         );
         for size in &self.sizes {
             for s in self
@@ -292,7 +295,7 @@ impl Report {
             {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {}{} | {} | {} | {} | {} | {:.0} |",
+                    "| {} | {} | {}{} | {} | {} | {} | {} | {:.0} | {:.0} |",
                     size.requested,
                     s.label,
                     s.latency.n,
@@ -302,12 +305,13 @@ impl Report {
                     num(s.latency.max_ms),
                     num(s.cpu_ms_per_scrape),
                     s.body_bytes as f64 / 1024.0,
+                    s.wire_bytes as f64 / 1024.0,
                 );
             }
             if let Some(script) = self.script.iter().find(|s| s.interfaces == size.requested) {
                 let _ = writeln!(
                     out,
-                    "| {} | parse_ip_stats.sh (seed, one collection) | {} | {} | {} | {} | {} | - |",
+                    "| {} | parse_ip_stats.sh (seed, one collection) | {} | {} | {} | {} | {} | - | - |",
                     size.requested,
                     script.latency.n,
                     num(script.latency.p50_ms),

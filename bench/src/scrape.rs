@@ -1,5 +1,7 @@
 //! The scraper (one HTTP/1.0 GET per scrape, a new TCP connection each
-//! time, no compression, as `curl` would do) and latency statistics.
+//! time) and latency statistics. Measured scrapes ask as Prometheus does:
+//! its Accept header and `Accept-Encoding: gzip`; the bench's own checks
+//! ask for plain text, as `curl` would.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -10,28 +12,48 @@ use serde::{Deserialize, Serialize};
 
 pub struct Response {
     pub status: u16,
+    /// The body as text (decompressed when it came gzip-encoded).
     pub body: Vec<u8>,
+    /// Body bytes as they crossed the connection.
+    pub wire_bytes: usize,
     pub elapsed: Duration,
 }
 
-/// GET `path` from 127.0.0.1:`port` of the calling thread's namespace; the
-/// time runs from connect to the last byte of the body.
+/// Prometheus 2.42's scrape Accept header (scrape/scrape.go).
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// GET `path` as plain text from 127.0.0.1:`port` of the calling thread's
+/// namespace; the time runs from connect to the last byte of the body.
 pub fn get(port: u16, path: &str, timeout: Duration) -> Result<Response> {
+    request(port, path, timeout, "Accept: text/plain\r\n")
+}
+
+/// GET `path` with the headers Prometheus sends on every scrape; the time
+/// includes decompressing, as it does for Prometheus.
+pub fn get_as_prometheus(port: u16, path: &str, timeout: Duration) -> Result<Response> {
+    let headers = format!("Accept: {PROMETHEUS_ACCEPT}\r\nAccept-Encoding: gzip\r\n");
+    request(port, path, timeout, &headers)
+}
+
+fn request(port: u16, path: &str, timeout: Duration, headers: &str) -> Result<Response> {
     let start = Instant::now();
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_nodelay(true)?;
     write!(
         stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: text/plain\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n"
     )?;
     let mut raw = Vec::with_capacity(1 << 20);
     stream.read_to_end(&mut raw)?;
-    let elapsed = start.elapsed();
     let header_end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .context("no end of HTTP headers")?;
+    let gzipped = String::from_utf8_lossy(&raw[..header_end])
+        .to_ascii_lowercase()
+        .lines()
+        .any(|l| l.starts_with("content-encoding:") && l.contains("gzip"));
     let status_line = String::from_utf8_lossy(&raw[..raw.len().min(64)]).into_owned();
     let status: u16 = status_line
         .split_whitespace()
@@ -39,6 +61,15 @@ pub fn get(port: u16, path: &str, timeout: Duration) -> Result<Response> {
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("bad status line {status_line:?}"))?;
     let mut body = raw.split_off(header_end + 4);
+    let wire_bytes = body.len();
+    if gzipped {
+        let mut text = Vec::with_capacity(wire_bytes * 8);
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut text)
+            .context("decompressing a gzip body")?;
+        body = text;
+    }
+    let elapsed = start.elapsed();
     if body.is_empty() && status == 200 {
         bail!("empty body");
     }
@@ -46,6 +77,7 @@ pub fn get(port: u16, path: &str, timeout: Duration) -> Result<Response> {
     Ok(Response {
         status,
         body,
+        wire_bytes,
         elapsed,
     })
 }
