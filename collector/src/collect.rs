@@ -112,13 +112,13 @@ impl Collector {
             }
         });
 
-        let (links, netlink_error) = match (self.links)() {
+        let (links, complete, netlink_error) = match (self.links)() {
             Ok(dump) => {
                 if dump.skipped_attributes > 0 {
                     self.skipped_attributes
                         .fetch_add(dump.skipped_attributes, Ordering::Relaxed);
                 }
-                (dump.links, None)
+                (dump.links, !dump.interrupted, None)
             }
             Err(error) => {
                 self.netlink_errors.fetch_add(1, Ordering::Relaxed);
@@ -126,16 +126,17 @@ impl Collector {
                     self.netlink_timeouts.fetch_add(1, Ordering::Relaxed);
                 }
                 tracing::warn!(%error, "netlink dump failed");
-                (Vec::new(), Some(error.to_string()))
+                (Vec::new(), false, Some(error.to_string()))
             }
         };
 
-        if let (Some(source), None) = (ebpf_source.as_mut(), &netlink_error) {
+        if let (Some(source), Some(reading)) = (ebpf_source.as_mut(), &reading) {
             let live: HashSet<u32> = links.iter().map(|l| l.ifindex).collect();
+            let stale = stale_interfaces(reading, &live, complete);
             (
                 ebpf_status.traffic_map_entries,
                 ebpf_status.drop_map_entries,
-            ) = source.forget_except(&live);
+            ) = source.forget(reading, &stale);
         }
         if let Some(reading) = &reading {
             ebpf_status.probe_counters = reading.counters;
@@ -202,6 +203,22 @@ impl Collector {
     }
 }
 
+/// Interfaces whose map entries may go: read before the dump, and absent
+/// from a dump that is complete. An interrupted or failed dump may miss
+/// live links, so it deletes nothing.
+fn stale_interfaces(reading: &EbpfReading, live: &HashSet<u32>, complete: bool) -> HashSet<u32> {
+    if !complete {
+        return HashSet::new();
+    }
+    reading
+        .traffic
+        .keys()
+        .copied()
+        .chain(reading.drop_keys.iter().map(|k| k.ifindex))
+        .filter(|ifindex| !live.contains(ifindex))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicBool;
@@ -232,6 +249,28 @@ mod tests {
                 ..LinkDump::default()
             })
         })
+    }
+
+    #[test]
+    fn only_entries_read_before_a_complete_dump_and_missing_from_it_are_stale() {
+        let mut reading = EbpfReading::default();
+        for ifindex in [1, 5, 9] {
+            reading.traffic.insert(ifindex, Default::default());
+        }
+        reading.drop_keys.push(collector_common::DropKey {
+            ifindex: 11,
+            reason: 2,
+        });
+        // 9 and 11 were deleted; 20 was created after the read (not in it),
+        // so it is live whatever the dump says.
+        let live: HashSet<u32> = [1, 5, 20].into();
+        let stale = stale_interfaces(&reading, &live, true);
+        assert_eq!(stale, [9, 11].into());
+        // A link created between the read and the dump is in the dump but
+        // not in the read: never a candidate.
+        assert!(!stale.contains(&20));
+        // An interrupted (or failed) dump may miss live links: nothing goes.
+        assert!(stale_interfaces(&reading, &HashSet::new(), false).is_empty());
     }
 
     #[test]

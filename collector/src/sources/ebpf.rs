@@ -95,6 +95,8 @@ pub struct EbpfReading {
     pub traffic: HashMap<u32, IfTraffic>,
     /// ifindex -> reason name -> packets.
     pub drops: HashMap<u32, BTreeMap<String, u64>>,
+    /// Every key of the drop map as read.
+    pub drop_keys: Vec<DropKey>,
     pub counters: ProbeCounters,
 }
 
@@ -231,6 +233,7 @@ impl EbpfSource {
                 source,
             })?;
             let packets: u64 = per_cpu.iter().sum();
+            reading.drop_keys.push(key);
             *reading
                 .drops
                 .entry(key.ifindex)
@@ -257,18 +260,22 @@ impl EbpfSource {
         Ok(reading)
     }
 
-    /// Removes the entries of interfaces not in `live`, so pod churn cannot
-    /// fill the maps. Returns the entries left in the traffic and drop maps,
-    /// counted from the same key walk rather than walking the maps again.
-    pub fn forget_except(&mut self, live: &HashSet<u32>) -> (usize, usize) {
-        let traffic_keys: Vec<u32> = self.traffic.keys().filter_map(Result::ok).collect();
-        let drop_keys: Vec<DropKey> = self.drops.keys().filter_map(Result::ok).collect();
-        let mut traffic_left = traffic_keys.len();
-        for ifindex in traffic_keys.iter().filter(|i| !live.contains(i)) {
+    /// Removes the entries of `stale` interfaces that `reading` saw, so pod
+    /// churn cannot fill the maps. Only keys read before the netlink dump are
+    /// candidates: an interface created after that read is in neither, and
+    /// its first counts must survive. Returns the entries left in the
+    /// traffic and drop maps, counted from that read.
+    pub fn forget(&mut self, reading: &EbpfReading, stale: &HashSet<u32>) -> (usize, usize) {
+        let mut traffic_left = reading.traffic.len();
+        for ifindex in reading.traffic.keys().filter(|i| stale.contains(i)) {
             traffic_left -= usize::from(self.traffic.remove(ifindex).is_ok());
         }
-        let mut drops_left = drop_keys.len();
-        for key in drop_keys.iter().filter(|k| !live.contains(&k.ifindex)) {
+        let mut drops_left = reading.drop_keys.len();
+        for key in reading
+            .drop_keys
+            .iter()
+            .filter(|k| stale.contains(&k.ifindex))
+        {
             drops_left -= usize::from(self.drops.remove(key).is_ok());
         }
         (traffic_left, drops_left)

@@ -71,7 +71,7 @@ impl State {
         if changed || self.links.is_none() || self.no_stats {
             return refresh(socket, &mut self.links, deadline, timeout);
         }
-        let counters = match socket.counters(deadline, timeout) {
+        let (counters, interrupted) = match socket.counters(deadline, timeout) {
             Ok(counters) => counters,
             Err(NetlinkError::Kernel { errno, .. })
                 if errno == libc::EOPNOTSUPP || errno == libc::EINVAL =>
@@ -88,6 +88,7 @@ impl State {
         match merge(self.links.as_deref().unwrap_or_default(), counters) {
             Some(links) => Ok(LinkDump {
                 links,
+                interrupted,
                 ..LinkDump::default()
             }),
             // A link the cache does not know: created after the last dump,

@@ -77,12 +77,13 @@ impl DumpSocket {
     }
 
     /// Counters of every link from `RTM_GETSTATS` with only
-    /// `IFLA_STATS_LINK_64`: the kernel fills no other attribute.
+    /// `IFLA_STATS_LINK_64` (the kernel fills no other attribute), and
+    /// whether the kernel flagged the dump as interrupted by a link change.
     pub fn counters(
         &mut self,
         deadline: Instant,
         timeout: Duration,
-    ) -> Result<Vec<(u32, LinkCounters)>, NetlinkError> {
+    ) -> Result<(Vec<(u32, LinkCounters)>, bool), NetlinkError> {
         // struct if_stats_msg: family, pads, ifindex 0 (all), filter_mask.
         let mut request = [0u8; 12];
         request[8..12].copy_from_slice(&STATS_FILTER_LINK_64.to_ne_bytes());
@@ -110,7 +111,7 @@ impl DumpSocket {
                 )
             },
         )?;
-        Ok(counters)
+        Ok((counters, interrupted))
     }
 
     fn request(
