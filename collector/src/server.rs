@@ -256,18 +256,35 @@ mod tests {
     use super::*;
     use crate::collect::{CollectorConfig, EbpfMode};
     use crate::filter::InterfaceFilter;
+    use crate::sources::netlink::{Link, LinkDump};
 
+    /// A scraper over a stand-in link source: a unit test must not depend
+    /// on the machine's rtnetlink (the real dump is covered by the
+    /// privileged integration tests). A veth, so no sysfs speed is read.
     fn scraper() -> Arc<Scraper> {
         let config = CollectorConfig {
             node: "n".into(),
             labels: vec![],
             filter: InterfaceFilter::All,
         };
-        let collector = Collector::new(
+        let links = || {
+            Ok(LinkDump {
+                links: vec![Link {
+                    ifindex: 2,
+                    name: "veth0".into(),
+                    admin_up: true,
+                    kind: Some("veth".into()),
+                    ..Link::default()
+                }],
+                interrupted: false,
+            })
+        };
+        let collector = Collector::with_link_source(
             config,
             EbpfMode::Disabled {
                 reason: "test".into(),
             },
+            Box::new(links),
         );
         Scraper::new(Arc::new(collector))
     }
@@ -281,7 +298,9 @@ mod tests {
         assert!(snapshots.iter().all(|s| s.sources.collections_total == 1));
         assert!(snapshots.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])));
         // Once it finished, the next scrape collects afresh.
-        assert_eq!(scraper.snapshot().await.sources.collections_total, 2);
+        let second = scraper.snapshot().await;
+        assert_eq!(second.sources.collections_total, 2);
+        assert_eq!(second.interfaces.len(), 1, "served the stand-in's link");
         assert!(scraper.is_ready());
     }
 }
