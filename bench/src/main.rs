@@ -28,8 +28,8 @@ struct Args {
     collector: PathBuf,
     #[arg(long, default_value = "/usr/bin/prometheus-node-exporter")]
     node_exporter: PathBuf,
-    /// The seed document holding parse_ip_stats.sh in its heredoc
-    /// [default: shared/seeds/ beside the repository].
+    /// The seed document holding parse_ip_stats.sh in its heredoc (by
+    /// default in shared/seeds/ beside the repository).
     #[arg(long, default_value_os_t = default_seed())]
     seed: PathBuf,
     /// Where report.md, report.json, scrape-latency.png and logs go.
@@ -84,11 +84,8 @@ fn default_seed() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("bench/ is inside the workspace");
-    workspace
-        .join("..")
-        .join("shared")
-        .join("seeds")
-        .join(SEED_DOCUMENT)
+    let beside = workspace.parent().unwrap_or(workspace);
+    beside.join("shared").join("seeds").join(SEED_DOCUMENT)
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
