@@ -28,8 +28,9 @@ struct Args {
     collector: PathBuf,
     #[arg(long, default_value = "/usr/bin/prometheus-node-exporter")]
     node_exporter: PathBuf,
-    /// The seed document holding parse_ip_stats.sh in its heredoc.
-    #[arg(long, default_value = "/work/shared/seeds/000_2783280179a180b0.txt")]
+    /// The seed document holding parse_ip_stats.sh in its heredoc (by
+    /// default in shared/seeds/ beside the repository).
+    #[arg(long, default_value_os_t = default_seed())]
     seed: PathBuf,
     /// Where report.md, report.json, scrape-latency.png and logs go.
     #[arg(long, default_value = "target/bench")]
@@ -70,6 +71,21 @@ struct Args {
     /// report.json (e.g. after a change of the report format).
     #[arg(long, value_name = "REPORT_JSON")]
     render: Option<PathBuf>,
+}
+
+/// File name of the seed document in shared/seeds/.
+const SEED_DOCUMENT: &str = "000_2783280179a180b0.txt";
+
+/// `../shared/seeds/<seed>` from the repository root: shared/ sits beside
+/// every checkout of the repository (a worktree or CI's clone alike), so
+/// no absolute path of one machine is built in. The root is the workspace
+/// this crate was built in (bench/ is one of its members).
+fn default_seed() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ is inside the workspace");
+    let beside = workspace.parent().unwrap_or(workspace);
+    beside.join("shared").join("seeds").join(SEED_DOCUMENT)
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -270,8 +286,12 @@ fn real_main() -> Result<()> {
     std::fs::create_dir_all(&logs)?;
     std::fs::create_dir_all(&tmp)?;
     let script_path = tmp.join("parse_ip_stats.sh");
-    let document = std::fs::read_to_string(&args.seed)
-        .with_context(|| format!("reading the seed document {}", args.seed.display()))?;
+    let document = std::fs::read_to_string(&args.seed).with_context(|| {
+        format!(
+            "reading the seed document {} (give its path with --seed)",
+            args.seed.display()
+        )
+    })?;
     std::fs::write(&script_path, seed::extract_script(&document)?)?;
 
     let mut report = Report {

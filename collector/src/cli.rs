@@ -169,11 +169,15 @@ pub struct CommonArgs {
     /// that are delivered: kfree_skb fires only for drops.
     #[arg(long, env = "COLLECTOR_EBPF_PROBES", value_enum, value_delimiter = ',', default_values_t = ProbeChoice::ALL)]
     pub ebpf_probes: Vec<ProbeChoice>,
-    /// Kernel BTF to read struct offsets from.
-    #[arg(long, env = "COLLECTOR_BTF", default_value = crate::kernel::btf_offsets::VMLINUX_BTF, hide = true)]
+    /// Kernel BTF to read struct offsets from (the DaemonSet mounts the host's
+    /// /sys/kernel/btf read-only).
+    #[arg(long, env = "COLLECTOR_BTF", value_name = "FILE", default_value = crate::kernel::btf_offsets::VMLINUX_BTF)]
     pub btf: String,
-    /// tracefs mount to read tracepoint formats from [default: found or mounted].
-    #[arg(long, env = "COLLECTOR_TRACEFS", hide = true)]
+    /// Directory to read tracepoint format files from (DIR/events/...)
+    /// [default: the tracefs at /sys/kernel/tracing or /sys/kernel/debug/tracing].
+    /// tracefs is looked for there, and mounted at /sys/kernel/tracing when
+    /// missing, in any case: attaching resolves tracepoint ids there.
+    #[arg(long, env = "COLLECTOR_TRACEFS", value_name = "DIR")]
     pub tracefs: Option<String>,
 }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use common::*;
 fn collector_in(ns: &Netns, args: &[&str]) -> std::process::Output {
     let mut full = vec!["netns", "exec", ns.name.as_str(), COLLECTOR];
     full.extend_from_slice(args);
-    Command::new("ip").args(&full).output().unwrap()
+    collector_command("ip").args(&full).output().unwrap()
 }
 
 #[test]
@@ -183,7 +183,7 @@ fn watch_in_a_terminal_shows_the_rates_of_sent_traffic() {
     };
     std::thread::sleep(Duration::from_millis(300));
     let command = format!("{COLLECTOR} watch --interval 1s --count 4 --include '^eth0$'");
-    let output = Command::new("ip")
+    let output = collector_command("ip")
         .args([
             "netns",
             "exec",
@@ -241,9 +241,7 @@ fn watch_in_a_terminal_shows_the_rates_of_sent_traffic() {
 fn watch_exits_cleanly_on_ctrl_c_and_detaches_its_probes() {
     require_root();
     let ns = Netns::new("wint");
-    let count = || loaded_programs_named("net_dev_start_xmit");
-    let baseline = count();
-    let child = Command::new("ip")
+    let child = collector_command("ip")
         .args([
             "netns",
             "exec",
@@ -257,11 +255,19 @@ fn watch_exits_cleanly_on_ctrl_c_and_detaches_its_probes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // What the watch process itself holds (`ip netns exec` execs it, so
+    // the child pid is the collector's): other processes' programs cannot
+    // make this pass or fail.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while count() == baseline && Instant::now() < deadline {
+    let mut held = BpfHeld::of(child.id());
+    while held.links.len() < 3 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
+        held = BpfHeld::of(child.id());
     }
-    assert_eq!(count(), baseline + 1, "watch loaded its probes");
+    assert!(
+        held.holds_program("net_dev_start_xmit") && held.links.len() == 3,
+        "watch loaded and attached its probes: {held:?}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -279,5 +285,5 @@ fn watch_exits_cleanly_on_ctrl_c_and_detaches_its_probes() {
         text.contains("INTERFACE") && !text.contains('\x1b'),
         "plain frames when piped: {text}"
     );
-    assert_eq!(count(), baseline);
+    held.assert_released("watch left programs behind after Ctrl-C");
 }

@@ -915,7 +915,7 @@ impl SecurityContext {
         script.push_str(&format!(
             "exec setpriv {identity} {no_new_privs} -- \"$@\"\n"
         ));
-        let mut command = Command::new("ip");
+        let mut command = collector_command("ip");
         command
             .args([
                 "netns", "exec", &ns.name, "sh", "-c", &script, "sh", COLLECTOR,
@@ -1113,7 +1113,10 @@ fn manifest_capabilities_are_sufficient_each_is_needed_and_uid_0_is_required() {
 
     // uid 0 is what makes tracefs (mode 0700, root's) readable: a non-root
     // uid with the same capabilities, even as ambient ones, gets no probes.
-    let tracefs_mode = std::fs::metadata("/sys/kernel/tracing").unwrap();
+    // The mode of a tracefs mounted for the purpose: the host's
+    // /sys/kernel/tracing is only an empty sysfs directory where nothing
+    // mounted tracefs, which would print the wrong mode.
+    let tracefs_mode = with_private_tracefs(|tracefs| std::fs::metadata(tracefs).unwrap());
     println!(
         "tracefs mode {:o}",
         std::os::unix::fs::PermissionsExt::mode(&tracefs_mode.permissions()) & 0o7777

@@ -219,23 +219,21 @@ fn deleting_an_interface_removes_its_series_and_map_entries() {
 fn shutdown_detaches_every_program() {
     require_root();
     let ns = Netns::new("stop");
-    let count_programs = || loaded_programs_named("net_dev_start_xmit");
-    let baseline = count_programs();
     let collector = CollectorProcess::start(&ns, &[]);
+    // The collector's own programs and links (by its fds), so programs
+    // other processes load meanwhile cannot disturb the test.
+    let held = BpfHeld::of(collector.pid());
     assert_eq!(
-        count_programs(),
-        baseline + 1,
-        "our program is loaded while running"
+        held.programs.len(),
+        3,
+        "our three programs are loaded while running: {held:?}"
     );
+    assert_eq!(held.links.len(), 3, "and attached: {held:?}");
     let started = std::time::Instant::now();
     let (status, stderr) = collector.stop();
     assert!(status.success(), "exit status {status}: {stderr}");
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
-    assert_eq!(
-        count_programs(),
-        baseline,
-        "programs left behind after SIGTERM"
-    );
+    held.assert_released("programs left behind after SIGTERM");
 }
 
 #[test]
@@ -268,13 +266,14 @@ fn drops_only_attaches_kfree_skb_and_serves_no_traffic_families() {
     let left = Netns::new("donly");
     let right = Netns::new("donlyp");
     let pair = VethPair::new(&left, "d0", &right, "d1", 50);
-    let transmit_programs = loaded_programs_named("net_dev_start_xmit");
     let collector = CollectorProcess::start(&right, &["--ebpf-probes", "drops"]);
+    let held = BpfHeld::of(collector.pid());
     assert_eq!(
-        loaded_programs_named("net_dev_start_xmit"),
-        transmit_programs,
-        "tx probe not loaded"
+        held.program_names(),
+        [bpf_name("kfree_skb")],
+        "only the drop probe is loaded"
     );
+    assert_eq!(held.links.len(), 1, "and attached: {held:?}");
     send_udp(&left, &format!("{}:9", pair.b_addr), 25, PAYLOAD);
     std::thread::sleep(std::time::Duration::from_millis(100));
     let metrics = collector.scrape(&right);
