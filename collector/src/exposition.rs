@@ -396,11 +396,19 @@ fn state_families(out: &mut String, snapshot: &Snapshot, identities: &[String], 
     for (interface, identity) in rows() {
         let link = &interface.link;
         let ifindex = link.ifindex.to_string();
+        // A virtual device's MAC (a veth's is random) tells an operator
+        // nothing, yet it is the one label here that gzip cannot shrink: a
+        // fifth of a 1,000-veth scrape on the wire. The default profile keeps
+        // it for devices without an rtnl kind, the physical NICs and VFs.
+        let address = match (profile, &link.kind) {
+            (Profile::Default, Some(_)) => "",
+            _ => link.mac_address.as_deref().unwrap_or(""),
+        };
         let attributes = [
             ("ifindex", ifindex.as_str()),
             ("kind", link.kind.as_deref().unwrap_or("")),
             ("master", interface.master.as_deref().unwrap_or("")),
-            ("address", link.mac_address.as_deref().unwrap_or("")),
+            ("address", address),
             ("operstate", link.oper_state.as_str()),
         ];
         sample(out, "network_interface_info", identity, &attributes, 1);
@@ -1106,6 +1114,21 @@ mod tests {
             .collect();
         let unique: BTreeSet<&String> = eth0.iter().copied().collect();
         assert_eq!(unique.len(), eth0.len(), "{eth0:?}");
+        let address_of = |interface: &str| {
+            samples
+                .keys()
+                .find(|(name, labels)| {
+                    name == "network_interface_info" && labels["interface"] == interface
+                })
+                .map(|(_, labels)| labels["address"].clone())
+                .unwrap()
+        };
+        assert!(!address_of("eth0").is_empty(), "a NIC keeps its MAC");
+        assert_eq!(
+            address_of(ODD_INTERFACE),
+            "",
+            "a veth's random MAC is left out"
+        );
         let detailed = render_profile(&snapshot(), &HttpStats::default(), Profile::Detailed);
         let (_, detailed_types) = parse(&detailed);
         assert_eq!(
