@@ -291,9 +291,22 @@ fn parse_node_name(text: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+
+    /// Parses like the binary, but blind to the environment: a developer's
+    /// shell with COLLECTOR_LISTEN set must not change what these assert.
+    fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Cli, clap::Error> {
+        fn without_env(command: clap::Command) -> clap::Command {
+            command
+                .mut_args(|arg| arg.env(None))
+                .mut_subcommands(without_env)
+        }
+        let matches = without_env(Cli::command()).try_get_matches_from(args)?;
+        Cli::from_arg_matches(&matches)
+    }
 
     fn error_of(args: &[&str]) -> String {
-        let error = Cli::try_parse_from(args).unwrap_err();
+        let error = parse(args.iter().copied()).unwrap_err();
         assert_eq!(error.exit_code(), 2, "{error}");
         error.to_string()
     }
@@ -380,7 +393,7 @@ mod tests {
 
     #[test]
     fn bare_invocation_serves_with_defaults() {
-        let cli = Cli::try_parse_from([
+        let cli = parse([
             "collector",
             "--label",
             "cluster=a",
@@ -395,7 +408,7 @@ mod tests {
 
     #[test]
     fn duplicate_label_keys_are_rejected() {
-        let cli = Cli::try_parse_from(["collector", "--label", "a=1", "--label", "a=2"]).unwrap();
+        let cli = parse(["collector", "--label", "a=1", "--label", "a=2"]).unwrap();
         assert!(cli
             .serve
             .common
