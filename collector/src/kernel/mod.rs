@@ -2,5 +2,6 @@
 //! comes out as plain values the loader hands to BPF.
 pub mod btf_offsets;
 pub mod layout;
+pub mod map_batch;
 pub mod netns;
 pub mod tracefs;

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::kernel::btf_offsets::{BtfError, KernelBtf, VMLINUX_BTF};
 use crate::kernel::layout::{probe_layout, LayoutError, Probe, ProbeLayout, TracepointFormats};
+use crate::kernel::map_batch;
 use crate::kernel::netns::own_netns_inum;
 use crate::kernel::tracefs::{Tracefs, TracefsError, TRACEFS_CANDIDATES};
 
@@ -33,10 +34,18 @@ pub enum EbpfError {
     Netns(#[source] std::io::Error),
     #[error("loading BPF programs failed, {hint}: {0}", hint = crate::privileges::bpf_refusal_hint(.0))]
     Load(#[from] aya::EbpfError),
+    #[error("cannot count the possible CPUs: {0}")]
+    Cpus(String),
     #[error("BPF object has no {0}")]
     Missing(String),
     #[error("no probe could be attached: {0}")]
     NothingAttached(String),
+    #[error("reading BPF map {map} in batches: {source}")]
+    MapBatch {
+        map: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("reading BPF map {map}: {source}")]
     Map {
         map: &'static str,
@@ -107,6 +116,10 @@ pub struct EbpfSource {
     reason_names: BTreeMap<u32, String>,
     attachments: Vec<Attachment>,
     has_drop_reason: bool,
+    /// CPUs the per-CPU values are laid out for.
+    possible_cpus: usize,
+    /// Cleared the first time the kernel turns a batch lookup down.
+    batch_lookups: std::sync::atomic::AtomicBool,
     // Owns the programs and their links: dropping it detaches everything.
     _ebpf: Ebpf,
 }
@@ -192,6 +205,9 @@ impl EbpfSource {
             reason_names: layout.drop_reason_names,
             attachments,
             has_drop_reason: layout.has_drop_reason,
+            possible_cpus: aya::util::nr_cpus()
+                .map_err(|(what, error)| EbpfError::Cpus(format!("{what}: {error}")))?,
+            batch_lookups: std::sync::atomic::AtomicBool::new(true),
             _ebpf: ebpf,
         })
     }
@@ -213,11 +229,7 @@ impl EbpfSource {
     /// Sums every per-CPU map entry.
     pub fn read(&self) -> Result<EbpfReading, EbpfError> {
         let mut reading = EbpfReading::default();
-        for entry in self.traffic.iter() {
-            let (ifindex, per_cpu) = entry.map_err(|source| EbpfError::Map {
-                map: "TRAFFIC",
-                source,
-            })?;
+        for (ifindex, per_cpu) in self.entries(&self.traffic, "TRAFFIC")? {
             let mut total = IfTraffic::default();
             for cpu in per_cpu.iter() {
                 total.rx_packets += cpu.rx_packets;
@@ -227,11 +239,7 @@ impl EbpfSource {
             }
             reading.traffic.insert(ifindex, total);
         }
-        for entry in self.drops.iter() {
-            let (key, per_cpu) = entry.map_err(|source| EbpfError::Map {
-                map: "DROPS",
-                source,
-            })?;
+        for (key, per_cpu) in self.entries(&self.drops, "DROPS")? {
             let packets: u64 = per_cpu.iter().sum();
             reading.drop_keys.push(key);
             *reading
@@ -279,6 +287,46 @@ impl EbpfSource {
             drops_left -= usize::from(self.drops.remove(key).is_ok());
         }
         (traffic_left, drops_left)
+    }
+
+    /// Every entry of a per-CPU hash map: in batches where the kernel has
+    /// them (5.6+), else key by key (see `kernel::map_batch`).
+    fn entries<K, V>(
+        &self,
+        map: &PerCpuHashMap<MapData, K, V>,
+        name: &'static str,
+    ) -> Result<Vec<(K, Vec<V>)>, EbpfError>
+    where
+        K: aya::Pod + bytemuck::Pod,
+        V: aya::Pod + bytemuck::Pod,
+    {
+        use aya::maps::IterableMap;
+        use std::os::fd::AsFd;
+        if self
+            .batch_lookups
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            match map_batch::per_cpu_entries(map.map().fd().as_fd(), self.possible_cpus) {
+                Ok(entries) => return Ok(entries),
+                Err(map_batch::BatchError::Unsupported) => {
+                    tracing::info!(
+                        "no BPF_MAP_LOOKUP_BATCH on this kernel; reading maps key by key"
+                    );
+                    self.batch_lookups
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(map_batch::BatchError::Os(source)) => {
+                    return Err(EbpfError::MapBatch { map: name, source })
+                }
+            }
+        }
+        map.iter()
+            .map(|entry| {
+                entry
+                    .map(|(key, per_cpu)| (key, per_cpu.iter().copied().collect()))
+                    .map_err(|source| EbpfError::Map { map: name, source })
+            })
+            .collect()
     }
 
     fn reason_name(&self, reason: u32) -> String {
