@@ -303,6 +303,54 @@ pub fn render_profile(snapshot: &Snapshot, http: &HttpStats, profile: Profile) -
     out
 }
 
+/// (metric name, help, type, value of an interface when it has one, the
+/// profile that serves it) of the per-interface state families.
+type StateFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Interface) -> Option<u64>,
+    Profile,
+);
+
+const STATE_FAMILIES: [StateFamily; 5] = [
+    (
+        "network_interface_up",
+        "1 when the interface is administratively up (IFF_UP).",
+        "gauge",
+        |i| Some(u64::from(i.link.admin_up)),
+        Profile::Default,
+    ),
+    (
+        "network_interface_carrier",
+        "1 when the interface has carrier (IFLA_CARRIER).",
+        "gauge",
+        |i| i.link.carrier.map(u64::from),
+        Profile::Default,
+    ),
+    (
+        "network_interface_oper_state",
+        "RFC 2863 operational state as IF-MIB ifOperStatus: 1 up, 2 down, 3 testing, 4 unknown, 5 dormant, 6 notpresent, 7 lowerlayerdown.",
+        "gauge",
+        |i| Some(if_oper_status(&i.link.oper_state)),
+        Profile::Default,
+    ),
+    (
+        "network_interface_carrier_changes_total",
+        "Carrier up/down transitions since the device was created.",
+        "counter",
+        |i| i.link.carrier_changes.map(u64::from),
+        Profile::Detailed,
+    ),
+    (
+        "network_interface_speed_bytes",
+        "Negotiated link speed in bytes per second, where the driver reports one.",
+        "gauge",
+        |i| i.speed_bytes,
+        Profile::Default,
+    ),
+];
+
 fn state_families(out: &mut String, snapshot: &Snapshot, identities: &[String], profile: Profile) {
     let rows = || {
         snapshot
@@ -310,81 +358,15 @@ fn state_families(out: &mut String, snapshot: &Snapshot, identities: &[String], 
             .iter()
             .zip(identities.iter().map(String::as_str))
     };
-    header(
-        out,
-        "network_interface_up",
-        "1 when the interface is administratively up (IFF_UP).",
-        "gauge",
-    );
-    for (interface, identity) in rows() {
-        sample(
-            out,
-            "network_interface_up",
-            identity,
-            &[],
-            u64::from(interface.link.admin_up),
-        );
-    }
-    header(
-        out,
-        "network_interface_carrier",
-        "1 when the interface has carrier (IFLA_CARRIER).",
-        "gauge",
-    );
-    for (interface, identity) in rows() {
-        if let Some(carrier) = interface.link.carrier {
-            sample(
-                out,
-                "network_interface_carrier",
-                identity,
-                &[],
-                u64::from(carrier),
-            );
+    for (name, help, kind, value, served_in) in STATE_FAMILIES {
+        if served_in == Profile::Detailed && profile != Profile::Detailed {
+            continue;
         }
-    }
-    header(
-        out,
-        "network_interface_oper_state",
-        "RFC 2863 operational state as IF-MIB ifOperStatus: 1 up, 2 down, 3 testing, 4 unknown, 5 dormant, 6 notpresent, 7 lowerlayerdown.",
-        "gauge",
-    );
-    for (interface, identity) in rows() {
-        sample(
-            out,
-            "network_interface_oper_state",
-            identity,
-            &[],
-            if_oper_status(&interface.link.oper_state),
-        );
-    }
-    if profile == Profile::Detailed {
-        header(
-            out,
-            "network_interface_carrier_changes_total",
-            "Carrier up/down transitions since the device was created.",
-            "counter",
-        );
+        header(out, name, help, kind);
         for (interface, identity) in rows() {
-            if let Some(changes) = interface.link.carrier_changes {
-                sample(
-                    out,
-                    "network_interface_carrier_changes_total",
-                    identity,
-                    &[],
-                    u64::from(changes),
-                );
+            if let Some(value) = value(interface) {
+                sample(out, name, identity, &[], value);
             }
-        }
-    }
-    header(
-        out,
-        "network_interface_speed_bytes",
-        "Negotiated link speed in bytes per second, where the driver reports one.",
-        "gauge",
-    );
-    for (interface, identity) in rows() {
-        if let Some(speed) = interface.speed_bytes {
-            sample(out, "network_interface_speed_bytes", identity, &[], speed);
         }
     }
     header(

@@ -14,22 +14,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// `ip -n NS -batch -` with `commands` on stdin.
-fn ip_batch(ns: &Netns, commands: &str) {
-    let mut child = Command::new("ip")
-        .args(["-n", &ns.name, "-batch", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("starting ip -batch");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(commands.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "ip -batch failed");
-}
-
 /// `count` veth pairs `vh<i>` in `ns` with their peers in `pods`, all up.
 fn add_veths(ns: &Netns, pods: &Netns, count: usize) {
     let commands: String = (0..count)

@@ -131,21 +131,6 @@ fn churn_of_5000_veth_pairs_returns_series_and_maps_to_baseline() {
     );
 }
 
-fn ip_batch(ns: &Netns, commands: &str) {
-    let mut child = std::process::Command::new("ip")
-        .args(["-n", &ns.name, "-batch", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(commands.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "ip -batch failed");
-}
-
 /// One HTTP/1.0 GET to the collector in the calling thread's namespace.
 fn raw_get(path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect("127.0.0.1:2112")?;

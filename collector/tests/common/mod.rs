@@ -698,3 +698,19 @@ impl Metrics {
             .collect()
     }
 }
+
+/// `ip -n NS -batch -` with `commands` on stdin (thousands of links in one process).
+pub fn ip_batch(ns: &Netns, commands: &str) {
+    let mut child = Command::new("ip")
+        .args(["-n", &ns.name, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("starting ip -batch");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(commands.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "ip -batch failed");
+}
