@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::filter::InterfaceFilter;
 use crate::kernel::layout::Probe;
+use crate::sources::ebpf::FlavourPolicy;
 use crate::watch::SortKey;
 
 /// Labels the collector sets itself; `--label` may not override them.
@@ -125,6 +126,24 @@ impl ProbeChoice {
     }
 }
 
+/// `--ebpf-flavour` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FlavourChoice {
+    /// BTF-typed tracepoints (tp_btf) where the kernel takes them, classic per probe where not.
+    Auto,
+    /// Classic tracepoints only.
+    Classic,
+}
+
+impl FlavourChoice {
+    pub fn policy(self) -> FlavourPolicy {
+        match self {
+            FlavourChoice::Auto => FlavourPolicy::Auto,
+            FlavourChoice::Classic => FlavourPolicy::Classic,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SnapshotFormat {
     Table,
@@ -158,6 +177,11 @@ pub struct CommonArgs {
     /// that are delivered: kfree_skb fires only for drops.
     #[arg(long, env = "COLLECTOR_EBPF_PROBES", value_enum, value_delimiter = ',', default_values_t = ProbeChoice::ALL)]
     pub ebpf_probes: Vec<ProbeChoice>,
+    /// Program flavour: `auto` uses BTF-typed tracepoints (tp_btf, no trace record
+    /// built, no helper calls per packet) and falls back per probe to classic
+    /// tracepoints where they do not load; `classic` forces the latter.
+    #[arg(long, env = "COLLECTOR_EBPF_FLAVOUR", value_enum, default_value_t = FlavourChoice::Auto)]
+    pub ebpf_flavour: FlavourChoice,
     /// Kernel BTF to read struct offsets from.
     #[arg(long, env = "COLLECTOR_BTF", default_value = crate::kernel::btf_offsets::VMLINUX_BTF, hide = true)]
     pub btf: String,
@@ -334,6 +358,10 @@ mod tests {
             (
                 &["collector", "--ebpf-max-interfaces", "0"],
                 &["--ebpf-max-interfaces", "0"],
+            ),
+            (
+                &["collector", "--ebpf-flavour", "fentry"],
+                &["--ebpf-flavour", "fentry"],
             ),
         ];
         for (args, needles) in cases {

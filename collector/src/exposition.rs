@@ -468,15 +468,16 @@ fn self_families(out: &mut String, snapshot: &Snapshot) {
         header(
             out,
             "collector_ebpf_probe_info",
-            "Each BPF program and the tracepoint it attaches to; 1 when attached.",
+            "Each BPF program, the tracepoint it attaches to and its flavour (btf or classic); 1 when attached.",
             "gauge",
         );
         for a in &status.attachments {
             let _ = writeln!(
                 out,
-                "collector_ebpf_probe_info{{program=\"{}\",tracepoint=\"{}\"}} {}",
+                "collector_ebpf_probe_info{{program=\"{}\",tracepoint=\"{}\",flavour=\"{}\"}} {}",
                 escape(&a.program),
                 escape(&a.tracepoint),
+                a.flavour.as_str(),
                 u8::from(a.attached)
             );
         }

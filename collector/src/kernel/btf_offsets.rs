@@ -25,6 +25,8 @@ pub enum BtfError {
     Corrupt { ty: String, path: String },
     #[error("BTF has no enum named `{0}`")]
     EnumNotFound(String),
+    #[error("BTF has no `btf_trace_{0}` (no BTF-typed tracepoint of that name)")]
+    TracepointNotFound(String),
 }
 
 pub struct KernelBtf {
@@ -121,6 +123,75 @@ impl KernelBtf {
             .iter()
             .find(|m| self.btf.resolve_name(*m).is_ok_and(|n| n == enumerator))
             .map(|m| m.val()))
+    }
+
+    /// The arguments a BTF-typed (`tp_btf`) program on tracepoint `event`
+    /// receives, as C-like type names (`struct sk_buff *`,
+    /// `enum skb_drop_reason`, ...): the parameters of the kernel's
+    /// `btf_trace_<event>` typedef without its leading `void *` (the
+    /// tracepoint's private data, which programs never see).
+    pub fn tracepoint_args(&self, event: &str) -> Result<Vec<String>, BtfError> {
+        let not_found = || BtfError::TracepointNotFound(event.to_string());
+        let types = self
+            .btf
+            .resolve_types_by_name(&format!("btf_trace_{event}"))
+            .unwrap_or_default();
+        let typedef = types
+            .into_iter()
+            .find(|t| matches!(t, Type::Typedef(_)))
+            .ok_or_else(not_found)?;
+        let Some(Type::Ptr(ptr)) = self.strip_modifiers(typedef) else {
+            return Err(not_found());
+        };
+        let Ok(Type::FuncProto(proto)) = self.btf.resolve_chained_type(&ptr) else {
+            return Err(not_found());
+        };
+        Ok(proto
+            .parameters
+            .iter()
+            .skip(1)
+            .map(|param| match self.btf.resolve_chained_type(param) {
+                Ok(ty) => self.type_name(ty, 0),
+                Err(_) => "?".to_string(),
+            })
+            .collect())
+    }
+
+    /// A C-like name of `ty`, qualifiers and typedefs kept as written, deep
+    /// enough for argument types (`const struct sk_buff *`).
+    fn type_name(&self, ty: Type, depth: u32) -> String {
+        if depth > 8 {
+            return "?".to_string();
+        }
+        let named = |kind: &str, t: &dyn btf_rs::BtfType| {
+            let name = self.btf.resolve_name(t).unwrap_or_default();
+            match (kind, name.is_empty()) {
+                ("", _) => name,
+                (kind, true) => format!("{kind} (anon)"),
+                (kind, false) => format!("{kind} {name}"),
+            }
+        };
+        let inner = |t: &dyn btf_rs::BtfType| match self.btf.resolve_chained_type(t) {
+            Ok(inner) => self.type_name(inner, depth + 1),
+            Err(_) => "void".to_string(),
+        };
+        match &ty {
+            Type::Void => "void".to_string(),
+            Type::Ptr(p) => format!("{} *", inner(p)),
+            Type::Const(c) => format!("const {}", inner(c)),
+            Type::Volatile(v) => format!("volatile {}", inner(v)),
+            Type::Restrict(r) => inner(r),
+            Type::TypeTag(t) => inner(t),
+            Type::Struct(s) => named("struct", s),
+            Type::Union(u) => named("union", u),
+            Type::Enum(e) => named("enum", e),
+            Type::Enum64(e) => named("enum", e),
+            Type::Fwd(f) => named(if f.is_union() { "union" } else { "struct" }, f),
+            Type::Typedef(t) => named("", t),
+            Type::Int(i) => named("", i),
+            Type::Float(f) => named("", f),
+            other => other.name().to_string(),
+        }
     }
 
     fn named_struct(&self, name: &str) -> Result<Type, BtfError> {

@@ -1,12 +1,15 @@
 //! eBPF source: loads the tracepoint programs with this kernel's layout,
 //! keeps them attached, and reads their per-CPU maps.
+//!
+//! Each probe runs as a BTF-typed tracepoint (`tp_btf`) where the kernel
+//! takes it, else as the classic tracepoint program, decided per probe.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
-use aya::programs::TracePoint;
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{BtfTracePoint, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader, Endianness};
 use collector_common::{
     Counter, DropKey, IfTraffic, DROP_MAP_ENTRIES, REASON_UNKNOWN, TRAFFIC_MAP_ENTRIES,
 };
@@ -58,6 +61,37 @@ pub struct KernelSources {
     pub max_interfaces: u32,
     /// Probes to attach; the others are not loaded at all.
     pub probes: Vec<Probe>,
+    /// Which program flavours to try.
+    pub flavour: FlavourPolicy,
+}
+
+/// How a probe's program hooks its tracepoint.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavour {
+    /// BTF-typed tracepoint (`tp_btf`): typed arguments, direct loads.
+    Btf,
+    /// Classic tracepoint: the trace record, helper reads.
+    Classic,
+}
+
+impl Flavour {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavour::Btf => "btf",
+            Flavour::Classic => "classic",
+        }
+    }
+}
+
+/// Which flavours the loader tries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FlavourPolicy {
+    /// `tp_btf` where it loads, the classic tracepoint per probe where not.
+    #[default]
+    Auto,
+    /// Classic tracepoints only (tests, and kernels whose BTF misleads).
+    Classic,
 }
 
 impl Default for KernelSources {
@@ -67,6 +101,7 @@ impl Default for KernelSources {
             tracefs_root: None,
             max_interfaces: TRAFFIC_MAP_ENTRIES,
             probes: Probe::ALL.to_vec(),
+            flavour: FlavourPolicy::Auto,
         }
     }
 }
@@ -76,6 +111,8 @@ impl Default for KernelSources {
 pub struct Attachment {
     pub program: String,
     pub tracepoint: String,
+    /// The flavour attached, or the last one tried when none attached.
+    pub flavour: Flavour,
     pub attached: bool,
     pub error: Option<String>,
 }
@@ -153,26 +190,70 @@ impl EbpfSource {
                 max_interfaces.saturating_mul(DROP_MAP_ENTRIES / TRAFFIC_MAP_ENTRIES),
             )
             .load(object)?;
+        // aya wants its own parse of the kernel BTF to find the tracepoints'
+        // BTF ids; done only when some probe will try tp_btf, after our own
+        // parse was dropped, and dropped again once the programs are loaded,
+        // so the two parses never hold memory at the same time.
+        let wants_btf = sources.flavour == FlavourPolicy::Auto
+            && sources
+                .probes
+                .iter()
+                .any(|p| !layout.btf_unavailable.contains_key(p));
+        let kernel_btf = wants_btf.then(|| {
+            Btf::parse_file(&sources.btf_path, Endianness::default())
+                .map_err(|e| format!("parsing {}: {e}", sources.btf_path))
+        });
         let mut attachments = Vec::new();
+        let mut drop_flavour = None;
         for probe in Probe::ALL
             .into_iter()
             .filter(|p| sources.probes.contains(p))
         {
             let (program, (category, name)) = (probe.program(), probe.tracepoint());
-            let outcome = match layout.unavailable.get(&probe) {
-                Some(why) => Err(format!("not supported by this kernel: {why}")),
-                None => attach(&mut ebpf, program, category, name),
-            };
-            if let Err(error) = &outcome {
-                tracing::warn!(program, tracepoint = %format!("{category}:{name}"), %error, "probe not attached; its metrics will be missing");
+            let tracepoint = format!("{category}:{name}");
+            let mut errors = Vec::new();
+            let mut flavour = None;
+            if sources.flavour == FlavourPolicy::Auto {
+                let outcome = match (layout.btf_unavailable.get(&probe), &kernel_btf) {
+                    (Some(why), _) => Err(format!("not supported by this kernel: {why}")),
+                    (None, Some(Ok(btf))) => attach_btf(&mut ebpf, probe.btf_program(), name, btf),
+                    (None, Some(Err(error))) => Err(error.clone()),
+                    (None, None) => Err("kernel BTF not parsed".to_string()),
+                };
+                match outcome {
+                    Ok(()) => flavour = Some(Flavour::Btf),
+                    Err(error) => {
+                        tracing::info!(program, %tracepoint, %error, "BTF-typed tracepoint not used; trying the classic one");
+                        errors.push(format!("tp_btf: {error}"));
+                    }
+                }
+            }
+            if flavour.is_none() {
+                let outcome = match layout.unavailable.get(&probe) {
+                    Some(why) => Err(format!("not supported by this kernel: {why}")),
+                    None => attach(&mut ebpf, program, category, name),
+                };
+                match outcome {
+                    Ok(()) => flavour = Some(Flavour::Classic),
+                    Err(error) => errors.push(error),
+                }
+            }
+            if flavour.is_none() {
+                let error = errors.join("; ");
+                tracing::warn!(program, %tracepoint, %error, "probe not attached; its metrics will be missing");
+            }
+            if probe == Probe::Drop {
+                drop_flavour = flavour;
             }
             attachments.push(Attachment {
                 program: program.to_string(),
-                tracepoint: format!("{category}:{name}"),
-                attached: outcome.is_ok(),
-                error: outcome.err(),
+                tracepoint,
+                flavour: flavour.unwrap_or(Flavour::Classic),
+                attached: flavour.is_some(),
+                error: flavour.is_none().then(|| errors.join("; ")),
             });
         }
+        drop(kernel_btf);
         if attachments.iter().all(|a| !a.attached) {
             let errors: Vec<_> = attachments.iter().filter_map(|a| a.error.clone()).collect();
             return Err(EbpfError::NothingAttached(errors.join("; ")));
@@ -180,7 +261,11 @@ impl EbpfSource {
         let traffic = take_map(&mut ebpf, "TRAFFIC")?;
         let drops = take_map(&mut ebpf, "DROPS")?;
         let counters = take_map(&mut ebpf, "COUNTERS")?;
-        if !layout.has_drop_reason {
+        let has_drop_reason = match drop_flavour {
+            Some(Flavour::Btf) => layout.globals.btf_drop_has_reason != 0,
+            _ => layout.has_drop_reason,
+        };
+        if drop_flavour.is_some() && !has_drop_reason {
             tracing::info!("kfree_skb has no `reason` field on this kernel (before 5.17); drops are counted as reason=\"unknown\"");
         }
         Ok(EbpfSource {
@@ -189,7 +274,7 @@ impl EbpfSource {
             counters,
             reason_names: layout.drop_reason_names,
             attachments,
-            has_drop_reason: layout.has_drop_reason,
+            has_drop_reason,
             _ebpf: ebpf,
         })
     }
@@ -302,6 +387,25 @@ fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<
     tracepoint
         .attach(category, name)
         .map_err(|e| format!("attach: {e}"))?;
+    Ok(())
+}
+
+/// Loads and attaches the BTF-typed flavour of a probe; a program the kernel
+/// loaded but would not attach is unloaded again, so only attached programs
+/// stay in the kernel.
+fn attach_btf(ebpf: &mut Ebpf, program: &str, event: &str, btf: &Btf) -> Result<(), String> {
+    let tracepoint: &mut BtfTracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} missing from the BPF object"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    tracepoint
+        .load(event, btf)
+        .map_err(|e| format!("verifier/load: {e}"))?;
+    if let Err(error) = tracepoint.attach() {
+        let _ = tracepoint.unload();
+        return Err(format!("attach: {error}"));
+    }
     Ok(())
 }
 
