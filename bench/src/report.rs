@@ -204,6 +204,9 @@ impl Report {
                 )
             };
             let mut measured = figure(&d.all_probes);
+            if let Some(classic) = &d.classic {
+                measured = format!("{measured}; {}", figure(classic));
+            }
             let mut note = None;
             if let Some(drops) = &d.drops_only {
                 measured = format!("{measured}; {}", figure(drops));
@@ -399,7 +402,7 @@ impl Report {
             let _ = writeln!(out, "\n## BPF datapath cost\n");
             let _ = writeln!(
                 out,
-                "UDP, 64-byte payloads, sendmmsg/recvmmsg batches of 64, one veth pair between two namespaces; rounds cycle detached (no collector), all probes (`collector serve`, default `--ebpf-probes rx,tx,drops`) and drops only (`collector serve --ebpf-probes drops`), collector in the sender's namespace, the two attached rounds swapping places each cycle, with a detached round at the end. Lost = sent - received (each a kfree_skb on the way, mostly a full receive buffer: UDP RcvbufErrors of the receiving namespace). Probe check: packets the TX probe counted (all probes) or test drops the drop probe counted (drops only).\n"
+                "UDP, 64-byte payloads, sendmmsg/recvmmsg batches of 64, one veth pair between two namespaces; rounds alternate detached (no collector) with an attached configuration — all probes (`collector serve`, default `--ebpf-probes rx,tx,drops` as tp_btf programs), all probes as classic tracepoints (`--ebpf-flavour classic`) and drops only (`collector serve --ebpf-probes drops`) — collector in the sender's namespace, the attached configurations in an order rotated each cycle, with a detached round at the end. Lost = sent - received (each a kfree_skb on the way, mostly a full receive buffer: UDP RcvbufErrors of the receiving namespace). Probe check: packets the TX probe counted (all probes) or test drops the drop probe counted (drops only).\n"
             );
             let _ = writeln!(
                 out,
@@ -440,7 +443,10 @@ impl Report {
                 out,
                 "| Attached | `--ebpf-probes` | Rounds | Median pkt/s (range) | Ratio to neighbouring detached, per round | Median ratio (range) | Cost | ns/packet | Thread CPU ns/pkt | Lost / sent |\n|---|---|---:|---:|---|---:|---:|---:|---:|---:|"
             );
-            for a in std::iter::once(&d.all_probes).chain(&d.drops_only) {
+            for a in std::iter::once(&d.all_probes)
+                .chain(&d.classic)
+                .chain(&d.drops_only)
+            {
                 let _ = writeln!(
                     out,
                     "| {} | {} | {} | {:.0} ({:.0}..{:.0}) | {} | {:.3} ({:.3}..{:.3}) | {:.1}% | {:.0} | {:.0} | {} / {} |",
@@ -485,6 +491,7 @@ impl Report {
             }
             for (label, stats) in [
                 ("all probes", &d.bpf_stats),
+                ("classic tracepoints", &d.bpf_stats_classic),
                 ("drops only", &d.bpf_stats_drops_only),
             ] {
                 let Some(stats) = stats else { continue };
