@@ -385,3 +385,71 @@ fn a_kernel_btf_without_typed_tracepoints_falls_back_to_classic_per_probe() {
         );
     }
 }
+
+/// Kernel BPF run-time statistics, on while this fd is open (closed when
+/// the test ends, also when it panics): `bpf(BPF_ENABLE_STATS)`.
+fn enable_bpf_stats() -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    const BPF_ENABLE_STATS: libc::c_long = 32;
+    let attr: [u32; 2] = [0, 0]; // enable_stats.type = BPF_STATS_RUN_TIME
+                                 // SAFETY: attr is a zero-padded bpf_attr prefix of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_ENABLE_STATS,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_ENABLE_STATS: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a new fd the kernel just returned, owned by nothing else.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
+}
+
+#[test]
+fn each_program_reports_its_own_runs_and_run_time() {
+    each_flavour(programs_report_runs_and_run_time);
+}
+
+fn programs_report_runs_and_run_time(flavour: &str) {
+    let left = Netns::new("statl");
+    let right = Netns::new("statr");
+    let pair = VethPair::new(&left, "sleft", &right, "sright", 7);
+    let collector = start(&left, flavour, &[]);
+    let stats = enable_bpf_stats();
+    let before = collector.scrape(&left);
+    // To a closed port: every datagram is transmitted, received and dropped.
+    send_udp(&left, &format!("{}:9", pair.b_addr), DATAGRAMS, PAYLOAD);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let after = collector.scrape(&left);
+    drop(stats);
+    for program in ["netif_receive_skb", "net_dev_start_xmit", "kfree_skb"] {
+        let selector = [("program", program)];
+        let delta = |name: &str| after.value(name, &selector) - before.value(name, &selector);
+        let (runs, seconds) = (
+            delta("collector_ebpf_program_runs_total"),
+            delta("collector_ebpf_program_run_seconds_total"),
+        );
+        println!("{flavour} {program}: {runs} runs, {seconds} s");
+        // The programs run for every packet on the machine, so other
+        // traffic can only add runs.
+        assert!(runs >= DATAGRAMS as f64, "{program} ran {runs} times");
+        assert!(seconds > 0.0, "{program} ran for {seconds} s");
+        // 6.18 reports recursion misses (5.12+); their count is the kernel's.
+        assert_eq!(
+            after
+                .select("collector_ebpf_program_recursion_misses_total", &selector)
+                .count(),
+            1,
+            "{program} has a recursion-miss series"
+        );
+    }
+    assert_eq!(
+        after.types["collector_ebpf_program_run_seconds_total"],
+        "counter"
+    );
+}

@@ -5,6 +5,7 @@
 //! takes it, else as the classic tracepoint program, decided per probe.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
@@ -126,6 +127,20 @@ pub struct ProbeCounters {
     pub drops_without_device: u64,
 }
 
+/// The kernel's run-time statistics of one attached program, from its
+/// `/proc/self/fdinfo` entry. `run_time_ns` and `run_cnt` only advance while
+/// `kernel.bpf_stats_enabled` is 1 (or a BPF_ENABLE_STATS fd is open).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub program: String,
+    pub flavour: Option<Flavour>,
+    pub run_time_ns: u64,
+    pub run_cnt: u64,
+    /// Runs skipped because the program was already running on that CPU
+    /// (kernels 5.12+; `None` before).
+    pub recursion_misses: Option<u64>,
+}
+
 /// One read of the maps, summed over CPUs.
 #[derive(Debug, Clone, Default)]
 pub struct EbpfReading {
@@ -133,6 +148,10 @@ pub struct EbpfReading {
     /// ifindex -> reason name -> packets.
     pub drops: HashMap<u32, BTreeMap<String, u64>>,
     pub counters: ProbeCounters,
+    /// Attached programs whose fdinfo could be read.
+    pub programs: Vec<ProgramStats>,
+    /// `kernel.bpf_stats_enabled`; `None` when unreadable.
+    pub bpf_stats_enabled: Option<bool>,
 }
 
 pub struct EbpfSource {
@@ -333,7 +352,33 @@ impl EbpfSource {
             kernel_read_errors: counter(Counter::KernelReadError)?,
             drops_without_device: counter(Counter::DropWithoutDevice)?,
         };
+        reading.programs = self.program_stats();
+        reading.bpf_stats_enabled = std::fs::read_to_string(BPF_STATS_SYSCTL)
+            .ok()
+            .map(|v| v.trim() != "0");
         Ok(reading)
+    }
+
+    /// Run-time statistics of every attached program; one that cannot be
+    /// read is left out rather than failing the scrape.
+    fn program_stats(&self) -> Vec<ProgramStats> {
+        self.attachments
+            .iter()
+            .filter(|a| a.attached)
+            .filter_map(|a| {
+                let probe = Probe::ALL.into_iter().find(|p| p.program() == a.program)?;
+                let object_name = match a.flavour {
+                    Flavour::Btf => probe.btf_program(),
+                    Flavour::Classic => probe.program(),
+                };
+                let fd = self._ebpf.program(object_name)?.fd().ok()?;
+                let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+                let mut stats = parse_fdinfo(&std::fs::read_to_string(path).ok()?)?;
+                stats.program = a.program.clone();
+                stats.flavour = Some(a.flavour);
+                Some(stats)
+            })
+            .collect()
     }
 
     /// Removes the entries of interfaces not in `live`, so pod churn cannot
@@ -362,6 +407,25 @@ impl EbpfSource {
             .cloned()
             .unwrap_or_else(|| format!("reason_{reason}"))
     }
+}
+
+const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// The run-time fields of a BPF program's fdinfo (`run_time_ns:`,
+/// `run_cnt:`, `recursion_misses:`); `None` when it has none of them.
+fn parse_fdinfo(text: &str) -> Option<ProgramStats> {
+    let field = |name: &str| {
+        text.lines()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(key, _)| key.trim() == name)
+            .and_then(|(_, value)| value.trim().parse::<u64>().ok())
+    };
+    Some(ProgramStats {
+        run_time_ns: field("run_time_ns")?,
+        run_cnt: field("run_cnt")?,
+        recursion_misses: field("recursion_misses"),
+        ..ProgramStats::default()
+    })
 }
 
 /// Parsing the kernel BTF (tens of thousands of types) peaks at tens of
@@ -442,4 +506,26 @@ fn locate_or_mount_tracefs() -> Result<Tracefs, TracefsError> {
         tracing::info!(target, "mounted tracefs");
     }
     Tracefs::locate()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fdinfo_run_time_fields_are_read() {
+        // Captured from /proc/<pid>/fdinfo of a tp_btf program on 6.18.
+        let text = "pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t2085\nprog_type:\t26\n\
+            prog_jited:\t1\nprog_tag:\t1682ae166256d869\nmemlock:\t4096\nprog_id:\t15\n\
+            run_time_ns:\t123456\nrun_cnt:\t789\nrecursion_misses:\t2\nverified_insns:\t91\n";
+        let stats = parse_fdinfo(text).unwrap();
+        assert_eq!(
+            (stats.run_time_ns, stats.run_cnt, stats.recursion_misses),
+            (123456, 789, Some(2))
+        );
+        // Before 5.12 there is no recursion_misses line.
+        let old = parse_fdinfo("run_time_ns:\t5\nrun_cnt:\t1\n").unwrap();
+        assert_eq!(old.recursion_misses, None);
+        assert!(parse_fdinfo("pos:\t0\nflags:\t02\n").is_none());
+    }
 }
