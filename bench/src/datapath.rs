@@ -1,9 +1,9 @@
 //! BPF datapath cost: UDP packets/s through one veth pair with the probes
-//! detached (no collector), attached with every probe (`collector serve`,
-//! the default `--ebpf-probes rx,tx,drops` as BTF-typed tracepoints), every
-//! probe as classic tracepoints (`--ebpf-flavour classic`) and the drop
-//! probe only (`collector serve --ebpf-probes drops`), the collector running
-//! in the sender's namespace. Rounds cycle detached and the three attached
+//! detached (no collector), attached with every probe (`collector serve
+//! --ebpf-probes rx,tx,drops`, BTF-typed tracepoints), every probe as
+//! classic tracepoints (`--ebpf-flavour classic`) and the drop probe only
+//! (`collector serve` as deployed: the default `--ebpf-probes drops`), the
+//! collector running in the sender's namespace. Rounds cycle detached and the three attached
 //! configurations, the attached ones in an order rotated every cycle, and
 //! end on a detached round, so every attached round has a detached round on
 //! either side and drift in machine load hits all sides alike.
@@ -49,12 +49,12 @@ const TEST_DROP_PORT: u16 = 9;
 pub enum Config {
     /// No collector.
     Detached,
-    /// `collector serve`: the default `--ebpf-probes rx,tx,drops`, tp_btf.
+    /// `collector serve --ebpf-probes rx,tx,drops`: tp_btf programs.
     AllProbes,
     /// `collector serve --ebpf-flavour classic`: every probe as a classic
     /// tracepoint, the fallback where tp_btf cannot load.
     Classic,
-    /// `collector serve --ebpf-probes drops`: only skb:kfree_skb.
+    /// `collector serve`, the default `--ebpf-probes drops`: only skb:kfree_skb.
     DropsOnly,
 }
 
@@ -64,9 +64,9 @@ impl Config {
     pub fn label(self) -> &'static str {
         match self {
             Config::Detached => "detached",
-            Config::AllProbes => "all probes (default, tp_btf)",
+            Config::AllProbes => "all probes (tp_btf)",
             Config::Classic => "all probes, classic tracepoints",
-            Config::DropsOnly => "drops only",
+            Config::DropsOnly => "drops only (default)",
         }
     }
 
@@ -370,9 +370,9 @@ fn start_collector(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    // The default configuration runs as deployed, without flags.
-    if config == Config::DropsOnly {
-        args.extend(["--ebpf-probes".to_string(), "drops".to_string()]);
+    // The default configuration (drops only) runs as deployed, without flags.
+    if matches!(config, Config::AllProbes | Config::Classic) {
+        args.extend(["--ebpf-probes".to_string(), "rx,tx,drops".to_string()]);
     }
     if config == Config::Classic {
         args.extend(["--ebpf-flavour".to_string(), "classic".to_string()]);

@@ -241,7 +241,8 @@ fn watch_in_a_terminal_shows_the_rates_of_sent_traffic() {
 fn watch_exits_cleanly_on_ctrl_c_and_detaches_its_probes() {
     require_root();
     let ns = Netns::new("wint");
-    let count = || loaded_programs_named("net_dev_start_xmit");
+    // The default probes: kfree_skb alone.
+    let count = || loaded_programs_named("kfree_skb");
     let baseline = count();
     let child = Command::new("ip")
         .args([

@@ -392,7 +392,8 @@ fn a_missing_tracepoint_disables_only_its_probe() {
         std::fs::copy(&real, directory.join("format")).unwrap();
     }
     std::env::set_var("COLLECTOR_TRACEFS", fake.path());
-    let collector = CollectorProcess::start(&ns, &[]);
+    // Classic: a tp_btf program needs no tracefs format and would attach.
+    let collector = CollectorProcess::start(&ns, &["--ebpf-flavour", "classic"]);
     std::env::remove_var("COLLECTOR_TRACEFS");
     let sink = udp_listener(&ns, &format!("{}:9000", pair.a_addr));
     send_udp(&peer, &format!("{}:9000", pair.a_addr), 20, 64);
