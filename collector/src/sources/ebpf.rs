@@ -162,7 +162,7 @@ pub struct EbpfSource {
     attachments: Vec<Attachment>,
     has_drop_reason: bool,
     // Owns the programs and their links: dropping it detaches everything.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
 }
 
 impl EbpfSource {
@@ -209,10 +209,12 @@ impl EbpfSource {
                 max_interfaces.saturating_mul(DROP_MAP_ENTRIES / TRAFFIC_MAP_ENTRIES),
             )
             .load(object)?;
-        // aya wants its own parse of the kernel BTF to find the tracepoints'
-        // BTF ids; done only when some probe will try tp_btf, after our own
-        // parse was dropped, and dropped again once the programs are loaded,
-        // so the two parses never hold memory at the same time.
+        // BtfTracePoint::load wants aya's own parse of the kernel BTF (to
+        // find the btf_trace_* ids), and the loader's (EbpfLoader::new()
+        // always makes one) was dropped by `.btf(None)` above, so parse
+        // again: only when some probe will try tp_btf, after our reader's
+        // bytes were freed, and dropped once the programs are loaded, so no
+        // two parses hold memory at the same time (~45 ms of CPU each).
         let wants_btf = sources.flavour == FlavourPolicy::Auto
             && sources
                 .probes
@@ -294,7 +296,7 @@ impl EbpfSource {
             reason_names: layout.drop_reason_names,
             attachments,
             has_drop_reason,
-            _ebpf: ebpf,
+            ebpf,
         })
     }
 
@@ -371,7 +373,7 @@ impl EbpfSource {
                     Flavour::Btf => probe.btf_program(),
                     Flavour::Classic => probe.program(),
                 };
-                let fd = self._ebpf.program(object_name)?.fd().ok()?;
+                let fd = self.ebpf.program(object_name)?.fd().ok()?;
                 let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
                 let mut stats = parse_fdinfo(&std::fs::read_to_string(path).ok()?)?;
                 stats.program = a.program.clone();
