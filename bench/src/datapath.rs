@@ -1,11 +1,12 @@
 //! BPF datapath cost: UDP packets/s through one veth pair with the probes
-//! detached (no collector), attached with every probe (`collector serve`,
-//! the default `--ebpf-probes rx,tx,drops`) and attached with the drop probe
-//! only (`collector serve --ebpf-probes drops`), the collector running in
-//! the sender's namespace. Rounds cycle detached / all / drops-only, the two
-//! attached ones swapping places every cycle, and end on a detached round,
-//! so every attached round has a detached round on either side and drift in
-//! machine load hits all sides alike.
+//! detached (no collector), attached with every probe (`collector serve
+//! --ebpf-probes rx,tx,drops`, BTF-typed tracepoints), every probe as
+//! classic tracepoints (`--ebpf-flavour classic`) and the drop probe only
+//! (`collector serve` as deployed: the default `--ebpf-probes drops`), the
+//! collector running in the sender's namespace. Rounds cycle detached and the three attached
+//! configurations, the attached ones in an order rotated every cycle, and
+//! end on a detached round, so every attached round has a detached round on
+//! either side and drift in machine load hits all sides alike.
 //!
 //! One sender thread (sendmmsg, 64 datagrams of 64 bytes per call) and one
 //! receiver thread (recvmmsg). On veth the receive softirq runs in the
@@ -48,20 +49,24 @@ const TEST_DROP_PORT: u16 = 9;
 pub enum Config {
     /// No collector.
     Detached,
-    /// `collector serve`: the default `--ebpf-probes rx,tx,drops`.
+    /// `collector serve --ebpf-probes rx,tx,drops`: tp_btf programs.
     AllProbes,
-    /// `collector serve --ebpf-probes drops`: only skb:kfree_skb.
+    /// `collector serve --ebpf-flavour classic`: every probe as a classic
+    /// tracepoint, the fallback where tp_btf cannot load.
+    Classic,
+    /// `collector serve`, the default `--ebpf-probes drops`: only skb:kfree_skb.
     DropsOnly,
 }
 
 impl Config {
-    pub const ATTACHED: [Config; 2] = [Config::AllProbes, Config::DropsOnly];
+    pub const ATTACHED: [Config; 3] = [Config::AllProbes, Config::Classic, Config::DropsOnly];
 
     pub fn label(self) -> &'static str {
         match self {
             Config::Detached => "detached",
-            Config::AllProbes => "all probes (default)",
-            Config::DropsOnly => "drops only",
+            Config::AllProbes => "all probes (tp_btf)",
+            Config::Classic => "all probes, classic tracepoints",
+            Config::DropsOnly => "drops only (default)",
         }
     }
 
@@ -69,8 +74,18 @@ impl Config {
     pub fn ebpf_probes(self) -> Option<&'static str> {
         match self {
             Config::Detached => None,
-            Config::AllProbes => Some("rx,tx,drops"),
+            Config::AllProbes | Config::Classic => Some("rx,tx,drops"),
             Config::DropsOnly => Some("drops"),
+        }
+    }
+
+    /// The `--ebpf-flavour` of the collector, and the flavour every probe
+    /// must report in `collector_ebpf_probe_info`.
+    pub fn ebpf_flavour(self) -> Option<&'static str> {
+        match self {
+            Config::Detached => None,
+            Config::Classic => Some("classic"),
+            Config::AllProbes | Config::DropsOnly => Some("btf"),
         }
     }
 
@@ -78,7 +93,7 @@ impl Config {
     fn programs(self) -> usize {
         match self {
             Config::Detached => 0,
-            Config::AllProbes => 3,
+            Config::AllProbes | Config::Classic => 3,
             Config::DropsOnly => 1,
         }
     }
@@ -93,6 +108,10 @@ pub struct Round {
     /// drops-only rounds, whose attached rounds all ran every probe.
     #[serde(default)]
     pub ebpf_probes: Option<String>,
+    /// The flavour the collector's probes ran as ("btf" or "classic");
+    /// absent in reports from before tp_btf, whose probes were all classic.
+    #[serde(default)]
+    pub ebpf_flavour: Option<String>,
     pub seconds: f64,
     pub sent: u64,
     pub received: u64,
@@ -122,10 +141,15 @@ pub struct Round {
 
 impl Round {
     pub fn config(&self) -> Config {
-        match (self.attached, self.ebpf_probes.as_deref()) {
-            (false, _) => Config::Detached,
-            (true, Some("drops")) => Config::DropsOnly,
-            (true, _) => Config::AllProbes,
+        match (
+            self.attached,
+            self.ebpf_probes.as_deref(),
+            self.ebpf_flavour.as_deref(),
+        ) {
+            (false, _, _) => Config::Detached,
+            (true, Some("drops"), _) => Config::DropsOnly,
+            (true, _, Some("btf")) => Config::AllProbes,
+            (true, _, _) => Config::Classic,
         }
     }
 
@@ -171,9 +195,13 @@ pub struct Datapath {
     /// Sent but not received over the detached rounds.
     #[serde(default)]
     pub detached_lost: u64,
-    /// The default deployment: rx, tx and drops probes.
+    /// The default deployment: rx, tx and drops probes (tp_btf; in reports
+    /// from before tp_btf, classic).
     #[serde(default)]
     pub all_probes: Attached,
+    /// Every probe forced to classic tracepoints; `None` when no round ran it.
+    #[serde(default)]
+    pub classic: Option<Attached>,
     /// `--ebpf-probes drops`; `None` when no round ran it.
     #[serde(default)]
     pub drops_only: Option<Attached>,
@@ -184,6 +212,9 @@ pub struct Datapath {
     /// One extra all-probes round with BPF run-time statistics on (not used
     /// in the ratio: the statistics themselves cost time per run).
     pub bpf_stats: Option<BpfStats>,
+    /// The same for classic tracepoints.
+    #[serde(default)]
+    pub bpf_stats_classic: Option<BpfStats>,
     /// The same for drops only: how often kfree_skb ran per packet sent.
     #[serde(default)]
     pub bpf_stats_drops_only: Option<BpfStats>,
@@ -255,7 +286,7 @@ pub fn run(collector: &Path, rounds: usize, seconds: f64, logs: &Path) -> Result
             _ => None,
         };
         let before = match config {
-            Config::AllProbes => Some(probe_tx_packets(&tx)?),
+            Config::AllProbes | Config::Classic => Some(probe_tx_packets(&tx)?),
             _ => None,
         };
         // Let the previous round's collector teardown and the load settle.
@@ -265,6 +296,7 @@ pub fn run(collector: &Path, rounds: usize, seconds: f64, logs: &Path) -> Result
         round.index = index;
         round.attached = config != Config::Detached;
         round.ebpf_probes = config.ebpf_probes().map(str::to_string);
+        round.ebpf_flavour = config.ebpf_flavour().map(str::to_string);
         round.probe_programs_loaded = loaded;
         round.probe_counted_test_drops = test_drops;
         if let Some(before) = before {
@@ -296,24 +328,25 @@ pub fn run(collector: &Path, rounds: usize, seconds: f64, logs: &Path) -> Result
         };
         match config {
             Config::DropsOnly => summary.bpf_stats_drops_only = stats,
+            Config::Classic => summary.bpf_stats_classic = stats,
             _ => summary.bpf_stats = stats,
         }
     }
     Ok(summary)
 }
 
-/// `cycles` rounds of each configuration: detached, then the two attached
-/// ones (their order swapped every cycle so neither always follows the
-/// other's collector teardown), and a closing detached round, so every
-/// attached round has a detached neighbour on both sides.
+/// `cycles` rounds of each configuration: detached, then each attached one
+/// (their order rotated every cycle so none always follows the same
+/// collector teardown or sits next to the same detached round), and a
+/// closing detached round. Detached rounds also sit between the attached
+/// ones, so every attached round has a detached neighbour on both sides.
 pub fn schedule(cycles: usize) -> Vec<Config> {
-    let mut rounds = Vec::with_capacity(cycles * 3 + 1);
+    let attached = Config::ATTACHED.len();
+    let mut rounds = Vec::with_capacity(cycles * attached * 2 + 1);
     for cycle in 0..cycles {
-        rounds.push(Config::Detached);
-        if cycle % 2 == 0 {
-            rounds.extend([Config::AllProbes, Config::DropsOnly]);
-        } else {
-            rounds.extend([Config::DropsOnly, Config::AllProbes]);
+        for slot in 0..attached {
+            rounds.push(Config::Detached);
+            rounds.push(Config::ATTACHED[(cycle + slot) % attached]);
         }
     }
     rounds.push(Config::Detached);
@@ -337,9 +370,12 @@ fn start_collector(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    // The default configuration runs as deployed, without the flag.
-    if config == Config::DropsOnly {
-        args.extend(["--ebpf-probes".to_string(), "drops".to_string()]);
+    // The default configuration (drops only) runs as deployed, without flags.
+    if matches!(config, Config::AllProbes | Config::Classic) {
+        args.extend(["--ebpf-probes".to_string(), "rx,tx,drops".to_string()]);
+    }
+    if config == Config::Classic {
+        args.extend(["--ebpf-flavour".to_string(), "classic".to_string()]);
     }
     let log = logs.join(format!("datapath-collector-{index}.log"));
     let server = Server::start(
@@ -367,6 +403,22 @@ fn start_collector(
         Config::DropsOnly => attached == ["kfree_skb"],
         _ => attached.len() == config.programs(),
     };
+    // A probe that fell back to classic in the tp_btf configuration (or the
+    // reverse) would measure the wrong thing.
+    let flavour = format!("flavour=\"{}\"", config.ebpf_flavour().unwrap_or_default());
+    let wrong_flavour: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("collector_ebpf_probe_info{") && l.ends_with(" 1"))
+        .filter(|l| !l.contains(&flavour))
+        .collect();
+    if !wrong_flavour.is_empty() {
+        bail!(
+            "the collector in {} ({}) runs probes in another flavour than {flavour}: {wrong_flavour:?}; see {}",
+            tx.name,
+            config.label(),
+            log.display()
+        );
+    }
     if !expected_ok {
         bail!(
             "the collector in {} ({}) attached {attached:?}, expected {} program(s); see {}",
@@ -582,12 +634,14 @@ pub fn summarize(rounds: Vec<Round>) -> Datapath {
     let unproven: Vec<String> = rounds
         .iter()
         .filter_map(|r| match r.config() {
-            Config::AllProbes => r.probe_counted_tx_packets.filter(|&n| n < r.sent).map(|n| {
-                format!(
-                    "round {}: TX probe counted {n} of {} packets",
-                    r.index, r.sent
-                )
-            }),
+            Config::AllProbes | Config::Classic => {
+                r.probe_counted_tx_packets.filter(|&n| n < r.sent).map(|n| {
+                    format!(
+                        "round {}: TX probe counted {n} of {} packets",
+                        r.index, r.sent
+                    )
+                })
+            }
             Config::DropsOnly => r
                 .probe_counted_test_drops
                 .filter(|&n| n < TEST_DROPS)
@@ -606,6 +660,7 @@ pub fn summarize(rounds: Vec<Round>) -> Datapath {
         thread_cpu_ns_per_packet_detached: median(&detached_cpu),
         detached_lost: of(Config::Detached).map(|r| r.lost()).sum(),
         all_probes: attached(Config::AllProbes).unwrap_or_default(),
+        classic: attached(Config::Classic),
         drops_only: attached(Config::DropsOnly),
         foreign_probe_warning: (!foreign.is_empty()).then(|| {
             format!(
@@ -616,6 +671,7 @@ pub fn summarize(rounds: Vec<Round>) -> Datapath {
         probe_check_warning: (!unproven.is_empty()).then(|| unproven.join("; ")),
         rounds,
         bpf_stats: None,
+        bpf_stats_classic: None,
         bpf_stats_drops_only: None,
     }
 }
@@ -761,6 +817,7 @@ fn measure(tx: &Netns, rx: &Netns, duration: Duration) -> Result<Round> {
             index: 0,
             attached: false,
             ebpf_probes: None,
+            ebpf_flavour: None,
             seconds,
             sent,
             received,
@@ -879,6 +936,7 @@ mod tests {
             index,
             attached: config != Config::Detached,
             ebpf_probes: config.ebpf_probes().map(str::to_string),
+            ebpf_flavour: config.ebpf_flavour().map(str::to_string),
             seconds: 1.0,
             sent: pps as u64,
             received: pps as u64,
@@ -887,7 +945,8 @@ mod tests {
             received_pps: pps,
             thread_cpu_ns_per_packet: 1e9 / pps,
             probe_programs_loaded: Some(config.programs()),
-            probe_counted_tx_packets: (config == Config::AllProbes).then_some(pps as u64),
+            probe_counted_tx_packets: matches!(config, Config::AllProbes | Config::Classic)
+                .then_some(pps as u64),
             probe_counted_test_drops: (config == Config::DropsOnly).then_some(TEST_DROPS),
         }
     }
@@ -897,7 +956,11 @@ mod tests {
         use Config::*;
         assert_eq!(
             schedule(2),
-            [Detached, AllProbes, DropsOnly, Detached, DropsOnly, AllProbes, Detached]
+            [
+                Detached, AllProbes, Detached, Classic, Detached, DropsOnly, //
+                Detached, Classic, Detached, DropsOnly, Detached, AllProbes, //
+                Detached
+            ]
         );
     }
 
@@ -951,9 +1014,10 @@ mod tests {
             "sent_pps":980.0,"received_pps":980.0,"thread_cpu_ns_per_packet":1.0,
             "probe_programs_loaded":3,"probe_counted_tx_packets":980}"#;
         let attached: Round = serde_json::from_str(old).unwrap();
-        assert_eq!(attached.config(), Config::AllProbes);
+        // Their probes were classic tracepoints (there was no tp_btf yet).
+        assert_eq!(attached.config(), Config::Classic);
         let summary = summarize(vec![round(0, Config::Detached, 1000.0), attached]);
-        assert_eq!(summary.all_probes.ratios, vec![0.98]);
+        assert_eq!(summary.classic.unwrap().ratios, vec![0.98]);
         assert!(summary.drops_only.is_none());
     }
 }

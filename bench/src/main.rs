@@ -51,7 +51,8 @@ struct Args {
     /// Time cap of one tool's scrape series at one size, seconds.
     #[arg(long)]
     series_seconds: Option<f64>,
-    /// Datapath cycles: rounds of each of detached, all probes and drops only.
+    /// Datapath cycles: rounds of each of all probes (tp_btf), all probes as classic
+    /// tracepoints and drops only, each between detached rounds.
     #[arg(long)]
     datapath_pairs: Option<usize>,
     /// Seconds per datapath round.
@@ -268,6 +269,7 @@ fn real_main() -> Result<()> {
         if let Some(old) = report.datapath.take() {
             let mut summary = datapath::summarize(old.rounds);
             summary.bpf_stats = old.bpf_stats;
+            summary.bpf_stats_classic = old.bpf_stats_classic;
             summary.bpf_stats_drops_only = old.bpf_stats_drops_only;
             report.datapath = Some(summary);
         }
@@ -330,7 +332,7 @@ fn real_main() -> Result<()> {
 
     if !args.skip_datapath {
         eprintln!(
-            "bench: datapath: {} cycles of detached / all probes / drops-only rounds of {} s",
+            "bench: datapath: {} cycles of all probes (tp_btf) / classic / drops-only rounds between detached ones, {} s each",
             plan.datapath_pairs, plan.datapath_seconds
         );
         report.datapath = Some(datapath::run(

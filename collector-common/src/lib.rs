@@ -65,6 +65,13 @@ pub struct KernelLayout {
     pub dev_nd_net: u32,
     /// `struct net`: offset of `ns.inum`.
     pub net_ns_inum: u32,
+    /// `struct sk_buff`: offset of `len` (what the classic records carry as
+    /// `len`; the BTF-typed programs read it from the skb directly).
+    pub skb_len: u32,
+    /// Non-zero when argument 2 of the BTF-typed `kfree_skb` tracepoint
+    /// (`btf_trace_kfree_skb` without its leading `void *`) is its
+    /// `enum skb_drop_reason`, as on every kernel since 5.17.
+    pub btf_drop_has_reason: u32,
 }
 
 /// Slots of the per-CPU `COUNTERS` array the probes bump on events that are

@@ -1,5 +1,14 @@
 //! Tracepoint programs counting per-interface traffic and drops.
 //!
+//! Two flavours of each probe, the same counting behind both:
+//! - BTF-typed (`tp_btf`, the default): the kernel hands the program its
+//!   `struct sk_buff *` without building a trace record, and every field is a
+//!   direct load the verifier checks against the kernel's BTF (no helper call
+//!   on the hot path).
+//! - classic tracepoints, for kernels where `tp_btf` cannot load: the record
+//!   is read at tracefs offsets and the struct walk goes through
+//!   `bpf_probe_read_kernel`.
+//!
 //! Every kernel-specific number (tracepoint record offsets, struct member
 //! offsets, the collector's network namespace) arrives in `KERNEL_LAYOUT`,
 //! written by userspace from tracefs and BTF before load. Maps are per-CPU so
@@ -9,9 +18,9 @@
 
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
-    macros::{map, tracepoint},
+    macros::{btf_tracepoint, map, tracepoint},
     maps::{PerCpuArray, PerCpuHashMap},
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use collector_common::{
     Counter, DropKey, IfTraffic, KernelLayout, DROP_MAP_ENTRIES, REASON_UNKNOWN,
@@ -36,6 +45,8 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     dev_ifindex: 0,
     dev_nd_net: 0,
     net_ns_inum: 0,
+    skb_len: 0,
+    btf_drop_has_reason: 0,
 };
 
 #[map]
@@ -53,6 +64,18 @@ fn layout() -> KernelLayout {
     // Volatile: the value is patched into .rodata after compilation, so the
     // compiler must not fold the zero initialiser.
     unsafe { core::ptr::read_volatile(&KERNEL_LAYOUT) }
+}
+
+/// One field of `KERNEL_LAYOUT`, read on its own: a single load from the
+/// frozen read-only map, which the verifier replaces by the value userspace
+/// wrote. That known constant is what lets the BTF-typed programs use it as
+/// the offset of a direct load. Volatile for the same reason as [`layout`].
+macro_rules! layout_field {
+    ($field:ident) => {{
+        #[allow(unused_unsafe)]
+        let value = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(KERNEL_LAYOUT.$field)) };
+        value
+    }};
 }
 
 #[inline(always)]
@@ -93,6 +116,39 @@ unsafe fn skb_device(layout: &KernelLayout, skb: *const u8) -> Result<Device, ()
     }
     let ifindex: i32 = read_kernel(dev, layout.dev_ifindex)?;
     Ok(Device::Local(ifindex as u32))
+}
+
+/// A direct load of a `T` at `base + offset` inside a kernel object the
+/// verifier knows the BTF type of: it checks the access against that type
+/// (the offset is a constant from `KERNEL_LAYOUT`) and the JIT emits a load
+/// that cannot fault, so no helper is needed.
+#[inline(always)]
+unsafe fn load<T>(base: *const u8, offset: u32) -> T {
+    core::ptr::read_volatile(base.add(offset as usize) as *const T)
+}
+
+/// [`skb_device`] for a BTF-typed `skb`: the same walk in direct loads.
+#[inline(always)]
+unsafe fn skb_device_btf(skb: *const u8) -> Device {
+    // Null checks come before any arithmetic: the verifier refuses offsets
+    // on a pointer that may still be null.
+    if skb.is_null() {
+        return Device::Absent;
+    }
+    let dev: *const u8 = load(skb, layout_field!(skb_dev));
+    if dev.is_null() {
+        return Device::Absent;
+    }
+    let net: *const u8 = load(dev, layout_field!(dev_nd_net));
+    if net.is_null() {
+        return Device::Absent;
+    }
+    let inum: u32 = load(net, layout_field!(net_ns_inum));
+    if inum != layout_field!(netns_inum) {
+        return Device::Foreign;
+    }
+    let ifindex: i32 = load(dev, layout_field!(dev_ifindex));
+    Device::Local(ifindex as u32)
 }
 
 #[inline(always)]
@@ -162,6 +218,64 @@ pub fn net_dev_start_xmit(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Traffic seen by a BTF-typed program at `skb`, its length read from the skb.
+#[inline(always)]
+fn count_traffic_btf(skb: *const u8, rx: bool) {
+    if let Device::Local(ifindex) = unsafe { skb_device_btf(skb) } {
+        let len: u32 = unsafe { load(skb, layout_field!(skb_len)) };
+        add_traffic(ifindex, rx, len);
+    }
+}
+
+#[btf_tracepoint(function = "netif_receive_skb")]
+pub fn netif_receive_skb_btf(ctx: BtfTracePointContext) -> i32 {
+    count_traffic_btf(ctx.arg(0), true);
+    0
+}
+
+#[btf_tracepoint(function = "net_dev_start_xmit")]
+pub fn net_dev_start_xmit_btf(ctx: BtfTracePointContext) -> i32 {
+    count_traffic_btf(ctx.arg(0), false);
+    0
+}
+
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
+    // The reason is argument 2 wherever it exists; on older kernels the
+    // verifier knows the flag is 0 and never looks at a load of an argument
+    // the tracepoint does not have.
+    let reason = if layout_field!(btf_drop_has_reason) != 0 {
+        let reason: u64 = ctx.arg(2);
+        let reason = reason as u32;
+        if reason == layout_field!(reason_not_dropped) || reason == layout_field!(reason_consumed) {
+            return 0;
+        }
+        reason
+    } else {
+        REASON_UNKNOWN
+    };
+    match unsafe { skb_device_btf(ctx.arg(0)) } {
+        Device::Local(ifindex) => count_drop(DropKey { ifindex, reason }),
+        Device::Foreign => {}
+        Device::Absent => bump(Counter::DropWithoutDevice),
+    }
+    0
+}
+
+#[inline(always)]
+fn count_drop(key: DropKey) {
+    if let Some(count) = DROPS.get_ptr_mut(key) {
+        unsafe { *count += 1 };
+        return;
+    }
+    if DROPS.insert(key, 1, BPF_NOEXIST).is_err() {
+        match DROPS.get_ptr_mut(key) {
+            Some(count) => unsafe { *count += 1 },
+            None => bump(Counter::DropMapFull),
+        }
+    }
+}
+
 #[tracepoint]
 pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     let layout = layout();
@@ -203,17 +317,7 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
             return 0;
         }
     };
-    let key = DropKey { ifindex, reason };
-    if let Some(count) = DROPS.get_ptr_mut(key) {
-        unsafe { *count += 1 };
-        return 0;
-    }
-    if DROPS.insert(key, 1, BPF_NOEXIST).is_err() {
-        match DROPS.get_ptr_mut(key) {
-            Some(count) => unsafe { *count += 1 },
-            None => bump(Counter::DropMapFull),
-        }
-    }
+    count_drop(DropKey { ifindex, reason });
     0
 }
 

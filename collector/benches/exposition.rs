@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use collector::exposition::{render, HttpStats};
 use collector::snapshot::{EbpfInterface, EbpfStatus, Interface, Snapshot, SourceStatus};
-use collector::sources::ebpf::Attachment;
+use collector::sources::ebpf::{Attachment, Flavour};
 use collector::sources::netlink::{Link, LinkCounters};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -64,6 +64,7 @@ fn snapshot() -> Snapshot {
     .map(|(program, tracepoint)| Attachment {
         program: program.into(),
         tracepoint: tracepoint.into(),
+        flavour: Flavour::Btf,
         attached: true,
         error: None,
     })

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::filter::InterfaceFilter;
 use crate::kernel::layout::Probe;
+use crate::sources::ebpf::FlavourPolicy;
 use crate::watch::SortKey;
 
 /// Labels the collector sets itself; `--label` may not override them.
@@ -125,6 +126,24 @@ impl ProbeChoice {
     }
 }
 
+/// `--ebpf-flavour` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FlavourChoice {
+    /// BTF-typed tracepoints (tp_btf) where the kernel takes them, classic per probe where not.
+    Auto,
+    /// Classic tracepoints only.
+    Classic,
+}
+
+impl FlavourChoice {
+    pub fn policy(self) -> FlavourPolicy {
+        match self {
+            FlavourChoice::Auto => FlavourPolicy::Auto,
+            FlavourChoice::Classic => FlavourPolicy::Classic,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SnapshotFormat {
     Table,
@@ -165,10 +184,17 @@ pub struct CommonArgs {
     /// beyond it updates are lost and counted in collector_ebpf_map_full_total.
     #[arg(long, env = "COLLECTOR_EBPF_MAX_INTERFACES", default_value_t = collector_common::TRAFFIC_MAP_ENTRIES, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub ebpf_max_interfaces: u32,
-    /// Probes to attach (comma-separated). `drops` alone adds no cost to packets
-    /// that are delivered: kfree_skb fires only for drops.
-    #[arg(long, env = "COLLECTOR_EBPF_PROBES", value_enum, value_delimiter = ',', default_values_t = ProbeChoice::ALL)]
+    /// Probes to attach (comma-separated). The default, `drops`, adds no cost to
+    /// packets that are delivered (kfree_skb fires only for drops); `rx,tx,drops`
+    /// adds per-packet eBPF traffic counters at a measurable cost per packet
+    /// (see the README's Performance section).
+    #[arg(long, env = "COLLECTOR_EBPF_PROBES", value_enum, value_delimiter = ',', default_values_t = [ProbeChoice::Drops])]
     pub ebpf_probes: Vec<ProbeChoice>,
+    /// Program flavour: `auto` uses BTF-typed tracepoints (tp_btf, no trace record
+    /// built, no helper calls per packet) and falls back per probe to classic
+    /// tracepoints where they do not load; `classic` forces the latter.
+    #[arg(long, env = "COLLECTOR_EBPF_FLAVOUR", value_enum, default_value_t = FlavourChoice::Auto)]
+    pub ebpf_flavour: FlavourChoice,
     /// Kernel BTF to read struct offsets from (the DaemonSet mounts the host's
     /// /sys/kernel/btf read-only).
     #[arg(long, env = "COLLECTOR_BTF", value_name = "FILE", default_value = crate::kernel::btf_offsets::VMLINUX_BTF)]
@@ -379,6 +405,10 @@ mod tests {
                 &["collector", "--ebpf-max-interfaces", "0"],
                 &["--ebpf-max-interfaces", "0"],
             ),
+            (
+                &["collector", "--ebpf-flavour", "fentry"],
+                &["--ebpf-flavour", "fentry"],
+            ),
         ];
         for (args, needles) in cases {
             let message = error_of(args);
@@ -403,6 +433,11 @@ mod tests {
         .unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.listen.to_string(), "0.0.0.0:2112");
+        // rx/tx cost more than 3 % of packets/s on a small-packet flood even
+        // as tp_btf programs: they are opt-in, drops (free for delivered
+        // packets) is the default, in the flavour that loads.
+        assert_eq!(cli.serve.common.ebpf_probes, [ProbeChoice::Drops]);
+        assert_eq!(cli.serve.common.ebpf_flavour, FlavourChoice::Auto);
         assert_eq!(cli.serve.common.sorted_labels().unwrap().len(), 2);
     }
 

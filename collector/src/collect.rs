@@ -140,6 +140,8 @@ impl Collector {
         }
         if let Some(reading) = &reading {
             ebpf_status.probe_counters = reading.counters;
+            ebpf_status.programs = reading.programs.clone();
+            ebpf_status.bpf_stats_enabled = reading.bpf_stats_enabled;
         }
         drop(ebpf_source);
 

@@ -528,15 +528,16 @@ fn self_families(out: &mut String, snapshot: &Snapshot) {
         header(
             out,
             "collector_ebpf_probe_info",
-            "Each selected BPF program and the tracepoint it attaches to; value is always 1.",
+            "Each selected BPF program, the tracepoint it attaches to and its flavour (btf: tp_btf, classic: tracepoint); value is always 1.",
             "gauge",
         );
         for a in &status.attachments {
             let _ = writeln!(
                 out,
-                "collector_ebpf_probe_info{{program=\"{}\",tracepoint=\"{}\"}} 1",
+                "collector_ebpf_probe_info{{program=\"{}\",tracepoint=\"{}\",flavour=\"{}\"}} 1",
                 escape(&a.program),
                 escape(&a.tracepoint),
+                a.flavour.as_str(),
             );
         }
         header(
@@ -605,6 +606,72 @@ fn self_families(out: &mut String, snapshot: &Snapshot) {
             "collector_ebpf_map_entries{{map=\"drops\"}} {}",
             status.drop_map_entries
         );
+        program_stats(out, status);
+    }
+}
+
+/// Each attached program's own cost, as the kernel accounts it.
+fn program_stats(out: &mut String, status: &crate::snapshot::EbpfStatus) {
+    if let Some(enabled) = status.bpf_stats_enabled {
+        header(
+            out,
+            "collector_ebpf_bpf_stats_enabled",
+            "kernel.bpf_stats_enabled: program runs and run time only advance while 1.",
+            "gauge",
+        );
+        let _ = writeln!(
+            out,
+            "collector_ebpf_bpf_stats_enabled {}",
+            u8::from(enabled)
+        );
+    }
+    if status.programs.is_empty() {
+        return;
+    }
+    header(
+        out,
+        "collector_ebpf_program_runs_total",
+        "Runs of each attached BPF program (counted while kernel.bpf_stats_enabled is 1).",
+        "counter",
+    );
+    for p in &status.programs {
+        let _ = writeln!(
+            out,
+            "collector_ebpf_program_runs_total{{program=\"{}\"}} {}",
+            escape(&p.program),
+            p.run_cnt
+        );
+    }
+    header(
+        out,
+        "collector_ebpf_program_run_seconds_total",
+        "Time spent in each attached BPF program (counted while kernel.bpf_stats_enabled is 1).",
+        "counter",
+    );
+    for p in &status.programs {
+        let _ = writeln!(
+            out,
+            "collector_ebpf_program_run_seconds_total{{program=\"{}\"}} {}",
+            escape(&p.program),
+            p.run_time_ns as f64 / 1e9
+        );
+    }
+    if status.programs.iter().any(|p| p.recursion_misses.is_some()) {
+        header(
+            out,
+            "collector_ebpf_program_recursion_misses_total",
+            "Runs of each BPF program the kernel skipped because it was already running on that CPU.",
+            "counter",
+        );
+        for p in &status.programs {
+            if let Some(misses) = p.recursion_misses {
+                let _ = writeln!(
+                    out,
+                    "collector_ebpf_program_recursion_misses_total{{program=\"{}\"}} {misses}",
+                    escape(&p.program)
+                );
+            }
+        }
     }
 }
 
@@ -761,6 +828,7 @@ mod tests {
                     tracepoint: format!("{category}:{event}"),
                     attached: true,
                     error: None,
+                    flavour: crate::sources::ebpf::Flavour::Btf,
                 }
             })
             .collect();

@@ -82,6 +82,7 @@ fn build_collector(common: &CommonArgs) -> Collector {
                 .iter()
                 .map(|choice| choice.probe())
                 .collect(),
+            flavour: common.ebpf_flavour.policy(),
         };
         match EbpfSource::start(&sources) {
             Ok(source) => {

@@ -1,9 +1,48 @@
 //! eBPF probes end to end: real programs attached to real tracepoints,
 //! counting traffic the test sends between namespaces it created.
+//!
+//! Every test runs once per program flavour: the BTF-typed (tp_btf) default
+//! and the classic tracepoints it falls back to, which must count alike.
 
 mod common;
 
 use common::*;
+
+/// (flavour label, collector flags that select it).
+const FLAVOURS: [(&str, &[&str]); 2] = [("btf", &[]), ("classic", &["--ebpf-flavour", "classic"])];
+
+/// Runs `test` for each flavour, as root.
+fn each_flavour(test: impl Fn(&str)) {
+    require_root();
+    for (flavour, _) in FLAVOURS {
+        eprintln!("--- flavour {flavour}");
+        test(flavour);
+    }
+}
+
+/// Starts a collector in `ns` with `args` and the flags of `flavour`, and
+/// checks every attached probe runs that flavour (no silent fallback).
+fn start(ns: &Netns, flavour: &str, args: &[&str]) -> CollectorProcess {
+    let flags = FLAVOURS
+        .iter()
+        .find(|(name, _)| *name == flavour)
+        .map(|(_, flags)| *flags)
+        .expect("known flavour");
+    let all: Vec<&str> = flags.iter().chain(args).copied().collect();
+    let collector = CollectorProcess::start(ns, &all);
+    let metrics = collector.scrape(ns);
+    let probes: Vec<&Sample> = metrics.select("collector_ebpf_probe_info", &[]).collect();
+    assert!(!probes.is_empty(), "no collector_ebpf_probe_info series");
+    for probe in probes {
+        assert_eq!(
+            probe.labels.get("flavour").map(String::as_str),
+            Some(flavour),
+            "{:?}",
+            probe.labels
+        );
+    }
+    collector
+}
 
 const DATAGRAMS: usize = 200;
 const PAYLOAD: usize = 100;
@@ -32,14 +71,17 @@ fn delta(after: [f64; 4], before: [f64; 4]) -> [f64; 4] {
 
 #[test]
 fn probes_count_exact_udp_traffic_on_both_ends_of_a_veth_pair() {
-    require_root();
+    each_flavour(count_exact_udp_traffic_on_both_ends_of_a_veth_pair);
+}
+
+fn count_exact_udp_traffic_on_both_ends_of_a_veth_pair(flavour: &str) {
     let left = Netns::new("left");
     let right = Netns::new("right");
     let pair = VethPair::new(&left, "vleft", &right, "vright", 1);
     // One collector per namespace: also proves two loaders side by side
     // keep separate counts.
-    let left_collector = CollectorProcess::start(&left, &[]);
-    let right_collector = CollectorProcess::start(&right, &[]);
+    let left_collector = start(&left, flavour, &[]);
+    let right_collector = start(&right, flavour, &[]);
     let left_metrics = left_collector.scrape(&left);
     assert_eq!(
         left_metrics.value("collector_ebpf_enabled", &[]),
@@ -48,9 +90,13 @@ fn probes_count_exact_udp_traffic_on_both_ends_of_a_veth_pair() {
     );
     for program in ["netif_receive_skb", "net_dev_start_xmit", "kfree_skb"] {
         assert_eq!(
-            left_metrics.value("collector_ebpf_probe_attached", &[("program", program)]),
+            left_metrics.value("collector_ebpf_probe_attached", &[("program", program)])
+                * left_metrics.value(
+                    "collector_ebpf_probe_info",
+                    &[("program", program), ("flavour", flavour)]
+                ),
             1.0,
-            "{program} attached"
+            "{program} attached as {flavour}"
         );
     }
 
@@ -106,14 +152,17 @@ fn drops(metrics: &Metrics, interface: &str, reason: &str) -> f64 {
 
 #[test]
 fn drops_carry_the_kernel_reason_no_socket_and_netfilter() {
-    require_root();
+    each_flavour(drops_carry_the_reasons);
+}
+
+fn drops_carry_the_reasons(flavour: &str) {
     let left = Netns::new("dl");
     let right = Netns::new("dr");
     let pair = VethPair::new(&left, "dleft", &right, "dright", 2);
     right.exec(&["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"]);
     let nft = "table inet collector_test { chain input { type filter hook input priority 0; policy accept; udp dport 7777 drop; }; }";
     right.exec(&["nft", nft]);
-    let collector = CollectorProcess::start(&right, &[]);
+    let collector = start(&right, flavour, &[]);
     let before = collector.scrape(&right);
 
     send_udp(&left, &format!("{}:9", pair.b_addr), DATAGRAMS, PAYLOAD);
@@ -132,7 +181,10 @@ fn drops_carry_the_kernel_reason_no_socket_and_netfilter() {
 
 #[test]
 fn traffic_in_an_unrelated_namespace_is_not_counted() {
-    require_root();
+    each_flavour(unrelated_namespace_not_counted);
+}
+
+fn unrelated_namespace_not_counted(flavour: &str) {
     let watched = Netns::new("watched");
     let watched_peer = Netns::new("wpeer");
     VethPair::new(&watched, "veth0", &watched_peer, "veth1", 3);
@@ -141,7 +193,7 @@ fn traffic_in_an_unrelated_namespace_is_not_counted() {
     let other = Netns::new("other");
     let other_peer = Netns::new("opeer");
     let other_pair = VethPair::new(&other, "veth0", &other_peer, "veth1", 4);
-    let collector = CollectorProcess::start(&watched, &[]);
+    let collector = start(&watched, flavour, &[]);
     let before = collector.scrape(&watched);
     assert!(before.interfaces().contains("veth0"));
 
@@ -181,12 +233,15 @@ fn traffic_in_an_unrelated_namespace_is_not_counted() {
 
 #[test]
 fn deleting_an_interface_removes_its_series_and_map_entries() {
-    require_root();
+    each_flavour(deleting_an_interface_removes_its_entries);
+}
+
+fn deleting_an_interface_removes_its_entries(flavour: &str) {
     let left = Netns::new("gl");
     let right = Netns::new("gr");
     let keep = VethPair::new(&left, "keep0", &right, "keep1", 5);
     let gone = VethPair::new(&left, "gone0", &right, "gone1", 6);
-    let collector = CollectorProcess::start(&left, &[]);
+    let collector = start(&left, flavour, &[]);
     send_udp(&left, &format!("{}:9", keep.b_addr), 10, PAYLOAD);
     send_udp(&left, &format!("{}:9", gone.b_addr), 10, PAYLOAD);
     // Drops with a device in `left`: packets to a closed port of our own address.
@@ -217,9 +272,12 @@ fn deleting_an_interface_removes_its_series_and_map_entries() {
 
 #[test]
 fn shutdown_detaches_every_program() {
-    require_root();
+    each_flavour(shutdown_detaches);
+}
+
+fn shutdown_detaches(flavour: &str) {
     let ns = Netns::new("stop");
-    let collector = CollectorProcess::start(&ns, &[]);
+    let collector = start(&ns, flavour, &[]);
     // The collector's own programs and links (by its fds), so programs
     // other processes load meanwhile cannot disturb the test.
     let held = BpfHeld::of(collector.pid());
@@ -238,13 +296,16 @@ fn shutdown_detaches_every_program() {
 
 #[test]
 fn a_full_map_loses_updates_visibly() {
-    require_root();
+    each_flavour(full_map_loses_updates_visibly);
+}
+
+fn full_map_loses_updates_visibly(flavour: &str) {
     let left = Netns::new("full");
     let right = Netns::new("fullp");
     let pairs: Vec<VethPair> = (0..3)
         .map(|i| VethPair::new(&left, &format!("f{i}"), &right, &format!("g{i}"), 40 + i))
         .collect();
-    let collector = CollectorProcess::start(&left, &["--ebpf-max-interfaces", "2"]);
+    let collector = start(&left, flavour, &["--ebpf-max-interfaces", "2"]);
     for pair in &pairs {
         send_udp(&left, &format!("{}:9", pair.b_addr), 5, PAYLOAD);
     }
@@ -262,15 +323,23 @@ fn a_full_map_loses_updates_visibly() {
 
 #[test]
 fn drops_only_attaches_kfree_skb_and_serves_no_traffic_families() {
-    require_root();
+    each_flavour(drops_only);
+}
+
+fn drops_only(flavour: &str) {
     let left = Netns::new("donly");
     let right = Netns::new("donlyp");
     let pair = VethPair::new(&left, "d0", &right, "d1", 50);
-    let collector = CollectorProcess::start(&right, &["--ebpf-probes", "drops"]);
+    let collector = start(&right, flavour, &["--ebpf-probes", "drops"]);
     let held = BpfHeld::of(collector.pid());
+    let program = if flavour == "btf" {
+        "kfree_skb_btf"
+    } else {
+        "kfree_skb"
+    };
     assert_eq!(
         held.program_names(),
-        [bpf_name("kfree_skb")],
+        [bpf_name(program)],
         "only the drop probe is loaded"
     );
     assert_eq!(held.links.len(), 1, "and attached: {held:?}");
@@ -289,4 +358,103 @@ fn drops_only_attaches_kfree_skb_and_serves_no_traffic_families() {
     assert!(!metrics
         .types
         .contains_key("network_interface_ebpf_tx_bytes_total"));
+}
+
+#[test]
+fn a_kernel_btf_without_typed_tracepoints_falls_back_to_classic_per_probe() {
+    require_root();
+    let ns = Netns::new("fallback");
+    // Hand-made BTF: the structs and members the probes need (at offsets no
+    // kernel has) but no btf_trace_* typedefs, so no tp_btf program can be
+    // loaded against it while the classic ones can.
+    let tiny = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/btf/tiny.btf");
+    let collector = CollectorProcess::start(&ns, &["--btf", tiny]);
+    let metrics = collector.scrape(&ns);
+    assert_eq!(metrics.value("collector_ebpf_enabled", &[]), 1.0);
+    for program in ["netif_receive_skb", "net_dev_start_xmit", "kfree_skb"] {
+        assert_eq!(
+            metrics.value(
+                "collector_ebpf_probe_info",
+                &[("program", program), ("flavour", "classic")]
+            ),
+            1.0,
+            "{program} fell back to classic"
+        );
+    }
+    let (status, stderr) = collector.stop();
+    assert!(status.success(), "exit status {status}: {stderr}");
+    for event in ["netif_receive_skb", "net_dev_start_xmit", "kfree_skb"] {
+        assert!(
+            stderr.contains(&format!("no `btf_trace_{event}`")),
+            "the log says why {event} is classic: {stderr}"
+        );
+    }
+}
+
+/// Kernel BPF run-time statistics, on while this fd is open (closed when
+/// the test ends, also when it panics): `bpf(BPF_ENABLE_STATS)`.
+fn enable_bpf_stats() -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    const BPF_ENABLE_STATS: libc::c_long = 32;
+    let attr: [u32; 2] = [0, 0]; // enable_stats.type = BPF_STATS_RUN_TIME
+                                 // SAFETY: attr is a zero-padded bpf_attr prefix of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_ENABLE_STATS,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_ENABLE_STATS: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a new fd the kernel just returned, owned by nothing else.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
+}
+
+#[test]
+fn each_program_reports_its_own_runs_and_run_time() {
+    each_flavour(programs_report_runs_and_run_time);
+}
+
+fn programs_report_runs_and_run_time(flavour: &str) {
+    let left = Netns::new("statl");
+    let right = Netns::new("statr");
+    let pair = VethPair::new(&left, "sleft", &right, "sright", 7);
+    let collector = start(&left, flavour, &[]);
+    let stats = enable_bpf_stats();
+    let before = collector.scrape(&left);
+    // To a closed port: every datagram is transmitted, received and dropped.
+    send_udp(&left, &format!("{}:9", pair.b_addr), DATAGRAMS, PAYLOAD);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let after = collector.scrape(&left);
+    drop(stats);
+    for program in ["netif_receive_skb", "net_dev_start_xmit", "kfree_skb"] {
+        let selector = [("program", program)];
+        let delta = |name: &str| after.value(name, &selector) - before.value(name, &selector);
+        let (runs, seconds) = (
+            delta("collector_ebpf_program_runs_total"),
+            delta("collector_ebpf_program_run_seconds_total"),
+        );
+        println!("{flavour} {program}: {runs} runs, {seconds} s");
+        // The programs run for every packet on the machine, so other
+        // traffic can only add runs.
+        assert!(runs >= DATAGRAMS as f64, "{program} ran {runs} times");
+        assert!(seconds > 0.0, "{program} ran for {seconds} s");
+        // 6.18 reports recursion misses (5.12+); their count is the kernel's.
+        assert_eq!(
+            after
+                .select("collector_ebpf_program_recursion_misses_total", &selector)
+                .count(),
+            1,
+            "{program} has a recursion-miss series"
+        );
+    }
+    assert_eq!(
+        after.types["collector_ebpf_program_run_seconds_total"],
+        "counter"
+    );
 }

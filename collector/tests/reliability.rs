@@ -386,7 +386,12 @@ fn a_missing_tracepoint_disables_only_its_probe() {
         }
     });
     let fake_root = fake.path().to_str().expect("temporary path is UTF-8");
-    let collector = CollectorProcess::start_with_env(&ns, &[("COLLECTOR_TRACEFS", fake_root)], &[]);
+    // Classic: a tp_btf program needs no tracefs format and would attach.
+    let collector = CollectorProcess::start_with_env(
+        &ns,
+        &[("COLLECTOR_TRACEFS", fake_root)],
+        &["--ebpf-flavour", "classic"],
+    );
     let sink = udp_listener(&ns, &format!("{}:9000", pair.a_addr));
     send_udp(&peer, &format!("{}:9000", pair.a_addr), 20, 64);
     assert_eq!(receive_all(&sink, 20), 20);

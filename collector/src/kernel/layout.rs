@@ -28,6 +28,15 @@ impl Probe {
         }
     }
 
+    /// Program name of the BTF-typed (`tp_btf`) flavour in the BPF object.
+    pub fn btf_program(self) -> &'static str {
+        match self {
+            Probe::Rx => "netif_receive_skb_btf",
+            Probe::Tx => "net_dev_start_xmit_btf",
+            Probe::Drop => "kfree_skb_btf",
+        }
+    }
+
     /// (category, event) in tracefs.
     pub fn tracepoint(self) -> (&'static str, &'static str) {
         match self {
@@ -57,7 +66,10 @@ pub struct ProbeLayout {
     /// Drop-reason value -> kernel name without the `SKB_DROP_REASON_` prefix.
     pub drop_reason_names: BTreeMap<u32, String>,
     pub has_drop_reason: bool,
+    /// Probes whose classic tracepoint cannot be used, with why.
     pub unavailable: BTreeMap<Probe, String>,
+    /// Probes whose BTF-typed tracepoint cannot be used, with why.
+    pub btf_unavailable: BTreeMap<Probe, String>,
 }
 
 /// The tracepoint formats the probes read; a missing one disables its probe.
@@ -101,6 +113,37 @@ fn traffic_offsets(formats: &TracepointFormats, probe: Probe) -> Result<(u32, u3
     Ok((skbaddr, len))
 }
 
+/// What the BTF-typed programs can rely on: each tracepoint's first argument
+/// must be the `struct sk_buff *` they read; `kfree_skb`'s third the drop
+/// reason (checked so a kernel that reorders its arguments falls back to the
+/// classic tracepoint instead of counting garbage).
+fn btf_support(btf: &KernelBtf) -> (BTreeMap<Probe, String>, bool) {
+    let mut unavailable = BTreeMap::new();
+    let mut drop_has_reason = false;
+    for probe in Probe::ALL {
+        let event = probe.tracepoint().1;
+        let args = match btf.tracepoint_args(event) {
+            Ok(args) => args,
+            Err(error) => {
+                unavailable.insert(probe, error.to_string());
+                continue;
+            }
+        };
+        let skb = args.first().map(String::as_str);
+        if !matches!(skb, Some("struct sk_buff *" | "const struct sk_buff *")) {
+            unavailable.insert(
+                probe,
+                format!("btf_trace_{event}: first argument is {skb:?}, not struct sk_buff *"),
+            );
+            continue;
+        }
+        if probe == Probe::Drop {
+            drop_has_reason = args.get(2).map(String::as_str) == Some("enum skb_drop_reason");
+        }
+    }
+    (unavailable, drop_has_reason)
+}
+
 /// Combines tracepoint record offsets, BTF struct offsets and the namespace
 /// to count in. Pure: every input is passed in, so fixtures can drive it.
 /// Fails only on what every probe needs (the BTF struct offsets).
@@ -136,6 +179,7 @@ pub fn probe_layout(
             (0, None, BTreeMap::new())
         }
     };
+    let (btf_unavailable, btf_drop_has_reason) = btf_support(btf);
     let enum_value = |name: &str| {
         btf.enum_value("skb_drop_reason", name)
             .ok()
@@ -157,12 +201,15 @@ pub fn probe_layout(
         dev_ifindex: btf.member_offset("net_device", "ifindex")?,
         dev_nd_net: btf.member_offset("net_device", "nd_net.net")?,
         net_ns_inum: btf.member_offset("net", "ns.inum")?,
+        skb_len: btf.member_offset("sk_buff", "len")?,
+        btf_drop_has_reason: u32::from(btf_drop_has_reason),
     };
     Ok(ProbeLayout {
         globals,
         drop_reason_names,
         has_drop_reason: reason.is_some(),
         unavailable,
+        btf_unavailable,
     })
 }
 

@@ -1,12 +1,16 @@
 //! eBPF source: loads the tracepoint programs with this kernel's layout,
 //! keeps them attached, and reads their per-CPU maps.
+//!
+//! Each probe runs as a BTF-typed tracepoint (`tp_btf`) where the kernel
+//! takes it, else as the classic tracepoint program, decided per probe.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
-use aya::programs::TracePoint;
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{BtfTracePoint, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader, Endianness};
 use collector_common::{
     Counter, DropKey, IfTraffic, DROP_MAP_ENTRIES, REASON_UNKNOWN, TRAFFIC_MAP_ENTRIES,
 };
@@ -67,6 +71,37 @@ pub struct KernelSources {
     pub max_interfaces: u32,
     /// Probes to attach; the others are not loaded at all.
     pub probes: Vec<Probe>,
+    /// Which program flavours to try.
+    pub flavour: FlavourPolicy,
+}
+
+/// How a probe's program hooks its tracepoint.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavour {
+    /// BTF-typed tracepoint (`tp_btf`): typed arguments, direct loads.
+    Btf,
+    /// Classic tracepoint: the trace record, helper reads.
+    Classic,
+}
+
+impl Flavour {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavour::Btf => "btf",
+            Flavour::Classic => "classic",
+        }
+    }
+}
+
+/// Which flavours the loader tries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FlavourPolicy {
+    /// `tp_btf` where it loads, the classic tracepoint per probe where not.
+    #[default]
+    Auto,
+    /// Classic tracepoints only (tests, and kernels whose BTF misleads).
+    Classic,
 }
 
 impl Default for KernelSources {
@@ -76,6 +111,7 @@ impl Default for KernelSources {
             tracefs_root: None,
             max_interfaces: TRAFFIC_MAP_ENTRIES,
             probes: Probe::ALL.to_vec(),
+            flavour: FlavourPolicy::Auto,
         }
     }
 }
@@ -85,6 +121,8 @@ impl Default for KernelSources {
 pub struct Attachment {
     pub program: String,
     pub tracepoint: String,
+    /// The flavour attached, or the last one tried when none attached.
+    pub flavour: Flavour,
     pub attached: bool,
     pub error: Option<String>,
 }
@@ -98,6 +136,20 @@ pub struct ProbeCounters {
     pub drops_without_device: u64,
 }
 
+/// The kernel's run-time statistics of one attached program, from its
+/// `/proc/self/fdinfo` entry. `run_time_ns` and `run_cnt` only advance while
+/// `kernel.bpf_stats_enabled` is 1 (or a BPF_ENABLE_STATS fd is open).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub program: String,
+    pub flavour: Option<Flavour>,
+    pub run_time_ns: u64,
+    pub run_cnt: u64,
+    /// Runs skipped because the program was already running on that CPU
+    /// (kernels 5.12+; `None` before).
+    pub recursion_misses: Option<u64>,
+}
+
 /// One read of the maps, summed over CPUs.
 #[derive(Debug, Clone, Default)]
 pub struct EbpfReading {
@@ -107,6 +159,10 @@ pub struct EbpfReading {
     /// Every key of the drop map as read.
     pub drop_keys: Vec<DropKey>,
     pub counters: ProbeCounters,
+    /// Attached programs whose fdinfo could be read.
+    pub programs: Vec<ProgramStats>,
+    /// `kernel.bpf_stats_enabled`; `None` when unreadable.
+    pub bpf_stats_enabled: Option<bool>,
 }
 
 pub struct EbpfSource {
@@ -121,7 +177,7 @@ pub struct EbpfSource {
     /// Cleared the first time the kernel turns a batch lookup down.
     batch_lookups: std::sync::atomic::AtomicBool,
     // Owns the programs and their links: dropping it detaches everything.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
 }
 
 impl EbpfSource {
@@ -168,26 +224,72 @@ impl EbpfSource {
                 max_interfaces.saturating_mul(DROP_MAP_ENTRIES / TRAFFIC_MAP_ENTRIES),
             )
             .load(object)?;
+        // BtfTracePoint::load wants aya's own parse of the kernel BTF (to
+        // find the btf_trace_* ids), and the loader's (EbpfLoader::new()
+        // always makes one) was dropped by `.btf(None)` above, so parse
+        // again: only when some probe will try tp_btf, after our reader's
+        // bytes were freed, and dropped once the programs are loaded, so no
+        // two parses hold memory at the same time (~45 ms of CPU each).
+        let wants_btf = sources.flavour == FlavourPolicy::Auto
+            && sources
+                .probes
+                .iter()
+                .any(|p| !layout.btf_unavailable.contains_key(p));
+        let kernel_btf = wants_btf.then(|| {
+            Btf::parse_file(&sources.btf_path, Endianness::default())
+                .map_err(|e| format!("parsing {}: {e}", sources.btf_path))
+        });
         let mut attachments = Vec::new();
+        let mut drop_flavour = None;
         for probe in Probe::ALL
             .into_iter()
             .filter(|p| sources.probes.contains(p))
         {
             let (program, (category, name)) = (probe.program(), probe.tracepoint());
-            let outcome = match layout.unavailable.get(&probe) {
-                Some(why) => Err(format!("not supported by this kernel: {why}")),
-                None => attach(&mut ebpf, program, category, name),
-            };
-            if let Err(error) = &outcome {
-                tracing::warn!(program, tracepoint = %format!("{category}:{name}"), %error, "probe not attached; its metrics will be missing");
+            let tracepoint = format!("{category}:{name}");
+            let mut errors = Vec::new();
+            let mut flavour = None;
+            if sources.flavour == FlavourPolicy::Auto {
+                let outcome = match (layout.btf_unavailable.get(&probe), &kernel_btf) {
+                    (Some(why), _) => Err(format!("not supported by this kernel: {why}")),
+                    (None, Some(Ok(btf))) => attach_btf(&mut ebpf, probe.btf_program(), name, btf),
+                    (None, Some(Err(error))) => Err(error.clone()),
+                    (None, None) => Err("kernel BTF not parsed".to_string()),
+                };
+                match outcome {
+                    Ok(()) => flavour = Some(Flavour::Btf),
+                    Err(error) => {
+                        tracing::info!(program, %tracepoint, %error, "BTF-typed tracepoint not used; trying the classic one");
+                        errors.push(format!("tp_btf: {error}"));
+                    }
+                }
+            }
+            if flavour.is_none() {
+                let outcome = match layout.unavailable.get(&probe) {
+                    Some(why) => Err(format!("not supported by this kernel: {why}")),
+                    None => attach(&mut ebpf, program, category, name),
+                };
+                match outcome {
+                    Ok(()) => flavour = Some(Flavour::Classic),
+                    Err(error) => errors.push(error),
+                }
+            }
+            if flavour.is_none() {
+                let error = errors.join("; ");
+                tracing::warn!(program, %tracepoint, %error, "probe not attached; its metrics will be missing");
+            }
+            if probe == Probe::Drop {
+                drop_flavour = flavour;
             }
             attachments.push(Attachment {
                 program: program.to_string(),
-                tracepoint: format!("{category}:{name}"),
-                attached: outcome.is_ok(),
-                error: outcome.err(),
+                tracepoint,
+                flavour: flavour.unwrap_or(Flavour::Classic),
+                attached: flavour.is_some(),
+                error: flavour.is_none().then(|| errors.join("; ")),
             });
         }
+        drop(kernel_btf);
         if attachments.iter().all(|a| !a.attached) {
             let errors: Vec<_> = attachments.iter().filter_map(|a| a.error.clone()).collect();
             return Err(EbpfError::NothingAttached(errors.join("; ")));
@@ -195,7 +297,11 @@ impl EbpfSource {
         let traffic = take_map(&mut ebpf, "TRAFFIC")?;
         let drops = take_map(&mut ebpf, "DROPS")?;
         let counters = take_map(&mut ebpf, "COUNTERS")?;
-        if !layout.has_drop_reason {
+        let has_drop_reason = match drop_flavour {
+            Some(Flavour::Btf) => layout.globals.btf_drop_has_reason != 0,
+            _ => layout.has_drop_reason,
+        };
+        if drop_flavour.is_some() && !has_drop_reason {
             tracing::info!("kfree_skb has no `reason` field on this kernel (before 5.17); drops are counted as reason=\"unknown\"");
         }
         Ok(EbpfSource {
@@ -204,11 +310,11 @@ impl EbpfSource {
             counters,
             reason_names: layout.drop_reason_names,
             attachments,
-            has_drop_reason: layout.has_drop_reason,
+            has_drop_reason,
             possible_cpus: aya::util::nr_cpus()
                 .map_err(|(what, error)| EbpfError::Cpus(format!("{what}: {error}")))?,
             batch_lookups: std::sync::atomic::AtomicBool::new(true),
-            _ebpf: ebpf,
+            ebpf,
         })
     }
 
@@ -265,7 +371,33 @@ impl EbpfSource {
             kernel_read_errors: counter(Counter::KernelReadError)?,
             drops_without_device: counter(Counter::DropWithoutDevice)?,
         };
+        reading.programs = self.program_stats();
+        reading.bpf_stats_enabled = std::fs::read_to_string(BPF_STATS_SYSCTL)
+            .ok()
+            .map(|v| v.trim() != "0");
         Ok(reading)
+    }
+
+    /// Run-time statistics of every attached program; one that cannot be
+    /// read is left out rather than failing the scrape.
+    fn program_stats(&self) -> Vec<ProgramStats> {
+        self.attachments
+            .iter()
+            .filter(|a| a.attached)
+            .filter_map(|a| {
+                let probe = Probe::ALL.into_iter().find(|p| p.program() == a.program)?;
+                let object_name = match a.flavour {
+                    Flavour::Btf => probe.btf_program(),
+                    Flavour::Classic => probe.program(),
+                };
+                let fd = self.ebpf.program(object_name)?.fd().ok()?;
+                let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+                let mut stats = parse_fdinfo(&std::fs::read_to_string(path).ok()?)?;
+                stats.program = a.program.clone();
+                stats.flavour = Some(a.flavour);
+                Some(stats)
+            })
+            .collect()
     }
 
     /// Removes the entries of `stale` interfaces that `reading` saw, so pod
@@ -340,6 +472,25 @@ impl EbpfSource {
     }
 }
 
+const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// The run-time fields of a BPF program's fdinfo (`run_time_ns:`,
+/// `run_cnt:`, `recursion_misses:`); `None` when it has none of them.
+fn parse_fdinfo(text: &str) -> Option<ProgramStats> {
+    let field = |name: &str| {
+        text.lines()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(key, _)| key.trim() == name)
+            .and_then(|(_, value)| value.trim().parse::<u64>().ok())
+    };
+    Some(ProgramStats {
+        run_time_ns: field("run_time_ns")?,
+        run_cnt: field("run_cnt")?,
+        recursion_misses: field("recursion_misses"),
+        ..ProgramStats::default()
+    })
+}
+
 /// Parsing the kernel BTF (tens of thousands of types) peaks at tens of
 /// MiB; once the few offsets are read, hand that memory back to the OS
 /// instead of keeping it resident for the life of the DaemonSet pod.
@@ -363,6 +514,25 @@ fn attach(ebpf: &mut Ebpf, program: &str, category: &str, name: &str) -> Result<
     tracepoint
         .attach(category, name)
         .map_err(|e| format!("attach: {e}"))?;
+    Ok(())
+}
+
+/// Loads and attaches the BTF-typed flavour of a probe; a program the kernel
+/// loaded but would not attach is unloaded again, so only attached programs
+/// stay in the kernel.
+fn attach_btf(ebpf: &mut Ebpf, program: &str, event: &str, btf: &Btf) -> Result<(), String> {
+    let tracepoint: &mut BtfTracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} missing from the BPF object"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    tracepoint
+        .load(event, btf)
+        .map_err(|e| format!("verifier/load: {e}"))?;
+    if let Err(error) = tracepoint.attach() {
+        let _ = tracepoint.unload();
+        return Err(format!("attach: {error}"));
+    }
     Ok(())
 }
 
@@ -399,4 +569,26 @@ fn locate_or_mount_tracefs() -> Result<Tracefs, TracefsError> {
         tracing::info!(target, "mounted tracefs");
     }
     Tracefs::locate()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fdinfo_run_time_fields_are_read() {
+        // Captured from /proc/<pid>/fdinfo of a tp_btf program on 6.18.
+        let text = "pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t2085\nprog_type:\t26\n\
+            prog_jited:\t1\nprog_tag:\t1682ae166256d869\nmemlock:\t4096\nprog_id:\t15\n\
+            run_time_ns:\t123456\nrun_cnt:\t789\nrecursion_misses:\t2\nverified_insns:\t91\n";
+        let stats = parse_fdinfo(text).unwrap();
+        assert_eq!(
+            (stats.run_time_ns, stats.run_cnt, stats.recursion_misses),
+            (123456, 789, Some(2))
+        );
+        // Before 5.12 there is no recursion_misses line.
+        let old = parse_fdinfo("run_time_ns:\t5\nrun_cnt:\t1\n").unwrap();
+        assert_eq!(old.recursion_misses, None);
+        assert!(parse_fdinfo("pos:\t0\nflags:\t02\n").is_none());
+    }
 }
