@@ -66,6 +66,8 @@ git -C "$root/root/src" checkout --quiet --detach "$commit"
 const NAMESPACE_SCRIPT: &str = r#"set -eu
 root=$1 rustup=$2
 shift 2
+# As on a machine, / is a mount point (`ip netns exec` remounts it rslave).
+mount --bind "$root" "$root"
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
 mount -t tmpfs -o mode=0755,nosuid tmpfs "$root/dev"
@@ -87,13 +89,13 @@ mount -o remount,bind,ro "$root/root/.rustup"
 chroot "$root" "$@"
 "#;
 
-pub fn run() -> Result<()> {
+pub fn run(extra: &[String]) -> Result<()> {
     if !setup::is_root() {
         bail!("fresh-check needs root (debootstrap, mounts, chroot, the privileged tests)");
     }
     install_signal_handlers();
     let mut phases = Vec::new();
-    let result = phases_in_order(&mut phases);
+    let result = phases_in_order(&mut phases, extra);
     eprintln!("xtask fresh-check: elapsed time per phase");
     let total: Duration = phases.iter().map(|(_, took)| *took).sum();
     for (phase, took) in phases.iter().chain([&("total", total)]) {
@@ -106,7 +108,7 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn phases_in_order(phases: &mut Vec<(&'static str, Duration)>) -> Result<()> {
+fn phases_in_order(phases: &mut Vec<(&'static str, Duration)>, extra: &[String]) -> Result<()> {
     let mut timed = |name, phase: &mut dyn FnMut() -> Result<()>| {
         let start = Instant::now();
         let result = phase();
@@ -122,37 +124,51 @@ fn phases_in_order(phases: &mut Vec<(&'static str, Duration)>) -> Result<()> {
         Ok(())
     })?;
     let root = RunRoot(cache.join(format!("run-{}", std::process::id())));
-    timed("copy", &mut || {
-        fs::create_dir(&root.0)?;
-        let mut tar = Command::new("tar");
-        guarded(
-            tar.arg("-xpf")
-                .arg(&base)
-                .args(["--numeric-owner", "-C"])
-                .arg(&root.0),
-        )
-    })?;
-    let mut test_command = String::new();
-    timed("setup of root", &mut || {
-        test_command = populate(&root.0)?;
-        Ok(())
-    })?;
-    timed("test", &mut || {
-        let home = PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?);
-        let mut inside = Command::new("unshare");
-        inside
-            .args(UNSHARE)
-            .args(["/bin/sh", "-c", NAMESPACE_SCRIPT, "sh"])
-            .arg(&root.0)
-            .arg(home.join(".rustup"))
-            .args(chroot_env(&root.0).get_args().skip(1))
-            .args(["/bin/sh", "-c", &format!("cd /root/src && {test_command}")]);
-        eprintln!(
-            "xtask fresh-check: `{test_command}` in the clean root {}",
-            root.0.display()
-        );
-        guarded(&mut inside).with_context(|| format!("`{test_command}` failed in the clean root"))
-    })
+    let mut in_root = || -> Result<()> {
+        timed("copy", &mut || {
+            fs::create_dir(&root.0)?;
+            let mut tar = Command::new("tar");
+            guarded(
+                tar.arg("-xpf")
+                    .arg(&base)
+                    .args(["--numeric-owner", "-C"])
+                    .arg(&root.0),
+            )
+        })?;
+        let mut test_command = String::new();
+        timed("setup of root", &mut || {
+            test_command = populate(&root.0)?;
+            if !extra.is_empty() {
+                eprintln!("xtask fresh-check: warning: extra arguments, so not the README's command as written");
+                test_command.push_str(" --");
+                for arg in extra {
+                    test_command.push_str(&format!(" '{}'", arg.replace('\'', r"'\''")));
+                }
+            }
+            Ok(())
+        })?;
+        timed("test", &mut || {
+            let home = PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?);
+            let mut inside = Command::new("unshare");
+            inside
+                .args(UNSHARE)
+                .args(["/bin/sh", "-c", NAMESPACE_SCRIPT, "sh"])
+                .arg(&root.0)
+                .arg(home.join(".rustup"))
+                .args(chroot_env(&root.0).get_args().skip(1))
+                .args(["/bin/sh", "-c", &format!("cd /root/src && {test_command}")]);
+            eprintln!(
+                "xtask fresh-check: `{test_command}` in the clean root {}",
+                root.0.display()
+            );
+            guarded(&mut inside)
+                .with_context(|| format!("`{test_command}` failed in the clean root"))
+        })
+    };
+    let result = in_root();
+    let _ = Command::new("du").args(["-sxh"]).arg(&root.0).status();
+    let cleaned = timed("cleanup", &mut || remove_root(&root.0));
+    result.and(cleaned)
 }
 
 /// The pristine base, a tarball named after everything that went into it,
