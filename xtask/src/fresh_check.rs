@@ -66,8 +66,6 @@ git -C "$root/root/src" checkout --quiet --detach "$commit"
 const NAMESPACE_SCRIPT: &str = r#"set -eu
 root=$1 rustup=$2
 shift 2
-# As on a machine, / is a mount point (`ip netns exec` remounts it rslave).
-mount --bind "$root" "$root"
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
 mount -t tmpfs -o mode=0755,nosuid tmpfs "$root/dev"
@@ -126,7 +124,7 @@ fn phases_in_order(phases: &mut Vec<(&'static str, Duration)>, extra: &[String])
     let root = RunRoot(cache.join(format!("run-{}", std::process::id())));
     let mut in_root = || -> Result<()> {
         timed("copy", &mut || {
-            fs::create_dir(&root.0)?;
+            mount_image(&root.0)?;
             let mut tar = Command::new("tar");
             guarded(
                 tar.arg("-xpf")
@@ -166,7 +164,7 @@ fn phases_in_order(phases: &mut Vec<(&'static str, Duration)>, extra: &[String])
         })
     };
     let result = in_root();
-    let _ = Command::new("du").args(["-sxh"]).arg(&root.0).status();
+    let _ = Command::new("df").args(["-h"]).arg(&root.0).status();
     let cleaned = timed("cleanup", &mut || remove_root(&root.0));
     result.and(cleaned)
 }
@@ -297,26 +295,50 @@ impl Drop for RunRoot {
     }
 }
 
-fn remove_root(root: &Path) -> Result<()> {
-    if !root.exists() {
-        return Ok(());
-    }
-    let prefix = format!("{}/", root.display());
-    let mounts = fs::read_to_string("/proc/self/mountinfo")?;
-    if let Some(mount) = mounts
-        .lines()
-        .find(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&prefix)))
-    {
-        bail!(
-            "not removing {}: something is mounted in it: {mount}",
-            root.display()
-        );
-    }
+/// The per-run root is an ext4 image on a loop device, not a directory:
+/// removing a tree of some 150,000 files took 7 minutes on this machine
+/// (discard on the host filesystem), removing one image file takes seconds.
+/// It also makes / a mount point in the root, as on a machine, which `ip
+/// netns exec` needs.
+fn mount_image(root: &Path) -> Result<()> {
+    let image = root.with_extension("img");
+    fs::create_dir(root)?;
+    run_command(Command::new("truncate").args(["-s", "48G"]).arg(&image))?;
+    let mut mkfs = Command::new("mkfs.ext4");
     run_command(
-        Command::new("rm")
-            .args(["-rf", "--one-file-system"])
+        mkfs.args(["-q", "-F", "-i", "65536", "-E", "nodiscard"])
+            .arg(&image),
+    )?;
+    run_command(
+        Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
             .arg(root),
     )
+}
+
+fn remove_root(root: &Path) -> Result<()> {
+    let mounts = fs::read_to_string("/proc/self/mountinfo")?;
+    let mounted: Vec<&str> = mounts.lines().filter_map(|l| l.split(' ').nth(4)).collect();
+    let inside = format!("{}/", root.display());
+    if let Some(mount) = mounted.iter().find(|m| m.starts_with(&inside)) {
+        bail!("not removing {}: {mount} is still mounted", root.display());
+    }
+    if mounted.contains(&root.to_string_lossy().as_ref()) {
+        run_command(Command::new("umount").arg(root))?;
+    }
+    if root.exists() {
+        run_command(
+            Command::new("rm")
+                .args(["-rf", "--one-file-system"])
+                .arg(root),
+        )?;
+    }
+    let image = root.with_extension("img");
+    if image.exists() {
+        fs::remove_file(&image).with_context(|| format!("removing {}", image.display()))?;
+    }
+    Ok(())
 }
 
 /// Roots of earlier runs that were killed before they could clean up.
@@ -328,11 +350,12 @@ fn remove_stale_roots(cache: &Path) -> Result<()> {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
+        let name = name.trim_end_matches(".img");
         let pid = name
             .strip_prefix("run-")
             .or_else(|| name.strip_prefix("debootstrap-"));
         if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
-            remove_root(&path)?;
+            remove_root(&cache.join(name))?;
         }
     }
     Ok(())
