@@ -18,21 +18,10 @@ use crate::{describe, run_command, setup, workspace_root};
 /// base away, and outside /tmp, which may be a size-capped tmpfs.
 const CACHE: &str = "/var/tmp/collector-fresh-check";
 const SUITE: &str = "bookworm";
-const DEBOOTSTRAP_ARGS: [&str; 2] = [
-    "--variant=minbase",
-    "--include=git,ca-certificates,gcc,libc6-dev",
-];
-/// Isolates a process tree: its mounts and its processes end with it, and
-/// with `unshare` when that is killed.
-const UNSHARE: [&str; 7] = [
-    "--mount",
-    "--propagation",
-    "private",
-    "--pid",
-    "--fork",
-    "--kill-child",
-    "--",
-];
+const DEBOOTSTRAP_ARGS: &str = "--variant=minbase --include=git,ca-certificates,gcc,libc6-dev";
+/// Isolates a process tree: its mounts and processes end with it, and with
+/// `unshare` when that is killed.
+const UNSHARE: &str = "--mount --propagation private --pid --fork --kill-child --";
 const ENV_PREFIXES: [&str; 3] = ["SSL_", "PIP_", "RUSTUP_"];
 const PATH_INSIDE: &str =
     "/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -92,81 +81,80 @@ pub fn run(extra: &[String]) -> Result<()> {
         bail!("fresh-check needs root (debootstrap, mounts, chroot, the privileged tests)");
     }
     install_signal_handlers();
-    let mut phases = Vec::new();
-    let result = phases_in_order(&mut phases, extra);
+    let mut phases = Phases::default();
+    let result = check(&mut phases, extra);
     eprintln!("xtask fresh-check: elapsed time per phase");
-    let total: Duration = phases.iter().map(|(_, took)| *took).sum();
-    for (phase, took) in phases.iter().chain([&("total", total)]) {
+    let total: Duration = phases.0.iter().map(|(_, took)| *took).sum();
+    for (phase, took) in phases.0.iter().chain([&("total", total)]) {
         eprintln!("  {phase:<14} {:>7.1} s", took.as_secs_f64());
     }
-    result.context(
-        "fresh-check FAILED: the README's test command does not pass on a clean Debian 12 root",
-    )?;
+    result
+        .context("fresh-check FAILED: the README's test command fails on a clean Debian 12 root")?;
     eprintln!("xtask fresh-check: PASSED on a clean Debian 12 root");
     Ok(())
 }
 
-fn phases_in_order(phases: &mut Vec<(&'static str, Duration)>, extra: &[String]) -> Result<()> {
-    let mut timed = |name, phase: &mut dyn FnMut() -> Result<()>| {
+#[derive(Default)]
+struct Phases(Vec<(&'static str, Duration)>);
+
+impl Phases {
+    fn time<T>(&mut self, name: &'static str, phase: impl FnOnce() -> Result<T>) -> Result<T> {
         let start = Instant::now();
         let result = phase();
-        phases.push((name, start.elapsed()));
+        self.0.push((name, start.elapsed()));
         result
-    };
+    }
+}
+
+fn check(phases: &mut Phases, extra: &[String]) -> Result<()> {
     let cache = Path::new(CACHE);
     fs::create_dir_all(cache)?;
     remove_stale_roots(cache)?;
-    let mut base = PathBuf::new();
-    timed("base", &mut || {
-        base = ensure_base(cache)?;
-        Ok(())
-    })?;
+    let base = phases.time("base", || ensure_base(cache))?;
     let root = RunRoot(cache.join(format!("run-{}", std::process::id())));
-    let mut in_root = || -> Result<()> {
-        timed("copy", &mut || {
-            mount_image(&root.0)?;
-            let mut tar = Command::new("tar");
-            guarded(
-                tar.arg("-xpf")
-                    .arg(&base)
-                    .args(["--numeric-owner", "-C"])
-                    .arg(&root.0),
-            )
-        })?;
-        let mut test_command = String::new();
-        timed("setup of root", &mut || {
-            test_command = populate(&root.0)?;
-            if !extra.is_empty() {
-                eprintln!("xtask fresh-check: warning: extra arguments, so not the README's command as written");
-                test_command.push_str(" --");
-                for arg in extra {
-                    test_command.push_str(&format!(" '{}'", arg.replace('\'', r"'\''")));
-                }
-            }
-            Ok(())
-        })?;
-        timed("test", &mut || {
-            let home = PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?);
-            let mut inside = Command::new("unshare");
-            inside
-                .args(UNSHARE)
-                .args(["/bin/sh", "-c", NAMESPACE_SCRIPT, "sh"])
-                .arg(&root.0)
-                .arg(home.join(".rustup"))
-                .args(chroot_env(&root.0).get_args().skip(1))
-                .args(["/bin/sh", "-c", &format!("cd /root/src && {test_command}")]);
-            eprintln!(
-                "xtask fresh-check: `{test_command}` in the clean root {}",
-                root.0.display()
-            );
-            guarded(&mut inside)
-                .with_context(|| format!("`{test_command}` failed in the clean root"))
-        })
-    };
-    let result = in_root();
-    let _ = Command::new("df").args(["-h"]).arg(&root.0).status();
-    let cleaned = timed("cleanup", &mut || remove_root(&root.0));
+    let result = test_in_root(phases, &base, &root.0, extra);
+    let _ = Command::new("df").arg("-h").arg(&root.0).status();
+    let cleaned = phases.time("cleanup", || remove_root(&root.0));
     result.and(cleaned)
+}
+
+fn test_in_root(phases: &mut Phases, base: &Path, root: &Path, extra: &[String]) -> Result<()> {
+    phases.time("copy", || {
+        mount_image(root)?;
+        let mut tar = Command::new("tar");
+        guarded(
+            tar.arg("-xpf")
+                .arg(base)
+                .args(["--numeric-owner", "-C"])
+                .arg(root),
+        )
+    })?;
+    let mut test_command = phases.time("setup of root", || populate(root))?;
+    if !extra.is_empty() {
+        eprintln!(
+            "xtask fresh-check: warning: extra arguments: not the README's command as written"
+        );
+        test_command.push_str(" --");
+        for arg in extra {
+            test_command.push_str(&format!(" '{}'", arg.replace('\'', r"'\''")));
+        }
+    }
+    phases.time("test", || {
+        let home = PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?);
+        let mut inside = Command::new("unshare");
+        inside
+            .args(UNSHARE.split(' '))
+            .args(["/bin/sh", "-c", NAMESPACE_SCRIPT, "sh"])
+            .arg(root)
+            .arg(home.join(".rustup"))
+            .args(chroot_env(root).get_args().skip(1))
+            .args(["/bin/sh", "-c", &format!("cd /root/src && {test_command}")]);
+        eprintln!(
+            "xtask fresh-check: `{test_command}` in the clean root {}",
+            root.display()
+        );
+        guarded(&mut inside).with_context(|| format!("`{test_command}` failed in the clean root"))
+    })
 }
 
 /// The pristine base, a tarball named after everything that went into it,
@@ -180,17 +168,15 @@ fn ensure_base(cache: &Path) -> Result<PathBuf> {
         run_command(Command::new("apt-get").args(["install", "-y", "-q", "debootstrap"]))?;
     }
     // The mirror apt uses here for the suite, so debootstrap goes the same way.
-    let targets = Command::new("apt-get")
-        .args(["indextargets", "--format", "$(SITE) $(RELEASE)"])
-        .output()?;
-    let mirror = String::from_utf8_lossy(&targets.stdout)
+    let sites =
+        output(Command::new("apt-get").args(["indextargets", "--format", "$(SITE) $(RELEASE)"]))?;
+    let mirror = sites
         .lines()
-        .find_map(|l| l.strip_suffix(&format!(" {SUITE}")).map(String::from));
+        .find_map(|l| l.strip_suffix(&format!(" {SUITE}")));
     let key = format!(
-        "{} {} {SUITE} {} {}",
+        "{} {DEBOOTSTRAP_ARGS} {SUITE} {} {}",
         output(Command::new("debootstrap").arg("--version"))?.trim(),
-        DEBOOTSTRAP_ARGS.join(" "),
-        mirror.as_deref().unwrap_or("(default mirror)"),
+        mirror.unwrap_or("(default mirror)"),
         output(Command::new("dpkg").arg("--print-architecture"))?.trim()
     );
     let digest =
@@ -207,11 +193,10 @@ fn ensure_base(cache: &Path) -> Result<PathBuf> {
     let staging = RunRoot(cache.join(format!("debootstrap-{}", std::process::id())));
     let mut debootstrap = Command::new("unshare");
     debootstrap
-        .args(UNSHARE)
+        .args(UNSHARE.split(' '))
         .arg("debootstrap")
-        .args(DEBOOTSTRAP_ARGS)
-        .arg(SUITE);
-    guarded(debootstrap.arg(&staging.0).args(mirror))?;
+        .args(DEBOOTSTRAP_ARGS.split(' '));
+    guarded(debootstrap.arg(SUITE).arg(&staging.0).args(mirror))?;
     let partial = tarball.with_extension("partial");
     let mut tar = Command::new("tar");
     guarded(
@@ -344,18 +329,16 @@ fn remove_root(root: &Path) -> Result<()> {
 /// Roots of earlier runs that were killed before they could clean up.
 fn remove_stale_roots(cache: &Path) -> Result<()> {
     for entry in fs::read_dir(cache)? {
-        let path = entry?.path();
-        let name = path
+        let name = entry?
             .file_name()
-            .unwrap_or_default()
             .to_string_lossy()
-            .into_owned();
-        let name = name.trim_end_matches(".img");
+            .trim_end_matches(".img")
+            .to_string();
         let pid = name
             .strip_prefix("run-")
             .or_else(|| name.strip_prefix("debootstrap-"));
         if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
-            remove_root(&cache.join(name))?;
+            remove_root(&cache.join(&name))?;
         }
     }
     Ok(())
@@ -379,9 +362,9 @@ extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
 }
 
-/// Ctrl-C, a hang-up or a CI timeout kills the running child (for `unshare
-/// --kill-child` its whole PID namespace); the run then cleans up and fails
-/// instead of dying with its root left behind.
+/// Ctrl-C, a hang-up or a CI timeout kills the running child (with `unshare
+/// --kill-child`, its whole PID namespace); the run then cleans up and fails
+/// instead of dying with its root left mounted.
 extern "C" fn on_signal(_: i32) {
     INTERRUPTED.store(true, Ordering::SeqCst);
     let pid = CHILD.load(Ordering::SeqCst);
@@ -392,9 +375,8 @@ extern "C" fn on_signal(_: i32) {
 }
 
 fn install_signal_handlers() {
-    // SIGHUP, SIGINT, SIGTERM.
     for signum in [1, 2, 15] {
-        // SAFETY: the handler only touches atomics and calls kill.
+        // SAFETY: for SIGHUP, SIGINT, SIGTERM; the handler only touches atomics and calls kill.
         unsafe { signal(signum, on_signal) };
     }
 }
@@ -402,25 +384,24 @@ fn install_signal_handlers() {
 /// [`run_command`] with the child registered for [`on_signal`].
 fn guarded(command: &mut Command) -> Result<()> {
     let interrupted = || INTERRUPTED.load(Ordering::SeqCst);
+    let shown = describe(command)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     if interrupted() {
-        bail!("interrupted");
+        bail!("interrupted before {shown}");
     }
-    eprintln!(
-        "xtask: $ {}",
-        describe(command).lines().next().unwrap_or_default()
-    );
+    eprintln!("xtask: $ {shown}");
     let mut child = command
         .spawn()
-        .with_context(|| format!("starting {}", describe(command)))?;
+        .with_context(|| format!("starting {shown}"))?;
     CHILD.store(child.id() as i32, Ordering::SeqCst);
     let status = child.wait();
     CHILD.store(0, Ordering::SeqCst);
     match status? {
-        _ if interrupted() => bail!("interrupted"),
-        status if !status.success() => bail!(
-            "{} failed with {status}",
-            describe(command).lines().next().unwrap_or_default()
-        ),
+        _ if interrupted() => bail!("interrupted: {shown}"),
+        status if !status.success() => bail!("{shown} failed with {status}"),
         _ => Ok(()),
     }
 }
