@@ -197,7 +197,7 @@ fn ensure_base(cache: &Path) -> Result<PathBuf> {
         .arg("debootstrap")
         .args(DEBOOTSTRAP_ARGS.split(' '));
     guarded(debootstrap.arg(SUITE).arg(&staging.0).args(mirror))?;
-    let partial = tarball.with_extension("partial");
+    let partial = tarball.with_extension(format!("partial-{}", std::process::id()));
     let mut tar = Command::new("tar");
     guarded(
         tar.arg("-cf")
@@ -268,8 +268,9 @@ fn chroot_env(root: &Path) -> Command {
     command
 }
 
-/// A directory under the cache, removed when dropped: on success, error or
-/// interruption, but never through a mount point.
+/// A root under the cache (a directory, or an image mounted on one), removed
+/// when dropped: on success, error or interruption, never through a mount
+/// left inside it.
 struct RunRoot(PathBuf);
 
 impl Drop for RunRoot {
