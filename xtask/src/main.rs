@@ -1,10 +1,11 @@
-//! Project tasks: `cargo xtask <setup|build-ebpf|lint|test|run|bench>`.
+//! Project tasks: `cargo xtask <setup|build-ebpf|lint|test|run|bench|fuzz|fresh-check>`.
 //!
 //! Everything a fresh Debian/Ubuntu machine needs is installed by `setup`,
 //! which `test` and `run` call first, so the README's two commands work from
 //! a clean clone.
 
 mod ebpf_toolchain;
+mod fresh_check;
 mod fuzz;
 mod setup;
 
@@ -53,6 +54,15 @@ enum Task {
         #[arg(long)]
         target: Option<String>,
     },
+    /// The README's test command on a clean Debian 12 root (debootstrap,
+    /// cached under /var/tmp) holding only rustup's toolchain and a clone of
+    /// HEAD: proves a new machine needs nothing beyond `setup` (root).
+    FreshCheck {
+        /// For iterating only: extra `cargo test` arguments appended to the
+        /// README's command (e.g. `-- --no-fail-fast`).
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
     /// Release build, then the side-by-side benchmark (root): collector vs
     /// node_exporter vs the seed script; results in target/bench and, for a
     /// full run, docs/bench. E.g. `cargo xtask bench --quick`.
@@ -71,6 +81,7 @@ fn main() -> Result<()> {
         Task::Test { cargo_args } => test(&cargo_args),
         Task::Run { args } => run(&args),
         Task::Bench { args } => bench(&args),
+        Task::FreshCheck { cargo_args } => fresh_check::run(&cargo_args),
         Task::Fuzz { seconds, target } => {
             build_ebpf(true)?;
             fuzz::run(seconds, target.as_deref())
