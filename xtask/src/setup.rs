@@ -292,8 +292,7 @@ fn ensure_bpf_linker() -> Result<()> {
         ])
         .env("PATH", std::env::join_paths(paths).context("joining PATH")?)
         // bpf-linker's release profile carries full debuginfo, which only
-        // slows its build and link on a machine
-        // that never debugs it.
+        // slows its build and link on a machine that never debugs it.
         .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
         .env_remove("RUSTUP_TOOLCHAIN");
     run_command(&mut command)?;
