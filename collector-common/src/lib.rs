@@ -7,12 +7,16 @@
 
 use bytemuck::{Pod, Zeroable};
 
-/// Upper bound of interfaces tracked in the traffic map. A node with more
-/// live interfaces than this loses per-interface eBPF counts for the excess
-/// (counted in [`Counter::TrafficMapFull`]), never the netlink ones.
-pub const TRAFFIC_MAP_ENTRIES: u32 = 16_384;
-/// Upper bound of (interface, reason) pairs in the drop map.
-pub const DROP_MAP_ENTRIES: u32 = 32_768;
+/// Default bound of interfaces tracked in the traffic map: four times
+/// AKS's 250-pod maximum per node. A node with more live interfaces loses
+/// per-interface eBPF counts for the excess (counted in
+/// [`Counter::TrafficMapFull`], the alarm to raise `--ebpf-max-interfaces`),
+/// never the netlink ones. Maps are per-CPU and preallocated, so every
+/// entry costs memory on every possible CPU (see the README's formula).
+pub const TRAFFIC_MAP_ENTRIES: u32 = 1_024;
+/// Default bound of (interface, reason) pairs in the drop map: four drop
+/// reasons per interface.
+pub const DROP_MAP_ENTRIES: u32 = 4 * TRAFFIC_MAP_ENTRIES;
 /// Reason value recorded when the running kernel's `kfree_skb` tracepoint has
 /// no `reason` field (kernels before 5.17).
 pub const REASON_UNKNOWN: u32 = u32::MAX;

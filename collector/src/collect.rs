@@ -101,6 +101,7 @@ impl Collector {
             .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
         let reading = ebpf_source.as_ref().and_then(|source| {
             ebpf_status.attachments = source.attachments().to_vec();
+            ebpf_status.map_memory = source.map_memory();
             match source.read() {
                 Ok(reading) => Some(reading),
                 Err(error) => {

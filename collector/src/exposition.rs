@@ -606,6 +606,23 @@ fn self_families(out: &mut String, snapshot: &Snapshot) {
             "collector_ebpf_map_entries{{map=\"drops\"}} {}",
             status.drop_map_entries
         );
+        header(
+            out,
+            "collector_ebpf_map_memory_bytes",
+            "Kernel memory each BPF map holds (fdinfo memlock), charged to the pod's memory cgroup; per-CPU maps scale with the possible CPUs.",
+            "gauge",
+        );
+        let memory = &status.map_memory;
+        for (map, bytes) in [
+            ("traffic", memory.traffic),
+            ("drops", memory.drops),
+            ("counters", memory.counters),
+        ] {
+            let _ = writeln!(
+                out,
+                "collector_ebpf_map_memory_bytes{{map=\"{map}\"}} {bytes}"
+            );
+        }
         program_stats(out, status);
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::sources::ebpf::{Attachment, ProbeCounters, ProgramStats};
+use crate::sources::ebpf::{Attachment, MapMemory, ProbeCounters, ProgramStats};
 use crate::sources::netlink::Link;
 
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +69,8 @@ pub struct EbpfStatus {
     pub probe_counters: ProbeCounters,
     pub traffic_map_entries: usize,
     pub drop_map_entries: usize,
+    /// Kernel memory of each map (fdinfo `memlock`).
+    pub map_memory: MapMemory,
     /// Each attached program's own run time, runs and recursion misses.
     pub programs: Vec<ProgramStats>,
     /// `kernel.bpf_stats_enabled`: run time and runs only advance while 1.

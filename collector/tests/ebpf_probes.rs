@@ -458,3 +458,43 @@ fn programs_report_runs_and_run_time(flavour: &str) {
         "counter"
     );
 }
+
+/// CPUs the kernel lays per-CPU map values out for.
+fn possible_cpus() -> f64 {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    text.trim()
+        .split(',')
+        .map(|range| match range.split_once('-') {
+            Some((a, b)) => b.parse::<f64>().unwrap() - a.parse::<f64>().unwrap() + 1.0,
+            None => 1.0,
+        })
+        .sum()
+}
+
+#[test]
+fn map_memory_is_reported_and_the_traffic_map_costs_nothing_without_rx_tx() {
+    require_root();
+    let ns = Netns::new("mem");
+    let cpus = possible_cpus();
+    for (probes, traffic_used) in [("drops", false), ("rx,tx,drops", true)] {
+        let collector = CollectorProcess::start(
+            &ns,
+            &["--ebpf-probes", probes, "--ebpf-max-interfaces", "512"],
+        );
+        let metrics = collector.scrape(&ns);
+        let memory = |map: &str| metrics.value("collector_ebpf_map_memory_bytes", &[("map", map)]);
+        println!(
+            "--ebpf-probes {probes}, 512 interfaces, {cpus} possible CPUs: traffic {} B, drops {} B",
+            memory("traffic"),
+            memory("drops")
+        );
+        // Preallocated per-CPU values alone: entries x value size x CPUs.
+        assert!(memory("drops") >= 4.0 * 512.0 * 8.0 * cpus);
+        if traffic_used {
+            assert!(memory("traffic") >= 512.0 * 32.0 * cpus);
+        } else {
+            assert!(memory("traffic") < 32.0 * 32.0 * cpus, "a one-entry map");
+        }
+        drop(collector);
+    }
+}

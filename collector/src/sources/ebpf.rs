@@ -127,6 +127,14 @@ pub struct Attachment {
     pub error: Option<String>,
 }
 
+/// Kernel memory of the maps, bytes.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct MapMemory {
+    pub traffic: u64,
+    pub drops: u64,
+    pub counters: u64,
+}
+
 /// Probe-side self-counters (see [`Counter`]).
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct ProbeCounters {
@@ -176,6 +184,7 @@ pub struct EbpfSource {
     possible_cpus: usize,
     /// Cleared the first time the kernel turns a batch lookup down.
     batch_lookups: std::sync::atomic::AtomicBool,
+    map_memory: MapMemory,
     // Owns the programs and their links: dropping it detaches everything.
     ebpf: Ebpf,
 }
@@ -213,12 +222,20 @@ impl EbpfSource {
         sources: &KernelSources,
     ) -> Result<Self, EbpfError> {
         let max_interfaces = sources.max_interfaces;
+        // The traffic map serves the rx and tx probes only; with drops
+        // alone (the default) a one-entry map keeps the object valid and
+        // costs nothing per CPU.
+        let traffic_entries = if sources.probes.iter().any(|p| *p != Probe::Drop) {
+            max_interfaces
+        } else {
+            1
+        };
         let mut ebpf = EbpfLoader::new()
             // The object has no CO-RE relocations (offsets come in as
             // globals), so aya need not parse the kernel BTF a second time.
             .btf(None)
             .override_global("KERNEL_LAYOUT", &layout.globals, true)
-            .map_max_entries("TRAFFIC", max_interfaces)
+            .map_max_entries("TRAFFIC", traffic_entries)
             .map_max_entries(
                 "DROPS",
                 max_interfaces.saturating_mul(DROP_MAP_ENTRIES / TRAFFIC_MAP_ENTRIES),
@@ -294,9 +311,23 @@ impl EbpfSource {
             let errors: Vec<_> = attachments.iter().filter_map(|a| a.error.clone()).collect();
             return Err(EbpfError::NothingAttached(errors.join("; ")));
         }
-        let traffic = take_map(&mut ebpf, "TRAFFIC")?;
-        let drops = take_map(&mut ebpf, "DROPS")?;
-        let counters = take_map(&mut ebpf, "COUNTERS")?;
+        let traffic: PerCpuHashMap<MapData, u32, IfTraffic> = take_map(&mut ebpf, "TRAFFIC")?;
+        let drops: PerCpuHashMap<MapData, DropKey, u64> = take_map(&mut ebpf, "DROPS")?;
+        let counters: PerCpuArray<MapData, u64> = take_map(&mut ebpf, "COUNTERS")?;
+        let map_memory = {
+            use aya::maps::IterableMap;
+            let memlock = |map: &MapData| map_memlock(map).unwrap_or(0);
+            MapMemory {
+                traffic: memlock(traffic.map()),
+                drops: memlock(drops.map()),
+                counters: memlock(counters.map()),
+            }
+        };
+        tracing::info!(
+            traffic_bytes = map_memory.traffic,
+            drops_bytes = map_memory.drops,
+            "BPF maps charged to this cgroup"
+        );
         let has_drop_reason = match drop_flavour {
             Some(Flavour::Btf) => layout.globals.btf_drop_has_reason != 0,
             _ => layout.has_drop_reason,
@@ -314,12 +345,19 @@ impl EbpfSource {
             possible_cpus: aya::util::nr_cpus()
                 .map_err(|(what, error)| EbpfError::Cpus(format!("{what}: {error}")))?,
             batch_lookups: std::sync::atomic::AtomicBool::new(true),
+            map_memory,
             ebpf,
         })
     }
 
     pub fn attachments(&self) -> &[Attachment] {
         &self.attachments
+    }
+
+    /// Kernel memory of each map, as the kernel accounts it (preallocated:
+    /// fixed from load on).
+    pub fn map_memory(&self) -> MapMemory {
+        self.map_memory
     }
 
     pub fn has_drop_reason(&self) -> bool {
@@ -534,6 +572,20 @@ fn attach_btf(ebpf: &mut Ebpf, program: &str, event: &str, btf: &Btf) -> Result<
         return Err(format!("attach: {error}"));
     }
     Ok(())
+}
+
+/// Bytes of kernel memory a map holds, from its fdinfo `memlock` (what the
+/// kernel charges to the memory cgroup, or RLIMIT_MEMLOCK before 5.11).
+fn map_memlock(map: &MapData) -> Option<u64> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let path = format!("/proc/self/fdinfo/{}", map.fd().as_fd().as_raw_fd());
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("memlock:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>
