@@ -182,6 +182,9 @@ const EBPF_COUNTERS: [(&str, &str, Probe, EbpfValue); 4] = [
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpStats {
     pub connections_rejected: u64,
+    /// /metrics responses so far, by encoding (this one included).
+    pub plain_responses: u64,
+    pub gzip_responses: u64,
     /// Responses cut because the client read nothing for the stall timeout.
     pub stalled_responses_cut: u64,
     /// Responses cut because their body was let go for newer ones.
@@ -277,6 +280,17 @@ pub fn render_profile(snapshot: &Snapshot, http: &HttpStats, profile: Profile) -
         out,
         "collector_http_connections_rejected_total {}",
         http.connections_rejected
+    );
+    header(
+        &mut out,
+        "collector_http_responses_total",
+        "/metrics responses by content encoding (gzip when the scraper accepts it, as Prometheus does).",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "collector_http_responses_total{{encoding=\"identity\"}} {}\ncollector_http_responses_total{{encoding=\"gzip\"}} {}",
+        http.plain_responses, http.gzip_responses
     );
     header(
         &mut out,
@@ -928,6 +942,8 @@ mod tests {
             &snapshot(),
             &HttpStats {
                 connections_rejected: 3,
+                plain_responses: 4,
+                gzip_responses: 5,
                 stalled_responses_cut: 2,
                 evicted_responses_cut: 1,
                 retained_bodies: 1,
@@ -1044,6 +1060,8 @@ mod tests {
             &snapshot,
             &HttpStats {
                 connections_rejected: 3,
+                plain_responses: 4,
+                gzip_responses: 5,
                 stalled_responses_cut: 2,
                 evicted_responses_cut: 1,
                 retained_bodies: 1,

@@ -99,6 +99,11 @@ pub async fn route(scraper: &Arc<Scraper>, request: &Request<Incoming>) -> Respo
             } else {
                 Encoding::Identity
             };
+            let counter = match encoding {
+                Encoding::Gzip => &scraper.http.gzip_responses,
+                Encoding::Identity => &scraper.http.plain_responses,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
             let collected = scraper.collect().await;
             if encoding == Encoding::Gzip {
                 let prepare = Arc::clone(&collected);

@@ -90,6 +90,9 @@ type SharedCollection = Shared<BoxFuture<'static, Arc<Collected>>>;
 #[derive(Debug, Default)]
 pub struct HttpCounters {
     pub connections_rejected: AtomicU64,
+    /// /metrics responses sent plain and gzip-compressed.
+    pub plain_responses: AtomicU64,
+    pub gzip_responses: AtomicU64,
     pub stalled_responses_cut: AtomicU64,
     pub evicted_responses_cut: AtomicU64,
 }
@@ -129,6 +132,8 @@ impl Scraper {
     pub fn http_stats(&self) -> exposition::HttpStats {
         exposition::HttpStats {
             connections_rejected: self.http.connections_rejected.load(Ordering::Relaxed),
+            plain_responses: self.http.plain_responses.load(Ordering::Relaxed),
+            gzip_responses: self.http.gzip_responses.load(Ordering::Relaxed),
             stalled_responses_cut: self.http.stalled_responses_cut.load(Ordering::Relaxed),
             evicted_responses_cut: self.http.evicted_responses_cut.load(Ordering::Relaxed),
             retained_bodies: self.bodies.retained() as u64,

@@ -473,6 +473,8 @@ fn gzip_when_the_scraper_accepts_it_plain_otherwise() {
         unzipped.value("network_interface_stats_mtu", &[("interface", "idle0")]),
         9000.0
     );
+    let by_encoding = |e: &str| plain.value("collector_http_responses_total", &[("encoding", e)]);
+    assert!(by_encoding("gzip") >= 1.0 && by_encoding("identity") >= 1.0);
     drop(collector);
 }
 
