@@ -737,6 +737,8 @@ pub struct CniPod {
     pub name: String,
     pub uid: String,
     pub container_id: String,
+    /// The node-side address of the first attachment (198.18.<subnet>.1).
+    pub host_address: String,
     /// (host veth, pod-side ifName, cache file) per attachment.
     pub attachments: Vec<(String, String, std::path::PathBuf)>,
 }
@@ -778,9 +780,12 @@ impl CniPod {
             name: name.into(),
             uid: format!("{}-7e0b-4b3a-9d1e-{}", unique_hex(8), unique_hex(12)),
             container_id: unique_hex(64),
+            host_address: String::new(),
             attachments: Vec::new(),
         };
-        pod.attach(node, results, network, "eth0", host_veth, subnet);
+        pod.host_address = pod
+            .attach(node, results, network, "eth0", host_veth, subnet)
+            .a_addr;
         pod
     }
 
