@@ -237,6 +237,29 @@ mod tests {
     }
 
     #[test]
+    fn a_pods_interface_shows_its_pod_next_to_its_name() {
+        let plain = rates(&snapshot(0, 0, 2), &snapshot(100, 0, 2), 1.0, SortKey::Rx);
+        assert!(!render(&plain, &snapshot(0, 0, 2), 1.0, false).contains("POD"));
+        let mut now = snapshot(100, 0, 2);
+        now.interfaces[0].pod = Some(crate::sources::pods::PodIdentity {
+            namespace: "shop".into(),
+            pod: "cart-0".into(),
+            pod_uid: "u".into(),
+            container_id: "c".into(),
+            pod_interface: Some("eth0".into()),
+            network: None,
+        });
+        let r = rates(&snapshot(0, 0, 2), &now, 1.0, SortKey::Rx);
+        let frame = render(&r, &now, 1.0, false);
+        let lines: Vec<&str> = frame.lines().collect();
+        assert!(lines[1].starts_with("INTERFACE        POD "), "{frame}");
+        assert!(
+            lines[2].starts_with("eth0             shop/cart-0 up "),
+            "{frame}"
+        );
+    }
+
+    #[test]
     fn recreated_interfaces_restart_instead_of_going_negative() {
         assert!(rates(
             &snapshot(9_000, 0, 2),

@@ -63,6 +63,11 @@ struct CachedFile {
     size: u64,
     attachment: Option<Attachment>,
     netns_failing: bool,
+    /// The netns file's inode (the namespace's, under its nsfs mount) and
+    /// the id found for it. An id stays the same while both namespaces
+    /// live, and a namespace keeps its inode, so an unchanged inode needs
+    /// no round trip; only real ids are kept (-1 may be assigned later).
+    nsid: Option<(u64, i32)>,
 }
 
 impl PodSource {
@@ -173,6 +178,7 @@ impl State {
                     size,
                     attachment,
                     netns_failing: false,
+                    nsid: None,
                 },
             );
         }
@@ -191,6 +197,17 @@ impl State {
                 continue;
             };
             let netns_path = netns_file(netns, &config.netns_dir);
+            let inode = std::fs::metadata(&netns_path).ok().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.ino()
+            });
+            if let (Some(inode), Some((known, nsid))) = (inode, file.nsid) {
+                if inode == known {
+                    found.push((path.clone(), nsid));
+                    continue;
+                }
+            }
+            file.nsid = None;
             let handle = match std::fs::File::open(&netns_path) {
                 Ok(handle) => handle,
                 Err(error) => {
@@ -215,7 +232,14 @@ impl State {
                 },
             };
             match socket.nsid_of(&handle) {
-                Ok(Some(nsid)) => found.push((path.clone(), nsid)),
+                Ok(Some(nsid)) => {
+                    // The inode of the file opened, not of the stat above.
+                    file.nsid = handle.metadata().ok().map(|m| {
+                        use std::os::unix::fs::MetadataExt;
+                        (m.ino(), nsid)
+                    });
+                    found.push((path.clone(), nsid));
+                }
                 Ok(None) => {}
                 Err(error) => {
                     // Not a netns file (EINVAL), or no answer: a fresh
