@@ -2,7 +2,7 @@
 //! re-read only when its size or mtime changed, netns files opened and
 //! asked for their ids. Every failure is counted and leaves the rest served.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -136,7 +136,7 @@ impl State {
     /// Lists the directory and re-reads each file whose size or mtime
     /// changed; files gone from it are forgotten.
     fn refresh(&mut self, config: &PodConfig) -> std::io::Result<()> {
-        let mut listed = Vec::new();
+        let mut listed = HashSet::new();
         for entry in std::fs::read_dir(&config.results_dir)? {
             let Ok(entry) = entry else { continue };
             let path = entry.path();
@@ -148,7 +148,7 @@ impl State {
                 continue;
             }
             let (mtime, size) = (metadata.modified().ok(), metadata.len());
-            listed.push(path.clone());
+            listed.insert(path.clone());
             if let Some(known) = self.files.get(&path) {
                 if known.mtime == mtime && known.size == size {
                     continue;
