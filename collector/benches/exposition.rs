@@ -41,6 +41,7 @@ fn interface(index: usize) -> Interface {
             )),
             carrier_changes: Some(2),
             counters,
+            link_netnsid: None,
         },
         master: None,
         speed_bytes: None,
@@ -51,6 +52,7 @@ fn interface(index: usize) -> Interface {
             tx_bytes: counters.tx_bytes,
             drops: BTreeMap::from([("NO_SOCKET".to_string(), n % 5)]),
         }),
+        pod: None,
     }
 }
 
@@ -89,6 +91,7 @@ fn snapshot() -> Snapshot {
             netlink_timeouts_total: 0,
             netlink_skipped_attributes_total: 0,
             collections_total: 1,
+            pod_identity: Default::default(),
         },
         collection_seconds: 0.002,
     }

@@ -13,7 +13,7 @@ use crate::sources::ebpf::FlavourPolicy;
 use crate::watch::SortKey;
 
 /// Labels the collector sets itself; `--label` may not override them.
-const RESERVED_LABELS: [&str; 11] = [
+const RESERVED_LABELS: [&str; 14] = [
     "interface",
     "host",
     "hostname",
@@ -25,6 +25,9 @@ const RESERVED_LABELS: [&str; 11] = [
     "ifindex",
     "operstate",
     "map",
+    "namespace",
+    "pod",
+    "pod_uid",
 ];
 
 #[derive(Debug, Parser)]
@@ -205,6 +208,25 @@ pub struct CommonArgs {
     /// missing, in any case: attaching resolves tracepoint ids there.
     #[arg(long, env = "COLLECTOR_TRACEFS", value_name = "DIR")]
     pub tracefs: Option<String>,
+    /// libcni's result cache, one file per pod attachment, read to name the
+    /// pod of each host-side veth (network_interface_pod_info). Missing or
+    /// unreadable: logged once, collector_pod_identity_up 0, the rest served.
+    #[arg(
+        long,
+        env = "COLLECTOR_CNI_RESULTS_DIR",
+        value_name = "DIR",
+        default_value = "/var/lib/cni/results"
+    )]
+    pub cni_results_dir: std::path::PathBuf,
+    /// Where the runtime's netns files (/var/run/netns/cni-...) are visible;
+    /// a cached /var/run/netns/NAME is opened as DIR/NAME.
+    #[arg(
+        long,
+        env = "COLLECTOR_NETNS_DIR",
+        value_name = "DIR",
+        default_value = "/var/run/netns"
+    )]
+    pub netns_dir: std::path::PathBuf,
 }
 
 impl CommonArgs {
@@ -213,6 +235,13 @@ impl CommonArgs {
             crate::exposition::Profile::Detailed
         } else {
             crate::exposition::Profile::Default
+        }
+    }
+
+    pub fn pod_config(&self) -> crate::sources::pods::PodConfig {
+        crate::sources::pods::PodConfig {
+            results_dir: self.cni_results_dir.clone(),
+            netns_dir: self.netns_dir.clone(),
         }
     }
 
@@ -362,6 +391,10 @@ mod tests {
                 &["--label", "set by the collector"],
             ),
             (
+                &["collector", "--label", "pod=y"],
+                &["--label", "set by the collector"],
+            ),
+            (
                 &["collector", "--include", "("],
                 &["--include", "invalid regex"],
             ),
@@ -439,6 +472,12 @@ mod tests {
         assert_eq!(cli.serve.common.ebpf_probes, [ProbeChoice::Drops]);
         assert_eq!(cli.serve.common.ebpf_flavour, FlavourChoice::Auto);
         assert_eq!(cli.serve.common.sorted_labels().unwrap().len(), 2);
+        let pods = cli.serve.common.pod_config();
+        assert_eq!(
+            pods.results_dir,
+            std::path::Path::new("/var/lib/cni/results")
+        );
+        assert_eq!(pods.netns_dir, std::path::Path::new("/var/run/netns"));
     }
 
     #[test]

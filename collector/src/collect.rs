@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::filter::InterfaceFilter;
 use crate::snapshot::{EbpfInterface, EbpfStatus, Interface, Snapshot, SourceStatus};
 use crate::sources::ebpf::{EbpfReading, EbpfSource};
+use crate::sources::pods::{PodIdentity, PodSource, PodStatus};
 use crate::sources::{link_speed, netlink};
 
 /// Who the node is and which interfaces to report.
@@ -42,6 +43,7 @@ pub struct Collector {
     skipped_attributes: AtomicU64,
     ebpf_errors: AtomicU64,
     collections: AtomicU64,
+    pods: Option<PodSource>,
 }
 
 impl Collector {
@@ -65,7 +67,15 @@ impl Collector {
             skipped_attributes: AtomicU64::new(0),
             ebpf_errors: AtomicU64::new(0),
             collections: AtomicU64::new(0),
+            pods: None,
         }
+    }
+
+    /// Adds pod identity: each collection names the pod of every interface
+    /// whose peer is in a pod's network namespace.
+    pub fn with_pod_source(mut self, pods: PodSource) -> Self {
+        self.pods = Some(pods);
+        self
     }
 
     pub fn ebpf_enabled(&self) -> bool {
@@ -146,7 +156,11 @@ impl Collector {
         }
         drop(ebpf_source);
 
-        let interfaces = self.merge(links, reading);
+        let (pods, pod_identity) = match &self.pods {
+            Some(source) => source.identify(&links),
+            None => (HashMap::new(), PodStatus::default()),
+        };
+        let interfaces = self.merge(links, reading, pods);
         let mut errors_total = BTreeMap::new();
         errors_total.insert("netlink", self.netlink_errors.load(Ordering::Relaxed));
         if self.ebpf.is_some() {
@@ -163,12 +177,18 @@ impl Collector {
                 netlink_timeouts_total: self.netlink_timeouts.load(Ordering::Relaxed),
                 netlink_skipped_attributes_total: self.skipped_attributes.load(Ordering::Relaxed),
                 collections_total,
+                pod_identity,
             },
             collection_seconds: started.elapsed().as_secs_f64(),
         }
     }
 
-    fn merge(&self, links: Vec<netlink::Link>, mut reading: Option<EbpfReading>) -> Vec<Interface> {
+    fn merge(
+        &self,
+        links: Vec<netlink::Link>,
+        mut reading: Option<EbpfReading>,
+        mut pods: HashMap<u32, PodIdentity>,
+    ) -> Vec<Interface> {
         let names: HashMap<u32, String> =
             links.iter().map(|l| (l.ifindex, l.name.clone())).collect();
         let mut interfaces: Vec<Interface> = links
@@ -193,11 +213,13 @@ impl Collector {
                     None
                 };
                 let master = link.master_ifindex.and_then(|m| names.get(&m).cloned());
+                let pod = pods.remove(&link.ifindex);
                 Interface {
                     link,
                     master,
                     speed_bytes,
                     ebpf,
+                    pod,
                 }
             })
             .collect();

@@ -7,6 +7,8 @@
 
 use std::fmt::Write;
 
+mod pods;
+
 use crate::kernel::layout::Probe;
 use crate::snapshot::{Interface, Snapshot};
 use crate::sources::netlink::LinkCounters;
@@ -268,8 +270,10 @@ pub fn render_profile(snapshot: &Snapshot, http: &HttpStats, profile: Profile) -
         }
     }
     state_families(&mut out, snapshot, &identities, profile);
+    pods::info_family(&mut out, snapshot, &identities);
     ebpf_families(&mut out, snapshot, &identities);
     self_families(&mut out, snapshot);
+    pods::self_families(&mut out, snapshot);
     header(
         &mut out,
         "collector_http_connections_rejected_total",
@@ -789,6 +793,7 @@ mod tests {
     use crate::snapshot::{EbpfInterface, EbpfStatus, SourceStatus};
     use crate::sources::ebpf::{Attachment, ProbeCounters};
     use crate::sources::netlink::Link;
+    use crate::sources::pods::{PodIdentity, PodStatus};
 
     /// An interface name with every character the text format escapes
     /// (Linux allows quotes and backslashes in names), and a label value
@@ -844,6 +849,15 @@ mod tests {
                 tx_bytes: seed + 33,
                 drops,
             }),
+            // The veth is a pod's; the NIC is the node's own.
+            pod: kind.map(|_| PodIdentity {
+                namespace: "team-a".into(),
+                pod: "web-7d9f\"x".into(),
+                pod_uid: "0f7c2a5e-7e0b-4b3a-9d1e-2f6c8a4b1d33".into(),
+                container_id: "5c1f0a".into(),
+                pod_interface: Some("eth0".into()),
+                network: Some("azure".into()),
+            }),
         }
     }
 
@@ -892,6 +906,12 @@ mod tests {
                 netlink_timeouts_total: 1,
                 netlink_skipped_attributes_total: 2,
                 collections_total: 9,
+                pod_identity: PodStatus {
+                    enabled: true,
+                    up: true,
+                    errors_total: BTreeMap::from([("malformed", 3), ("netns", 0)]),
+                    ..PodStatus::default()
+                },
             },
             collection_seconds: 0.25,
         }
@@ -996,7 +1016,7 @@ mod tests {
         for name in &declared {
             let count = samples.get(name).copied().unwrap_or(0);
             let least = match *name {
-                "network_interface_speed_bytes" => 1,
+                "network_interface_speed_bytes" | "network_interface_pod_info" => 1,
                 n if n.starts_with("network_interface_") => 2,
                 _ => 1,
             };
@@ -1146,6 +1166,28 @@ mod tests {
             .map(|(_, labels)| labels["interface"].as_str())
             .collect();
         assert_eq!(speeds, ["eth0"]);
+        // Only the veth is a pod's, under its pod's labels.
+        let mut pod_info = identity(&snapshot, ODD_INTERFACE);
+        pod_info.extend([
+            ("namespace".to_string(), "team-a".to_string()),
+            ("pod".to_string(), "web-7d9f\"x".to_string()),
+            (
+                "pod_uid".to_string(),
+                "0f7c2a5e-7e0b-4b3a-9d1e-2f6c8a4b1d33".to_string(),
+            ),
+        ]);
+        assert_eq!(value("network_interface_pod_info", &pod_info), 1.0);
+        let pods = samples
+            .keys()
+            .filter(|(name, _)| name == "network_interface_pod_info")
+            .count();
+        assert_eq!(pods, 1, "the NIC has no pod");
+        assert_eq!(value("collector_pod_identity_up", &BTreeMap::new()), 1.0);
+        let reason = |r: &str| BTreeMap::from([("reason".to_string(), r.to_string())]);
+        assert_eq!(
+            value("collector_pod_identity_errors_total", &reason("malformed")),
+            3.0
+        );
 
         let none = BTreeMap::new();
         assert_eq!(

@@ -12,6 +12,7 @@ use collector::privileges::{self, Kept};
 use collector::server;
 use collector::share::Scraper;
 use collector::sources::ebpf::{EbpfSource, KernelSources};
+use collector::sources::pods::PodSource;
 use collector::{exposition, table, watch};
 
 fn main() -> std::process::ExitCode {
@@ -103,7 +104,7 @@ fn build_collector(common: &CommonArgs) -> Collector {
             }
         }
     };
-    Collector::new(config, ebpf)
+    Collector::new(config, ebpf).with_pod_source(PodSource::new(common.pod_config()))
 }
 
 fn serve(args: collector::cli::ServeArgs) -> anyhow::Result<()> {

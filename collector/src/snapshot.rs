@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::sources::ebpf::{Attachment, MapMemory, ProbeCounters, ProgramStats};
 use crate::sources::netlink::Link;
+use crate::sources::pods::{PodIdentity, PodStatus};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
@@ -31,6 +32,8 @@ pub struct Interface {
     pub speed_bytes: Option<u64>,
     /// Probe counts; `None` when eBPF is disabled.
     pub ebpf: Option<EbpfInterface>,
+    /// The pod whose network namespace holds this interface's peer.
+    pub pod: Option<PodIdentity>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -56,6 +59,7 @@ pub struct SourceStatus {
     pub netlink_skipped_attributes_total: u64,
     /// Collections since start, this one included; concurrent scrapes share one.
     pub collections_total: u64,
+    pub pod_identity: PodStatus,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

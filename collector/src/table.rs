@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::fmt::Write;
 
 use crate::snapshot::Snapshot;
+use crate::sources::pods::PodIdentity;
 
 /// Text from the kernel made safe for a terminal: an interface name may hold
 /// ESC and other control characters (the kernel accepts any byte but NUL,
@@ -62,14 +63,45 @@ pub fn top_reasons<'a, V: PartialOrd + Copy + 'a>(
     top.join(" ")
 }
 
+/// `namespace/pod` of an interface's pod, shown next to its name.
+pub fn pod_label(pod: Option<&PodIdentity>) -> String {
+    pod.map(|p| printable(&format!("{}/{}", p.namespace, p.pod)).into_owned())
+        .unwrap_or_default()
+}
+
+/// The POD column: as wide as its longest entry (within bounds), and only
+/// on nodes where some interface is a pod's, so others keep their layout.
+pub fn pod_column_width<'a>(pods: impl Iterator<Item = &'a str>) -> Option<usize> {
+    pods.map(|p| p.chars().count())
+        .filter(|len| *len > 0)
+        .max()
+        .map(|len| len.clamp(3, 48))
+}
+
 pub fn render(snapshot: &Snapshot) -> String {
     let mut out = String::new();
+    let pods: Vec<String> = snapshot
+        .interfaces
+        .iter()
+        .map(|i| pod_label(i.pod.as_ref()))
+        .collect();
+    let width = pod_column_width(pods.iter().map(String::as_str));
+    let pod_cell = |text: &str| width.map(|w| format!("{text:<w$} ")).unwrap_or_default();
     let _ = writeln!(
         out,
-        "{:<16} {:<5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8}  TOP DROP REASONS (eBPF)",
-        "INTERFACE", "STATE", "MTU", "RX", "RX PKTS", "TX", "TX PKTS", "ERRORS", "DROPPED"
+        "{:<16} {}{:<5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8}  TOP DROP REASONS (eBPF)",
+        "INTERFACE",
+        pod_cell("POD"),
+        "STATE",
+        "MTU",
+        "RX",
+        "RX PKTS",
+        "TX",
+        "TX PKTS",
+        "ERRORS",
+        "DROPPED"
     );
-    for interface in &snapshot.interfaces {
+    for (interface, pod) in snapshot.interfaces.iter().zip(&pods) {
         let link = &interface.link;
         let c = &link.counters;
         let top = top_reasons(
@@ -78,8 +110,9 @@ pub fn render(snapshot: &Snapshot) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<16} {:<5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8}  {}",
+            "{:<16} {}{:<5} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8}  {}",
             printable(&link.name),
+            pod_cell(pod),
             if link.admin_up { "up" } else { "down" },
             link.mtu,
             human_bytes(c.rx_bytes as f64),
@@ -102,6 +135,9 @@ pub fn render(snapshot: &Snapshot) -> String {
     }
     if let Some(error) = &snapshot.sources.netlink_error {
         let _ = writeln!(out, "\nnetlink: {}", printable(error));
+    }
+    if let Some(error) = &snapshot.sources.pod_identity.error {
+        let _ = writeln!(out, "\npods: not named ({})", printable(error));
     }
     out
 }
@@ -129,6 +165,26 @@ mod tests {
         assert!(!printable("\x07\x1b]0;title\x07")
             .chars()
             .any(char::is_control));
+    }
+
+    #[test]
+    fn the_pod_column_appears_only_with_pods_and_fits_them() {
+        assert_eq!(pod_column_width(["", ""].into_iter()), None);
+        assert_eq!(pod_column_width(["", "a/b"].into_iter()), Some(3));
+        assert_eq!(
+            pod_column_width(["kube-system/coredns-5d78c9869d-x2x4q"].into_iter()),
+            Some(36)
+        );
+        let pod = PodIdentity {
+            namespace: "ns".into(),
+            pod: "p\x1b[2J".into(),
+            pod_uid: "u".into(),
+            container_id: "c".into(),
+            pod_interface: None,
+            network: None,
+        };
+        assert_eq!(pod_label(Some(&pod)), "ns/p\\x1b[2J");
+        assert_eq!(pod_label(None), "");
     }
 
     #[test]

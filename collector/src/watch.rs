@@ -19,6 +19,8 @@ pub enum SortKey {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct InterfaceRates {
     pub name: String,
+    /// `namespace/pod` when the interface is a pod's, else empty.
+    pub pod: String,
     pub up: bool,
     pub rx_bytes: f64,
     pub rx_packets: f64,
@@ -62,6 +64,7 @@ fn interface_rates(now: &Interface, before: &Interface, seconds: f64) -> Interfa
     }
     InterfaceRates {
         name: now.link.name.clone(),
+        pod: crate::table::pod_label(now.pod.as_ref()),
         up: now.link.admin_up,
         rx_bytes: per_second(c.rx_bytes, p.rx_bytes, seconds),
         rx_packets: per_second(c.rx_packets, p.rx_packets, seconds),
@@ -133,17 +136,28 @@ pub fn render(rates: &[InterfaceRates], snapshot: &Snapshot, interval: f64, ansi
         "collector watch  node {}  every {interval:.1}s  {ebpf}  (Ctrl-C to quit)",
         snapshot.node
     );
+    let width = crate::table::pod_column_width(rates.iter().map(|r| r.pod.as_str()));
+    let pod_cell = |text: &str| width.map(|w| format!("{text:<w$} ")).unwrap_or_default();
     let _ = writeln!(
         out,
-        "{bold}{:<16} {:<5} {:>12} {:>10} {:>12} {:>10} {:>9} {:>9}  TOP DROP REASONS/s{plain}",
-        "INTERFACE", "STATE", "RX", "RX PPS", "TX", "TX PPS", "ERR/s", "DROP/s"
+        "{bold}{:<16} {}{:<5} {:>12} {:>10} {:>12} {:>10} {:>9} {:>9}  TOP DROP REASONS/s{plain}",
+        "INTERFACE",
+        pod_cell("POD"),
+        "STATE",
+        "RX",
+        "RX PPS",
+        "TX",
+        "TX PPS",
+        "ERR/s",
+        "DROP/s"
     );
     for r in rates {
         let top = top_reasons(r.drops_by_reason.iter(), |rate| format!("{rate:.1}"));
         let _ = writeln!(
             out,
-            "{:<16} {:<5} {:>12} {:>10.1} {:>12} {:>10.1} {:>9.1} {:>9.1}  {}",
+            "{:<16} {}{:<5} {:>12} {:>10.1} {:>12} {:>10.1} {:>9.1} {:>9.1}  {}",
             crate::table::printable(&r.name),
+            pod_cell(&r.pod),
             if r.up { "up" } else { "down" },
             human_rate(r.rx_bytes),
             r.rx_packets,
@@ -182,6 +196,7 @@ mod tests {
                 master: None,
                 speed_bytes: None,
                 ebpf: Some(ebpf),
+                pod: None,
             }],
             sources: SourceStatus {
                 netlink_error: None,
@@ -193,6 +208,7 @@ mod tests {
                 netlink_timeouts_total: 0,
                 netlink_skipped_attributes_total: 0,
                 collections_total: 1,
+                pod_identity: Default::default(),
             },
             collection_seconds: 0.0,
         }
@@ -218,6 +234,29 @@ mod tests {
         assert!(!frame.contains('\x1b'), "no escape codes off a terminal");
         let idle = rates(&snapshot(0, 0, 2), &snapshot(0, 0, 2), 1.0, SortKey::Drops);
         assert!(!render(&idle, &snapshot(0, 0, 2), 1.0, false).contains("-0.0"));
+    }
+
+    #[test]
+    fn a_pods_interface_shows_its_pod_next_to_its_name() {
+        let plain = rates(&snapshot(0, 0, 2), &snapshot(100, 0, 2), 1.0, SortKey::Rx);
+        assert!(!render(&plain, &snapshot(0, 0, 2), 1.0, false).contains("POD"));
+        let mut now = snapshot(100, 0, 2);
+        now.interfaces[0].pod = Some(crate::sources::pods::PodIdentity {
+            namespace: "shop".into(),
+            pod: "cart-0".into(),
+            pod_uid: "u".into(),
+            container_id: "c".into(),
+            pod_interface: Some("eth0".into()),
+            network: None,
+        });
+        let r = rates(&snapshot(0, 0, 2), &now, 1.0, SortKey::Rx);
+        let frame = render(&r, &now, 1.0, false);
+        let lines: Vec<&str> = frame.lines().collect();
+        assert!(lines[1].starts_with("INTERFACE        POD "), "{frame}");
+        assert!(
+            lines[2].starts_with("eth0             shop/cart-0 up "),
+            "{frame}"
+        );
     }
 
     #[test]

@@ -543,8 +543,25 @@ fn policy_violations(object: &Value) -> Vec<String> {
             ));
         }
     }
+    let host_paths: BTreeMap<&str, &str> = spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| Some((v["name"].as_str()?, v["hostPath"]["path"].as_str()?)))
+        .collect();
     for container in containers(spec) {
         let container_name = container["name"].as_str().unwrap_or("?");
+        // The node is read, never written: every host path read-only.
+        for mount in container["volumeMounts"].as_array().into_iter().flatten() {
+            let volume = mount["name"].as_str().unwrap_or_default();
+            if let Some(path) = host_paths.get(volume) {
+                if mount["readOnly"] != true {
+                    violations.push(format!(
+                        "{name}/{container_name}: hostPath {path} mounted writable"
+                    ));
+                }
+            }
+        }
         let context = &container["securityContext"];
         if context["privileged"] == true {
             violations.push(format!("{name}/{container_name}: privileged"));
@@ -607,6 +624,14 @@ fn no_workload_is_privileged_mounts_a_runtime_socket_uses_host_pid_or_lacks_limi
             .push(json!({"name": "runtime", "hostPath": {"path": path}}));
         broken.push(("runtime socket", socket));
     }
+    let mut writable = daemonset.clone();
+    for mount in writable["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+    {
+        mount["readOnly"] = json!(false);
+    }
+    broken.push(("mounted writable", writable));
     let mut unlimited = daemonset.clone();
     unlimited["spec"]["template"]["spec"]["containers"][0]["resources"]
         .as_object_mut()
@@ -816,6 +841,12 @@ struct SecurityContext {
     read_only_root: bool,
     tracefs_mount: String,
     tracefs_read_only: bool,
+    /// Where the netns files are mounted (read-only, HostToContainer).
+    netns_mount: String,
+    /// A CNI results directory of the test's own, given to the collector
+    /// in place of the manifest's mount of the node's (which this machine
+    /// has none of), bind-mounted read-only the same way.
+    cni_results: Option<PathBuf>,
     environment: Vec<(String, String)>,
     args: Vec<String>,
     port: u16,
@@ -844,6 +875,7 @@ impl SecurityContext {
             .filter_map(|v| Some((v["name"].as_str()?, v["hostPath"]["path"].as_str()?)))
             .collect();
         let mut tracefs = None;
+        let mut netns = None;
         for mount in container["volumeMounts"].as_array().unwrap() {
             let host_path = host_paths[mount["name"].as_str().unwrap()];
             let mount_path = mount["mountPath"].as_str().unwrap();
@@ -852,6 +884,16 @@ impl SecurityContext {
                 // The container's own /sys shows it already: sysfs is global.
                 "/sys/kernel/btf" => assert!(read_only, "BTF mount must be read-only"),
                 "/sys/kernel/tracing" => tracefs = Some((mount_path.to_string(), read_only)),
+                "/var/lib/cni/results" => {
+                    assert!(read_only, "CNI results mount must be read-only");
+                }
+                "/var/run/netns" => {
+                    assert!(read_only, "netns mount must be read-only");
+                    // Netns files of pods started later are mounts made
+                    // later: only propagation makes them visible.
+                    assert_eq!(mount["mountPropagation"], "HostToContainer");
+                    netns = Some(mount_path.to_string());
+                }
                 other => panic!("hostPath {other}: this test does not reproduce it; extend it"),
             }
         }
@@ -871,6 +913,8 @@ impl SecurityContext {
             read_only_root: context["readOnlyRootFilesystem"] == true,
             tracefs_mount,
             tracefs_read_only,
+            netns_mount: netns.expect("netns files are mounted"),
+            cni_results: None,
             environment: manifest_environment(&objects),
             args: strings(&container["args"]),
             port,
@@ -896,6 +940,18 @@ impl SecurityContext {
             "set -e\nmount -t tracefs -o {read_only}nosuid,nodev,noexec tracefs {}\nmount -o remount,bind,ro /sys\n",
             self.tracefs_mount
         );
+        // Recursive, as the kubelet's hostPath mounts are: each netns file
+        // is a mount of its own, which a plain bind would leave behind
+        // (the collector would open the empty files under them). `ip netns
+        // exec` made this mount namespace a slave of the host's, as
+        // HostToContainer does: netns added later still appear.
+        let mut read_only_binds = vec![self.netns_mount.clone()];
+        read_only_binds.extend(self.cni_results.iter().map(|d| d.display().to_string()));
+        for dir in &read_only_binds {
+            script.push_str(&format!(
+                "mount --rbind {dir} {dir}\nmount -o remount,bind,ro {dir}\n"
+            ));
+        }
         if self.read_only_root {
             script.push_str("mount -o remount,bind,ro /\n");
         }
@@ -926,6 +982,9 @@ impl SecurityContext {
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str())),
             );
+        if let Some(dir) = &self.cni_results {
+            command.env("COLLECTOR_CNI_RESULTS_DIR", dir);
+        }
         command
     }
 
@@ -1014,12 +1073,24 @@ fn manifest_capabilities_are_sufficient_each_is_needed_and_uid_0_is_required() {
     require_python_modules();
     let setpriv = tool("setpriv", &["--version"], None);
     assert!(setpriv.status.success(), "setpriv: {}", text(&setpriv));
-    let context = SecurityContext::from_manifests();
-    let capabilities: Vec<&str> = context.capabilities.iter().map(String::as_str).collect();
-    println!("DaemonSet grants {capabilities:?} as uid {}", context.uid);
+    let mut context = SecurityContext::from_manifests();
     let ns = Netns::new("caps");
     let peer = Netns::new("capspeer");
     let pair = VethPair::new(&ns, "eth0", &peer, "pod0", 70);
+    // A pod whose cache file (0600 in a 0700 directory, root's) and netns
+    // file must be readable by uid 0 once every capability is gone.
+    let results = tempfile::tempdir().unwrap();
+    let pod = CniPod::start(
+        &ns,
+        results.path(),
+        ("shop", "cart-0"),
+        "azure",
+        "azvcaps0a1b2c3",
+        69,
+    );
+    context.cni_results = Some(results.path().to_path_buf());
+    let capabilities: Vec<&str> = context.capabilities.iter().map(String::as_str).collect();
+    println!("DaemonSet grants {capabilities:?} as uid {}", context.uid);
     let sent = 50;
 
     // Exactly the manifest's set: probes load, attach and count.
@@ -1060,6 +1131,23 @@ fn manifest_capabilities_are_sufficient_each_is_needed_and_uid_0_is_required() {
             1.0,
             "kfree_skb attached"
         );
+        assert_eq!(
+            metrics.value(
+                "network_interface_pod_info",
+                &[
+                    ("interface", pod.veth()),
+                    ("namespace", "shop"),
+                    ("pod", "cart-0")
+                ]
+            ),
+            1.0,
+            "pod identity read without capabilities, under read-only mounts: {:?} {}",
+            metrics
+                .select("collector_pod_identity_errors_total", &[])
+                .collect::<Vec<_>>(),
+            collector.log()
+        );
+        assert_eq!(metrics.value("collector_pod_identity_up", &[]), 1.0);
         // Nothing listens on port 9: every datagram is a NO_SOCKET drop.
         send_udp(&peer, &format!("{}:9", pair.a_addr), sent, 64);
         let metrics = scrape(&ns, context.port);
@@ -1419,7 +1507,24 @@ fn seed_dashboard_and_alert_queries_return_data_from_a_real_prometheus() {
     let ns = Netns::new("prom");
     let peer = Netns::new("prompeer");
     let pair = VethPair::new(&ns, "eth0", &peer, "pod0", 71);
-    let collector = CollectorProcess::start(&ns, &["--label", &label_arg]);
+    let results = tempfile::tempdir().unwrap();
+    let pod = CniPod::start(
+        &ns,
+        results.path(),
+        ("shop", "web-0"),
+        "azure",
+        "azvprom0a1b2c3",
+        72,
+    );
+    let collector = CollectorProcess::start(
+        &ns,
+        &[
+            "--label",
+            &label_arg,
+            "--cni-results-dir",
+            results.path().to_str().unwrap(),
+        ],
+    );
     let config = json!({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [{
@@ -1461,6 +1566,26 @@ fn seed_dashboard_and_alert_queries_return_data_from_a_real_prometheus() {
         &ns,
         r#"increase(network_interface_drops_total{interface="eth0", reason="NO_SOCKET"}[1m]) > 0"#,
         "more NO_SOCKET drops in a later scrape",
+        &prometheus,
+    );
+    // The same for the pod: datagrams from it to a closed port of the node
+    // are dropped on its host veth, twice, so rates see them.
+    let pod_drops = format!(
+        r#"network_interface_drops_total{{interface="{}", reason="NO_SOCKET"}}"#,
+        pod.veth()
+    );
+    send_udp(&pod.netns, &format!("{}:9", pod.host_address), 20, 64);
+    wait_for(
+        &ns,
+        &format!("{pod_drops} > 0"),
+        "the pod's drops",
+        &prometheus,
+    );
+    send_udp(&pod.netns, &format!("{}:9", pod.host_address), 20, 64);
+    wait_for(
+        &ns,
+        &format!("increase({pod_drops}[1m]) > 0"),
+        "more of the pod's drops in a later scrape",
         &prometheus,
     );
 
@@ -1542,6 +1667,24 @@ fn seed_dashboard_and_alert_queries_return_data_from_a_real_prometheus() {
         let expr = substitute(target["expr"].as_str().unwrap());
         let range = target["instant"] != true;
         check_query(&ns, &format!("dashboard {title:?}"), &expr, range);
+    }
+    // The pod panels name the test's pod through the join, and only it.
+    for title in ["Top pods by kernel drops", "Top pods by traffic"] {
+        let (_, target) = dashboard_targets(&dashboard)
+            .into_iter()
+            .find(|(t, _)| t == title)
+            .unwrap_or_else(|| panic!("no panel {title:?}"));
+        let rows = instant_query(&ns, &substitute(target["expr"].as_str().unwrap()));
+        let pods: Vec<(&str, &str)> = rows
+            .iter()
+            .map(|r| {
+                let m = &r["metric"];
+                (m["namespace"].as_str().unwrap(), m["pod"].as_str().unwrap())
+            })
+            .collect();
+        assert_eq!(pods, [("shop", "web-0")], "{title}: {rows:?}");
+        let value: f64 = rows[0]["value"][1].as_str().unwrap().parse().unwrap();
+        assert!(value > 0.0, "{title}: {value}");
     }
 
     // The alerts: all loaded, all evaluated by Prometheus without error,

@@ -3,3 +3,4 @@
 pub mod ebpf;
 pub mod link_speed;
 pub mod netlink;
+pub mod pods;

@@ -211,6 +211,10 @@ fn apply_attribute(link: &mut Link, attribute: &LinkAttribute) {
         LinkAttribute::Controller(master) => link.master_ifindex = Some(*master),
         LinkAttribute::Address(address) => link.mac_address = Some(format_mac(address)),
         LinkAttribute::LinkInfo(infos) => link.kind = link_kind(infos),
+        // The kernel assigns an id when it reports a peer in another
+        // namespace, so a dumped veth always carries a real one; a negative
+        // (NETNSA_NSID_NOT_ASSIGNED) would match nothing, so it is dropped.
+        LinkAttribute::LinkNetNsId(id) if *id >= 0 => link.link_netnsid = Some(*id),
         _ => {}
     }
 }
@@ -293,6 +297,7 @@ mod tests {
             LinkAttribute::Address(vec![0x02, 0, 0, 0, 0, 0xab]),
             LinkAttribute::Controller(4),
             LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]),
+            LinkAttribute::LinkNetNsId(3),
         ];
         message
     }
@@ -311,6 +316,7 @@ mod tests {
         assert_eq!(link.kind.as_deref(), Some("veth"));
         assert_eq!(link.master_ifindex, Some(4));
         assert_eq!(link.mac_address.as_deref(), Some("02:00:00:00:00:ab"));
+        assert_eq!(link.link_netnsid, Some(3));
     }
 
     #[test]

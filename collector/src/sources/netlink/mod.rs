@@ -185,6 +185,10 @@ pub struct Link {
     pub mac_address: Option<String>,
     pub carrier_changes: Option<u32>,
     pub counters: LinkCounters,
+    /// IFLA_LINK_NETNSID: the id, in the collector's namespace, of the
+    /// network namespace the link's peer lives in (a pod-side veth's
+    /// namespace); `None` when the peer is local or the kind has none.
+    pub link_netnsid: Option<i32>,
 }
 
 /// Result of one collection: the links and whether the kernel flagged the

@@ -146,7 +146,7 @@ pub fn dump_links_within(timeout: Duration) -> Result<LinkDump, NetlinkError> {
 
 /// Sets the socket's receive timeout to what is left until the deadline, so
 /// a `recv` never blocks past it.
-fn set_receive_timeout(socket: &Socket, left: Duration) -> std::io::Result<()> {
+pub(crate) fn set_receive_timeout(socket: &Socket, left: Duration) -> std::io::Result<()> {
     // At least 1 ms: a zero timeval would mean "block forever".
     let left = left.max(Duration::from_millis(1));
     let timeval = libc::timeval {

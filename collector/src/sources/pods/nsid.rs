@@ -1,0 +1,141 @@
+//! `RTM_GETNSID`: the id the collector's network namespace has for another
+//! namespace, given an open fd of it. Any process may ask (the rtnetlink
+//! GET family needs no capability), so it works after the capability drop.
+
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use netlink_packet_core::{NlaBuffer, NlasIterator};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use crate::sources::netlink::decode::parse_datagram;
+use crate::sources::netlink::socket::{set_receive_timeout, RECV_BUFFER_BYTES};
+use crate::sources::netlink::NetlinkError;
+
+const RTM_NEWNSID: u16 = 88;
+const RTM_GETNSID: u16 = 90;
+const NLM_F_REQUEST: u16 = 0x1;
+const NETNSA_NSID: u16 = 1;
+const NETNSA_FD: u16 = 3;
+/// struct rtgenmsg, padded to NLMSG_ALIGNTO.
+const RTGENMSG_LEN: usize = 4;
+/// One answer is a local round trip; a kernel that has not answered by then
+/// never will, and the scrape must not wait on it.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub struct NsidSocket {
+    socket: Socket,
+    buffer: Vec<u8>,
+    sequence: u32,
+}
+
+impl NsidSocket {
+    pub fn open() -> Result<NsidSocket, NetlinkError> {
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
+        socket.bind_auto().map_err(NetlinkError::Socket)?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(NetlinkError::Socket)?;
+        set_receive_timeout(&socket, REPLY_TIMEOUT).map_err(NetlinkError::Socket)?;
+        Ok(NsidSocket {
+            socket,
+            buffer: vec![0u8; RECV_BUFFER_BYTES],
+            sequence: 0,
+        })
+    }
+
+    /// The id of the namespace `netns` refers to; `None` when the kernel
+    /// has assigned it none here (no link of ours has a peer there).
+    pub fn nsid_of(&mut self, netns: &impl AsRawFd) -> Result<Option<i32>, NetlinkError> {
+        const REQUEST: &str = "RTM_GETNSID";
+        self.sequence = self.sequence.wrapping_add(1);
+        let length = 16 + RTGENMSG_LEN + 8;
+        let mut message = Vec::with_capacity(length);
+        message.extend_from_slice(&(length as u32).to_ne_bytes());
+        message.extend_from_slice(&RTM_GETNSID.to_ne_bytes());
+        message.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        message.extend_from_slice(&self.sequence.to_ne_bytes());
+        message.extend_from_slice(&0u32.to_ne_bytes());
+        message.extend_from_slice(&[0u8; RTGENMSG_LEN]); // AF_UNSPEC
+        message.extend_from_slice(&8u16.to_ne_bytes());
+        message.extend_from_slice(&NETNSA_FD.to_ne_bytes());
+        message.extend_from_slice(&(netns.as_raw_fd() as u32).to_ne_bytes());
+        self.socket
+            .send(&message, 0)
+            .map_err(|source| NetlinkError::Send {
+                request: REQUEST,
+                source,
+            })?;
+        let mut nsid = None;
+        let mut answered = false;
+        let mut interrupted = false;
+        while !answered {
+            let received = self
+                .socket
+                .recv(&mut &mut self.buffer[..], 0)
+                .map_err(|source| match source.kind() {
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                        NetlinkError::Timeout {
+                            request: REQUEST,
+                            timeout: REPLY_TIMEOUT,
+                        }
+                    }
+                    _ => NetlinkError::Receive {
+                        request: REQUEST,
+                        source,
+                    },
+                })?;
+            let datagram = &self.buffer[..received.min(self.buffer.len())];
+            parse_datagram(
+                datagram,
+                self.sequence,
+                REQUEST,
+                &mut interrupted,
+                &mut |kind, payload| {
+                    if kind != RTM_NEWNSID {
+                        return;
+                    }
+                    answered = true;
+                    nsid = nsid_from_payload(payload);
+                },
+            )?;
+        }
+        Ok(nsid.filter(|id| *id >= 0))
+    }
+}
+
+/// NETNSA_NSID of one RTM_NEWNSID payload (-1 is NETNSA_NSID_NOT_ASSIGNED).
+fn nsid_from_payload(payload: &[u8]) -> Option<i32> {
+    NlasIterator::new(payload.get(RTGENMSG_LEN..)?)
+        .map_while(Result::ok)
+        .find(|nla: &NlaBuffer<&[u8]>| nla.kind() == NETNSA_NSID)
+        .and_then(|nla| Some(i32::from_ne_bytes(nla.value().get(..4)?.try_into().ok()?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_id_and_the_unassigned_marker() {
+        let payload = |id: i32| {
+            let mut bytes = vec![0u8; RTGENMSG_LEN];
+            bytes.extend_from_slice(&8u16.to_ne_bytes());
+            bytes.extend_from_slice(&NETNSA_NSID.to_ne_bytes());
+            bytes.extend_from_slice(&id.to_ne_bytes());
+            bytes
+        };
+        assert_eq!(nsid_from_payload(&payload(7)), Some(7));
+        assert_eq!(nsid_from_payload(&payload(-1)), Some(-1));
+        assert_eq!(nsid_from_payload(&[0u8; 2]), None);
+    }
+
+    #[test]
+    fn the_own_namespace_answers_without_privileges_needed() {
+        // Our own namespace has no id in itself: the kernel answers -1,
+        // which is "none". What matters is that it answers at all.
+        let own = std::fs::File::open("/proc/self/ns/net").expect("own netns");
+        let mut socket = NsidSocket::open().expect("rtnetlink socket");
+        assert_eq!(socket.nsid_of(&own).expect("RTM_GETNSID answered"), None);
+    }
+}

@@ -1,0 +1,410 @@
+//! Pod identity on real kernel objects: CNI-style pod namespaces
+//! (`cni-<uuid>`), host veths named as Azure CNI, Calico, Cilium and
+//! kubenet name them, and result cache files written as libcni writes them
+//! into a results directory of the test's own. The collector runs in a
+//! namespace standing for the node, with every capability dropped.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// (interface -> (namespace, pod, pod_uid)) of every pod info series.
+fn pod_info(metrics: &Metrics) -> BTreeMap<String, (String, String, String)> {
+    metrics
+        .select("network_interface_pod_info", &[])
+        .map(|s| {
+            let l = &s.labels;
+            (
+                l["interface"].clone(),
+                (
+                    l["namespace"].clone(),
+                    l["pod"].clone(),
+                    l["pod_uid"].clone(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn expected(pods: &[&CniPod]) -> BTreeMap<String, (String, String, String)> {
+    pods.iter()
+        .flat_map(|pod| {
+            pod.attachments.iter().map(|(veth, _, _)| {
+                (
+                    veth.clone(),
+                    (pod.namespace.clone(), pod.name.clone(), pod.uid.clone()),
+                )
+            })
+        })
+        .collect()
+}
+
+fn start(node: &Netns, results: &Path) -> CollectorProcess {
+    CollectorProcess::start(
+        node,
+        &[
+            "--no-ebpf",
+            "--cni-results-dir",
+            results.to_str().unwrap(),
+            "--netns-dir",
+            "/var/run/netns",
+        ],
+    )
+}
+
+/// `collector snapshot` in `node` (format `json` or `table`).
+fn snapshot(node: &Netns, results: &Path, format: &str) -> String {
+    let output = collector_command("ip")
+        .args([
+            "netns",
+            "exec",
+            &node.name,
+            COLLECTOR,
+            "snapshot",
+            "--no-ebpf",
+        ])
+        .args([
+            "--window",
+            "0s",
+            "--node-name",
+            "test-node",
+            "--format",
+            format,
+        ])
+        .args(["--cni-results-dir", results.to_str().unwrap()])
+        .output()
+        .expect("running collector snapshot");
+    assert!(
+        output.status.success(),
+        "snapshot: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn capabilities_dropped(collector: &CollectorProcess) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", collector.pid())).unwrap();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim();
+    assert_eq!(
+        effective, "0000000000000000",
+        "reads below happen without capabilities"
+    );
+}
+
+#[test]
+fn each_cni_style_veth_is_named_after_its_pod_in_metrics_json_and_table() {
+    require_root();
+    let node = Netns::new("podnode");
+    let results = tempfile::tempdir().unwrap();
+    let dir = results.path();
+    let pods = [
+        CniPod::start(
+            &node,
+            dir,
+            ("kube-system", "coredns-5d78c9869d-x2x4q"),
+            "azure",
+            "azv1f2e3d4c5b6",
+            80,
+        ),
+        CniPod::start(
+            &node,
+            dir,
+            ("shop", "cart-0"),
+            "k8s-pod-network",
+            "cali0a1b2c3d4e5",
+            81,
+        ),
+        CniPod::start(
+            &node,
+            dir,
+            ("shop", "web-7d9f8c6b5-abcde"),
+            "cilium",
+            "lxc0123456789ab",
+            82,
+        ),
+        CniPod::start(
+            &node,
+            dir,
+            ("default", "kubenet-pod"),
+            "kubenet",
+            "veth5a6b7c8d",
+            83,
+        ),
+    ];
+    // What must not break a scrape: a hostNetwork pod's cache (no netns),
+    // a file caught half-written, and a stale cache whose netns is gone.
+    let host_network = pods[0]
+        .cache_json("azure", "eth0", None, None)
+        .replace(&format!(r#""netns":"{}","#, pods[0].netns_path()), "");
+    write_like_libcni(&dir.join("azure-hostnet-eth0"), host_network.as_bytes());
+    let whole = pods[1].cache_json("k8s-pod-network", "eth0", None, None);
+    write_like_libcni(
+        &dir.join("k8s-pod-network-half-eth0"),
+        &whole.as_bytes()[..whole.len() / 2],
+    );
+    let stale = whole.replace(
+        &pods[1].netns.name,
+        "cni-00000000-dead-beef-0000-000000000000",
+    );
+    write_like_libcni(&dir.join("k8s-pod-network-stale-eth0"), stale.as_bytes());
+
+    let collector = start(&node, dir);
+    let metrics = collector.scrape(&node);
+    capabilities_dropped(&collector);
+    let all: Vec<&CniPod> = pods.iter().collect();
+    assert_eq!(pod_info(&metrics), expected(&all));
+    assert_eq!(metrics.value("collector_pod_identity_up", &[]), 1.0);
+    assert_eq!(
+        metrics.value(
+            "collector_pod_identity_errors_total",
+            &[("reason", "malformed")]
+        ),
+        1.0,
+        "the half-written file"
+    );
+    assert_eq!(
+        metrics.value(
+            "collector_pod_identity_errors_total",
+            &[("reason", "netns")]
+        ),
+        1.0,
+        "the stale file"
+    );
+    // The per-interface series are unchanged: every veth and lo served.
+    for pod in &pods {
+        assert!(metrics.interfaces().contains(pod.veth()), "{}", pod.veth());
+    }
+    // Files are read once per version: a second scrape counts nothing new.
+    let again = collector.scrape(&node);
+    assert_eq!(
+        again.value(
+            "collector_pod_identity_errors_total",
+            &[("reason", "malformed")]
+        ),
+        1.0
+    );
+    assert_eq!(pod_info(&again), expected(&all));
+
+    let json: serde_json::Value = serde_json::from_str(&snapshot(&node, dir, "json")).unwrap();
+    let by_name: BTreeMap<&str, &serde_json::Value> = json["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap(), i))
+        .collect();
+    for pod in &pods {
+        let seen = &by_name[pod.veth()]["pod"];
+        assert_eq!(seen["namespace"], pod.namespace.as_str());
+        assert_eq!(seen["pod"], pod.name.as_str());
+        assert_eq!(seen["pod_uid"], pod.uid.as_str());
+        assert_eq!(seen["container_id"], pod.container_id.as_str());
+        assert_eq!(seen["pod_interface"], "eth0");
+        assert!(by_name[pod.veth()]["link_netnsid"].as_i64().is_some());
+    }
+    assert!(by_name["lo"]["pod"].is_null());
+    assert_eq!(json["sources"]["pod_identity"]["up"], true);
+    assert_eq!(json["sources"]["pod_identity"]["attachments"], 4);
+
+    let table = snapshot(&node, dir, "table");
+    assert!(table.lines().next().unwrap().contains(" POD "), "{table}");
+    for pod in &pods {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(&format!("{} ", pod.veth())))
+            .unwrap_or_else(|| panic!("no row for {}: {table}", pod.veth()));
+        assert!(
+            row.contains(&format!(" {}/{} ", pod.namespace, pod.name)),
+            "{row}"
+        );
+    }
+}
+
+#[test]
+fn a_multus_pod_maps_each_of_its_veths_to_its_own_attachment() {
+    require_root();
+    let node = Netns::new("multus");
+    let results = tempfile::tempdir().unwrap();
+    let dir = results.path();
+    let mut pod = CniPod::start(
+        &node,
+        dir,
+        ("telco", "upf-0"),
+        "k8s-pod-network",
+        "cali9f8e7d6c5b4",
+        84,
+    );
+    pod.attach(&node, dir, "macvlan-data", "net1", "veth0badc0de", 85);
+    let collector = start(&node, dir);
+    assert_eq!(pod_info(&collector.scrape(&node)), expected(&[&pod]));
+    let json: serde_json::Value = serde_json::from_str(&snapshot(&node, dir, "json")).unwrap();
+    for (veth, if_name, network) in [
+        ("cali9f8e7d6c5b4", "eth0", "k8s-pod-network"),
+        ("veth0badc0de", "net1", "macvlan-data"),
+    ] {
+        let interface = json["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == veth)
+            .unwrap();
+        assert_eq!(interface["pod"]["pod_interface"], if_name, "{veth}");
+        assert_eq!(interface["pod"]["network"], network, "{veth}");
+    }
+}
+
+#[test]
+fn a_missing_results_directory_is_logged_once_and_recovers_when_it_appears() {
+    require_root();
+    let node = Netns::new("nocni");
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("results");
+    let collector = start(&node, &dir);
+    for _ in 0..3 {
+        let metrics = collector.scrape(&node);
+        assert_eq!(metrics.value("collector_pod_identity_up", &[]), 0.0);
+        assert!(
+            metrics.interfaces().contains("lo"),
+            "everything else is served"
+        );
+    }
+    let failing = collector.scrape(&node);
+    assert!(
+        failing.value(
+            "collector_pod_identity_errors_total",
+            &[("reason", "directory")]
+        ) >= 4.0
+    );
+    let pod = CniPod::start(
+        &node,
+        &dir,
+        ("late", "pod-1"),
+        "azure",
+        "azv00aa11bb22c",
+        86,
+    );
+    let metrics = collector.scrape(&node);
+    assert_eq!(metrics.value("collector_pod_identity_up", &[]), 1.0);
+    assert_eq!(pod_info(&metrics), expected(&[&pod]));
+    let (status, log) = collector.stop();
+    assert!(status.success(), "{log}");
+    assert_eq!(
+        log.matches("cannot list the CNI results directory").count(),
+        1,
+        "logged once: {log}"
+    );
+    assert!(log.contains("readable again"), "{log}");
+}
+
+#[test]
+fn pods_that_come_and_go_while_scraping_are_followed_by_the_info_series() {
+    require_root();
+    let node = Netns::new("podchurn");
+    let results = tempfile::tempdir().unwrap();
+    let dir = results.path();
+    let collector = start(&node, dir);
+    let mut live: Vec<CniPod> = Vec::new();
+    let started = Instant::now();
+    for round in 0..8u8 {
+        // Two pods start, the oldest one goes (veth with its netns).
+        for i in 0..2u8 {
+            let n = round * 2 + i;
+            live.push(CniPod::start(
+                &node,
+                dir,
+                ("churn", &format!("pod-{n}")),
+                "azure",
+                &format!("azvchurn{n:04}"),
+                100 + n,
+            ));
+        }
+        if round % 2 == 1 {
+            live.remove(0);
+        }
+        let metrics = collector.scrape(&node);
+        let want = expected(&live.iter().collect::<Vec<_>>());
+        assert_eq!(pod_info(&metrics), want, "round {round}");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "churn too slow"
+        );
+    }
+    live.clear();
+    let metrics = collector.scrape(&node);
+    assert!(pod_info(&metrics).is_empty(), "series go with their veths");
+    assert_eq!(
+        metrics.value(
+            "collector_pod_identity_errors_total",
+            &[("reason", "netns")]
+        ),
+        0.0,
+        "cache files went before their namespaces"
+    );
+}
+
+/// Unmounts a bind mount the test made; dropped before the pod whose
+/// namespace it holds (declared after it), so the namespace can go.
+struct BindMount(std::path::PathBuf);
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).output();
+    }
+}
+
+#[test]
+fn netns_files_are_looked_up_in_the_netns_dir_the_daemonset_mounts() {
+    require_root();
+    let node = Netns::new("nsdir");
+    let results = tempfile::tempdir().unwrap();
+    let pod = CniPod::start(
+        &node,
+        results.path(),
+        ("shop", "bound-0"),
+        "cilium",
+        "lxcbound0a1b2c",
+        87,
+    );
+    // The cache names a netns path that exists nowhere on this machine;
+    // only its file name, looked up in --netns-dir, finds the namespace
+    // (as a container sees the host's /var/run/netns at its mountPath).
+    let name = format!("cni-elsewhere-{}", &pod.container_id[..12]);
+    let cached = pod
+        .cache_json("cilium", "eth0", None, None)
+        .replace(&pod.netns_path(), &format!("/var/run/netns/{name}"));
+    write_like_libcni(&pod.attachments[0].2, cached.as_bytes());
+    let netns_dir = tempfile::tempdir().unwrap();
+    let target = netns_dir.path().join(&name);
+    std::fs::File::create(&target).unwrap();
+    run(
+        "mount",
+        &["--bind", &pod.netns_path(), target.to_str().unwrap()],
+    );
+    let _mounted = BindMount(target);
+    let collector = CollectorProcess::start(
+        &node,
+        &[
+            "--no-ebpf",
+            "--cni-results-dir",
+            results.path().to_str().unwrap(),
+            "--netns-dir",
+            netns_dir.path().to_str().unwrap(),
+        ],
+    );
+    let metrics = collector.scrape(&node);
+    assert_eq!(pod_info(&metrics), expected(&[&pod]));
+    assert_eq!(
+        metrics.value(
+            "collector_pod_identity_errors_total",
+            &[("reason", "netns")]
+        ),
+        0.0
+    );
+}
