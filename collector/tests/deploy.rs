@@ -1495,6 +1495,17 @@ fn check_query(ns: &Netns, origin: &str, expr: &str, range: bool) {
 
 #[test]
 fn seed_dashboard_and_alert_queries_return_data_from_a_real_prometheus() {
+    queries_return_data_from_a_real_prometheus(&[]);
+}
+
+#[test]
+fn the_same_queries_return_data_with_detailed_metrics() {
+    queries_return_data_from_a_real_prometheus(&["--detailed-metrics"]);
+}
+
+/// Every seed, dashboard and alert query against a real Prometheus scraping
+/// a collector started with `profile` flags.
+fn queries_return_data_from_a_real_prometheus(profile: &[&str]) {
     require_root();
     require_python_modules();
     let base = render_overlay("base");
@@ -1516,15 +1527,14 @@ fn seed_dashboard_and_alert_queries_return_data_from_a_real_prometheus() {
         "azvprom0a1b2c3",
         72,
     );
-    let collector = CollectorProcess::start(
-        &ns,
-        &[
-            "--label",
-            &label_arg,
-            "--cni-results-dir",
-            results.path().to_str().unwrap(),
-        ],
-    );
+    let mut args = vec![
+        "--label",
+        &label_arg,
+        "--cni-results-dir",
+        results.path().to_str().unwrap(),
+    ];
+    args.extend_from_slice(profile);
+    let collector = CollectorProcess::start(&ns, &args);
     let config = json!({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [{
@@ -1537,6 +1547,13 @@ fn seed_dashboard_and_alert_queries_return_data_from_a_real_prometheus() {
         &ns,
         r#"up{job="netif-collector"} == 1"#,
         "the first scrape",
+        &prometheus,
+    );
+    // Prometheus asks for gzip on every scrape, and gets it.
+    wait_for(
+        &ns,
+        r#"collector_http_responses_total{encoding="gzip"} > 0"#,
+        "a gzip-compressed scrape",
         &prometheus,
     );
 
