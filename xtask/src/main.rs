@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask <setup|build-ebpf|lint|test|run|bench>`.
+//! Project tasks: `cargo xtask <setup|build-ebpf|lint|test|run|bench|fuzz|kernels>`.
 //!
 //! Everything a fresh Debian/Ubuntu machine needs is installed by `setup`,
 //! which `test` and `run` call first, so the README's two commands work from
@@ -6,6 +6,7 @@
 
 mod ebpf_toolchain;
 mod fuzz;
+mod kernels;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,21 @@ enum Task {
         #[arg(long)]
         target: Option<String>,
     },
+    /// The privileged probe tests on real Debian 5.10, 6.1 and 6.12 kernels
+    /// under qemu (virtme-ng, software emulation); prints the matrix as a
+    /// markdown table. E.g. `cargo xtask kernels --kernel 6.1`.
+    Kernels {
+        /// Only this kernel (5.10, 6.1, 6.12); repeatable. Default: all.
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+        /// Minutes after which a guest that has not finished is killed.
+        #[arg(long, default_value_t = 15)]
+        timeout_minutes: u64,
+        /// Write the captured tracefs format files to
+        /// collector/tests/fixtures/tracefs/<version>/.
+        #[arg(long)]
+        update_fixtures: bool,
+    },
     /// Release build, then the side-by-side benchmark (root): collector vs
     /// node_exporter vs the seed script; results in target/bench and, for a
     /// full run, docs/bench. E.g. `cargo xtask bench --quick`.
@@ -71,6 +87,15 @@ fn main() -> Result<()> {
         Task::Test { cargo_args } => test(&cargo_args),
         Task::Run { args } => run(&args),
         Task::Bench { args } => bench(&args),
+        Task::Kernels {
+            kernels,
+            timeout_minutes,
+            update_fixtures,
+        } => kernels::run(&kernels::Options {
+            kernels,
+            timeout: std::time::Duration::from_secs(timeout_minutes * 60),
+            update_fixtures,
+        }),
         Task::Fuzz { seconds, target } => {
             build_ebpf(true)?;
             fuzz::run(seconds, target.as_deref())
