@@ -260,12 +260,12 @@ fn watch_exits_cleanly_on_ctrl_c_and_detaches_its_probes() {
     // make this pass or fail.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut held = BpfHeld::of(child.id());
-    while held.links.len() < 3 && Instant::now() < deadline {
+    while held.attachments() < 3 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
         held = BpfHeld::of(child.id());
     }
     assert!(
-        held.holds_program("net_dev_start_xmit") && held.links.len() == 3,
+        held.holds_program("net_dev_start_xmit") && held.attachments() == 3,
         "watch loaded and attached its probes: {held:?}"
     );
     std::thread::sleep(Duration::from_millis(500));

@@ -245,7 +245,7 @@ fn shutdown_detaches_every_program() {
         3,
         "our three programs are loaded while running: {held:?}"
     );
-    assert_eq!(held.links.len(), 3, "and attached: {held:?}");
+    assert_eq!(held.attachments(), 3, "and attached: {held:?}");
     let started = std::time::Instant::now();
     let (status, stderr) = collector.stop();
     assert!(status.success(), "exit status {status}: {stderr}");
@@ -290,7 +290,7 @@ fn drops_only_attaches_kfree_skb_and_serves_no_traffic_families() {
         [bpf_name("kfree_skb")],
         "only the drop probe is loaded"
     );
-    assert_eq!(held.links.len(), 1, "and attached: {held:?}");
+    assert_eq!(held.attachments(), 1, "and attached: {held:?}");
     send_udp(&left, &format!("{}:9", pair.b_addr), 25, PAYLOAD);
     std::thread::sleep(std::time::Duration::from_millis(100));
     let metrics = collector.scrape(&right);

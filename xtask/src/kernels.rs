@@ -503,6 +503,8 @@ fn guest_script(out: &Path, binaries: &Binaries) -> Result<String> {
          OUT={out}\n\
          exec >\"$OUT/guest.log\" 2>&1\n\
          set -x\n\
+         # Emulated: a collector takes seconds to parse the BTF and attach.\n\
+         export TEST_START_TIMEOUT_SECS=120\n\
          uname -r >\"$OUT/release\"\n\
          cat /proc/sys/kernel/unprivileged_bpf_disabled >\"$OUT/unprivileged_bpf_disabled\"\n\
          # veth and nf_tables are modules on Debian kernels: load them from\n\
