@@ -99,6 +99,13 @@ const TESTS: [(&str, &str); 7] = [
     ),
 ];
 
+/// The test binaries [`TESTS`] needs, each once.
+fn test_targets() -> impl Iterator<Item = &'static str> {
+    let mut targets: Vec<&str> = TESTS.iter().map(|(target, _)| *target).collect();
+    targets.dedup();
+    targets.into_iter()
+}
+
 /// tracefs events whose `format` files are captured as fixtures.
 const FORMATS: [(&str, &str); 3] = [
     ("net", "netif_receive_skb"),
@@ -231,14 +238,10 @@ fn build() -> Result<Binaries> {
     crate::build_ebpf(true)?;
     eprintln!("xtask kernels: building the release test binaries");
     let output = crate::cargo()
-        .args([
-            "test",
-            "--release",
-            "-p",
-            "collector",
-            "--no-run",
-            "--message-format=json",
-        ])
+        .args(["test", "--release", "-p", "collector", "--no-run"])
+        // Only the test binaries the guests run (each links with LTO).
+        .args(test_targets().flat_map(|t| ["--test", t]))
+        .arg("--message-format=json")
         .stderr(Stdio::inherit())
         .output()
         .context("starting cargo test --no-run")?;

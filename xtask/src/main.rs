@@ -159,8 +159,13 @@ fn build_ebpf(release: bool) -> Result<PathBuf> {
         .join("collector-ebpf");
     let destination = workspace_root().join("target/bpf/collector-ebpf.o");
     std::fs::create_dir_all(destination.parent().unwrap())?;
-    std::fs::copy(&built, &destination)
-        .with_context(|| format!("copying {} to {}", built.display(), destination.display()))?;
+    // An unchanged object is left alone: a new mtime would make cargo
+    // rebuild `collector` (its build script watches the object) every time.
+    let unchanged = std::fs::read(&destination).ok() == Some(std::fs::read(&built)?);
+    if !unchanged {
+        std::fs::copy(&built, &destination)
+            .with_context(|| format!("copying {} to {}", built.display(), destination.display()))?;
+    }
     eprintln!(
         "xtask: BPF object at {} ({} bytes)",
         destination.display(),
