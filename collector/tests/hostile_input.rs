@@ -265,9 +265,9 @@ fn thread_capabilities(pid: u32) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Kernels before 6.5 check privileges for every `bpf(2)` command when
+/// Kernels before 6.5 may check privileges for every `bpf(2)` command when
 /// `kernel.unprivileged_bpf_disabled` is set (Debian's kernels set 2).
-fn map_reads_need_cap_bpf() -> bool {
+fn map_reads_may_need_cap_bpf() -> bool {
     let read = |path: &str| std::fs::read_to_string(path).unwrap().trim().to_string();
     let release = read("/proc/sys/kernel/osrelease");
     let mut numbers = release
@@ -287,14 +287,15 @@ fn after_attach_the_server_holds_no_capability_yet_counts_and_prunes() {
     let capabilities = thread_capabilities(collector.pid());
     println!("CapEff/CapPrm per thread after start: {capabilities:?}");
     assert!(capabilities.len() > 1, "the runtime's threads are there");
-    // Nothing; but exactly CAP_BPF (bit 39) before 6.5 with
-    // kernel.unprivileged_bpf_disabled set, where every bpf(2) call needs
-    // it (map reads included), as documented.
-    let kept = if map_reads_need_cap_bpf() {
-        "0000008000000000"
-    } else {
-        "0000000000000000"
-    };
+    // Nothing; or, only before 6.5 with kernel.unprivileged_bpf_disabled
+    // set, exactly CAP_BPF (bit 39) where the kernel refuses map reads
+    // without it, as documented. The collector finds out by trying (5.10
+    // refuses; Debian's 6.1 does not), and its log says which it found.
+    let kept = capabilities[0].0.as_str();
+    assert!(
+        kept == "0000000000000000" || (kept == "0000008000000000" && map_reads_may_need_cap_bpf()),
+        "{capabilities:?}"
+    );
     for (effective, permitted) in &capabilities {
         assert_eq!(effective, kept);
         assert_eq!(permitted, kept);
