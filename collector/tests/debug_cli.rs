@@ -261,13 +261,13 @@ fn watch_exits_cleanly_on_ctrl_c_and_detaches_its_probes() {
     // make this pass or fail.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut held = BpfHeld::of(child.id());
-    while held.links.is_empty() && Instant::now() < deadline {
+    while held.attachments() < 1 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
         held = BpfHeld::of(child.id());
     }
     assert!(
         (held.holds_program("kfree_skb_btf") || held.holds_program("kfree_skb"))
-            && held.links.len() == 1,
+            && held.attachments() == 1,
         "watch loaded and attached its probe: {held:?}"
     );
     std::thread::sleep(Duration::from_millis(500));

@@ -170,13 +170,30 @@ fn drops_carry_the_reasons(flavour: &str) {
     std::thread::sleep(std::time::Duration::from_millis(200));
 
     let after = collector.scrape(&right);
-    let no_socket = drops(&after, "dright", "NO_SOCKET") - drops(&before, "dright", "NO_SOCKET");
-    let netfilter =
-        drops(&after, "dright", "NETFILTER_DROP") - drops(&before, "dright", "NETFILTER_DROP");
+    assert_eq!(after.types["network_interface_drops_total"], "counter");
+    let delta = |reason: &str| drops(&after, "dright", reason) - drops(&before, "dright", reason);
+    if !kfree_skb_has_reason() {
+        // Before 5.17 the kernel gives no reason: both kinds of drop are
+        // counted, exactly, under the documented reason="unknown".
+        println!("unknown {} (kernel without drop reasons)", delta("unknown"));
+        assert_eq!(delta("unknown"), 2.0 * DATAGRAMS as f64);
+        return;
+    }
+    let (no_socket, netfilter) = (delta("NO_SOCKET"), delta("NETFILTER_DROP"));
     println!("NO_SOCKET {no_socket}, NETFILTER_DROP {netfilter}");
     assert_eq!(no_socket, DATAGRAMS as f64);
     assert_eq!(netfilter, DATAGRAMS as f64);
-    assert_eq!(after.types["network_interface_drops_total"], "counter");
+}
+
+/// Whether the running kernel's `skb:kfree_skb` carries a drop reason
+/// (5.17 on), read from its tracefs format as the collector does.
+fn kfree_skb_has_reason() -> bool {
+    with_private_tracefs(|tracefs| {
+        let format = tracefs.join("events/skb/kfree_skb/format");
+        std::fs::read_to_string(&format)
+            .unwrap_or_else(|e| panic!("{}: {e}", format.display()))
+            .contains(" reason;")
+    })
 }
 
 #[test]
@@ -286,7 +303,7 @@ fn shutdown_detaches(flavour: &str) {
         3,
         "our three programs are loaded while running: {held:?}"
     );
-    assert_eq!(held.links.len(), 3, "and attached: {held:?}");
+    assert_eq!(held.attachments(), 3, "and attached: {held:?}");
     let started = std::time::Instant::now();
     let (status, stderr) = collector.stop();
     assert!(status.success(), "exit status {status}: {stderr}");
@@ -342,7 +359,7 @@ fn drops_only(flavour: &str) {
         [bpf_name(program)],
         "only the drop probe is loaded"
     );
-    assert_eq!(held.links.len(), 1, "and attached: {held:?}");
+    assert_eq!(held.attachments(), 1, "and attached: {held:?}");
     send_udp(&left, &format!("{}:9", pair.b_addr), 25, PAYLOAD);
     std::thread::sleep(std::time::Duration::from_millis(100));
     let metrics = collector.scrape(&right);
@@ -351,7 +368,13 @@ fn drops_only(flavour: &str) {
         .map(|s| s.labels["program"].as_str())
         .collect();
     assert_eq!(programs, ["kfree_skb"]);
-    assert_eq!(drops(&metrics, "d1", "NO_SOCKET"), 25.0);
+    // Before 5.17 the kernel names no reason (see kfree_skb_has_reason).
+    let reason = if kfree_skb_has_reason() {
+        "NO_SOCKET"
+    } else {
+        "unknown"
+    };
+    assert_eq!(drops(&metrics, "d1", reason), 25.0);
     assert!(!metrics
         .types
         .contains_key("network_interface_ebpf_rx_packets_total"));

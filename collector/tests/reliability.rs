@@ -441,7 +441,7 @@ fn a_restart_neither_double_counts_nor_leaves_programs_or_links() {
         // processes load and unload programs while the test runs.
         let held = BpfHeld::of(collector.pid());
         assert_eq!(
-            held.links.len(),
+            held.attachments(),
             3,
             "round {round}: three tracepoint links while running: {held:?}"
         );

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask <setup|build-ebpf|lint|test|run|bench|fuzz|fresh-check>`.
+//! Project tasks: `cargo xtask <setup|build-ebpf|lint|test|run|bench|fuzz|fresh-check|kernels>`.
 //!
 //! Everything a fresh Debian/Ubuntu machine needs is installed by `setup`,
 //! which `test` and `run` call first, so the README's two commands work from
@@ -7,6 +7,7 @@
 mod ebpf_toolchain;
 mod fresh_check;
 mod fuzz;
+mod kernels;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,21 @@ enum Task {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
+    /// The privileged probe tests on real Debian 5.10, 6.1 and 6.12 kernels
+    /// under qemu (virtme-ng, software emulation); prints the matrix as a
+    /// markdown table. E.g. `cargo xtask kernels --kernel 6.1`.
+    Kernels {
+        /// Only this kernel (5.10, 6.1, 6.12); repeatable. Default: all.
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+        /// Minutes after which a guest that has not finished is killed.
+        #[arg(long, default_value_t = 15)]
+        timeout_minutes: u64,
+        /// Write the captured tracefs format files to
+        /// collector/tests/fixtures/tracefs/<version>/.
+        #[arg(long)]
+        update_fixtures: bool,
+    },
     /// Release build, then the side-by-side benchmark (root): collector vs
     /// node_exporter vs the seed script; results in target/bench and, for a
     /// full run, docs/bench. E.g. `cargo xtask bench --quick`.
@@ -82,6 +98,15 @@ fn main() -> Result<()> {
         Task::Run { args } => run(&args),
         Task::Bench { args } => bench(&args),
         Task::FreshCheck { cargo_args } => fresh_check::run(&cargo_args),
+        Task::Kernels {
+            kernels,
+            timeout_minutes,
+            update_fixtures,
+        } => kernels::run(&kernels::Options {
+            kernels,
+            timeout: std::time::Duration::from_secs(timeout_minutes * 60),
+            update_fixtures,
+        }),
         Task::Fuzz { seconds, target } => {
             build_ebpf(true)?;
             fuzz::run(seconds, target.as_deref())
@@ -145,8 +170,13 @@ fn build_ebpf(release: bool) -> Result<PathBuf> {
         .join("collector-ebpf");
     let destination = workspace_root().join("target/bpf/collector-ebpf.o");
     std::fs::create_dir_all(destination.parent().unwrap())?;
-    std::fs::copy(&built, &destination)
-        .with_context(|| format!("copying {} to {}", built.display(), destination.display()))?;
+    // An unchanged object is left alone: a new mtime would make cargo
+    // rebuild `collector` (its build script watches the object) every time.
+    let unchanged = std::fs::read(&destination).ok() == Some(std::fs::read(&built)?);
+    if !unchanged {
+        std::fs::copy(&built, &destination)
+            .with_context(|| format!("copying {} to {}", built.display(), destination.display()))?;
+    }
     eprintln!(
         "xtask: BPF object at {} ({} bytes)",
         destination.display(),

@@ -205,7 +205,7 @@ fn apt_get(args: &[&str]) -> Command {
     command
 }
 
-fn ensure_packages(what: &str, packages: &[&str], upgrade: bool) -> Result<()> {
+pub fn ensure_packages(what: &str, packages: &[&str], upgrade: bool) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .copied()

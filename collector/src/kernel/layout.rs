@@ -243,6 +243,39 @@ mod tests {
     }
 
     #[test]
+    fn every_captured_kernel_yields_a_complete_layout() {
+        let btf = tiny_btf();
+        // Captured from real kernels (see tests/fixtures/tracefs/README.md).
+        for (kernel, has_reason) in [
+            ("5.10", false),
+            ("6.1", true),
+            ("6.12", true),
+            ("6.18", true),
+        ] {
+            let own = TracepointFormats {
+                formats: BTreeMap::from([
+                    (Probe::Rx, Ok(fixture(kernel, "netif_receive_skb"))),
+                    (Probe::Tx, Ok(fixture(kernel, "net_dev_start_xmit"))),
+                    (Probe::Drop, Ok(fixture(kernel, "kfree_skb"))),
+                ]),
+            };
+            let layout = probe_layout(&own, &btf, 1).unwrap();
+            assert!(
+                layout.unavailable.is_empty(),
+                "{kernel}: {:?}",
+                layout.unavailable
+            );
+            assert_eq!(layout.has_drop_reason, has_reason, "{kernel}");
+            assert_eq!(layout.drop_reason_names.is_empty(), !has_reason, "{kernel}");
+            assert_eq!(
+                (layout.globals.rx_len, layout.globals.tx_len),
+                (16, 36),
+                "{kernel}"
+            );
+        }
+    }
+
+    #[test]
     fn a_5_15_kernel_counts_drops_without_reason() {
         let btf = tiny_btf();
         let layout = probe_layout(&formats("5.15"), &btf, 7).unwrap();

@@ -233,6 +233,31 @@ mod tests {
     const TX_5_15: &str =
         include_str!("../../tests/fixtures/tracefs/5.15/net_dev_start_xmit.format");
 
+    // Captured verbatim from the kernels `cargo xtask kernels` boots.
+    const KFREE_SKB_5_10: &str = include_str!("../../tests/fixtures/tracefs/5.10/kfree_skb.format");
+    const KFREE_SKB_6_12: &str = include_str!("../../tests/fixtures/tracefs/6.12/kfree_skb.format");
+    const CAPTURED: [(&str, &str, &str, &str); 4] = [
+        (
+            "5.10",
+            include_str!("../../tests/fixtures/tracefs/5.10/netif_receive_skb.format"),
+            include_str!("../../tests/fixtures/tracefs/5.10/net_dev_start_xmit.format"),
+            KFREE_SKB_5_10,
+        ),
+        (
+            "6.1",
+            include_str!("../../tests/fixtures/tracefs/6.1/netif_receive_skb.format"),
+            include_str!("../../tests/fixtures/tracefs/6.1/net_dev_start_xmit.format"),
+            KFREE_SKB_6_1,
+        ),
+        (
+            "6.12",
+            include_str!("../../tests/fixtures/tracefs/6.12/netif_receive_skb.format"),
+            include_str!("../../tests/fixtures/tracefs/6.12/net_dev_start_xmit.format"),
+            KFREE_SKB_6_12,
+        ),
+        ("6.18", RX_6_18, TX_6_18, KFREE_SKB_6_18),
+    ];
+
     fn offset(text: &str, field: &str) -> Option<u32> {
         TracepointFormat::parse(text, "fixture")
             .unwrap()
@@ -258,6 +283,56 @@ mod tests {
         assert_eq!(offset(TX_6_18, "skbaddr"), Some(16));
         assert_eq!(offset(TX_6_18, "len"), Some(36));
         assert_eq!(offset(TX_5_15, "len"), Some(36));
+    }
+
+    #[test]
+    fn captured_formats_carry_every_field_the_probes_read() {
+        for (kernel, rx, tx, kfree_skb) in CAPTURED {
+            let fields = [
+                (rx, "skbaddr", 8),
+                (rx, "len", 16),
+                (rx, "name", 20),
+                (tx, "skbaddr", 16),
+                (tx, "len", 36),
+                (kfree_skb, "skbaddr", 8),
+            ];
+            for (text, field, expected) in fields {
+                assert_eq!(offset(text, field), Some(expected), "{kernel} {field}");
+            }
+        }
+        // `reason` only from 5.17 on; behind `rx_sk` from 6.12 on.
+        let reasons: Vec<_> = CAPTURED
+            .iter()
+            .map(|(kernel, _, _, kfree_skb)| (*kernel, offset(kfree_skb, "reason")))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("5.10", None),
+                ("6.1", Some(28)),
+                ("6.12", Some(36)),
+                ("6.18", Some(36))
+            ]
+        );
+    }
+
+    #[test]
+    fn captured_drop_reason_numbering_differs_between_kernels() {
+        let number = |text: &str, name: &str| {
+            TracepointFormat::parse(text, "fixture")
+                .unwrap()
+                .symbolic_names("reason")
+                .into_iter()
+                .find(|(_, n)| n == name)
+                .map(|(number, _)| number)
+        };
+        assert_eq!(number(KFREE_SKB_6_1, "NO_SOCKET"), Some(2));
+        assert_eq!(number(KFREE_SKB_6_1, "NETFILTER_DROP"), Some(7));
+        assert_eq!(number(KFREE_SKB_6_12, "NO_SOCKET"), Some(3));
+        assert_eq!(number(KFREE_SKB_6_12, "NETFILTER_DROP"), Some(11));
+        assert_eq!(number(KFREE_SKB_6_18, "NO_SOCKET"), Some(3));
+        assert_eq!(number(KFREE_SKB_6_18, "NETFILTER_DROP"), Some(12));
+        assert_eq!(number(KFREE_SKB_5_10, "NO_SOCKET"), None);
     }
 
     #[test]

@@ -160,12 +160,17 @@ pub fn bpf_name(program: &str) -> String {
 pub struct BpfHeld {
     pub programs: BTreeMap<u32, String>,
     pub links: std::collections::BTreeSet<u32>,
+    /// perf_event fds: before 5.15 a tracepoint program is attached through
+    /// a perf event (PERF_EVENT_IOC_SET_BPF), not a bpf_link, and the event
+    /// has no id to look up; closing it detaches the program.
+    pub perf_events: usize,
 }
 
 impl BpfHeld {
     pub fn of(pid: u32) -> BpfHeld {
         let mut program_ids = Vec::new();
         let mut links = std::collections::BTreeSet::new();
+        let mut perf_events = 0;
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap_or_else(|e| panic!("listing fds of {pid}: {e}"));
         for fd in fds {
@@ -177,6 +182,10 @@ impl BpfHeld {
             let field = match target.to_string_lossy().as_ref() {
                 "anon_inode:bpf-prog" => "prog_id",
                 "anon_inode:bpf_link" => "link_id",
+                "anon_inode:[perf_event]" => {
+                    perf_events += 1;
+                    continue;
+                }
                 _ => continue,
             };
             let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
@@ -207,7 +216,17 @@ impl BpfHeld {
                 (id, name.clone())
             })
             .collect();
-        BpfHeld { programs, links }
+        BpfHeld {
+            programs,
+            links,
+            perf_events,
+        }
+    }
+
+    /// Attachments held: bpf_links, or on kernels without tracepoint links
+    /// (before 5.15) the perf events the programs are attached through.
+    pub fn attachments(&self) -> usize {
+        self.links.len() + self.perf_events
     }
 
     /// Program names, sorted, as the kernel keeps them (see [`bpf_name`]).
@@ -497,7 +516,7 @@ impl CollectorProcess {
     /// no collection can succeed); waits until it answers /healthz at all.
     pub fn start_unready(ns: &Netns, args: &[&str]) -> CollectorProcess {
         let process = Self::spawn(ns, &[], &[], args);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + start_timeout();
         while http(ns, process.port, "GET", "/healthz").is_none() {
             assert!(Instant::now() < deadline, "collector never answered");
             std::thread::sleep(Duration::from_millis(50));
@@ -597,10 +616,22 @@ impl Drop for CollectorProcess {
     }
 }
 
+/// How long a collector may take to answer after start: 20 s, or
+/// `TEST_START_TIMEOUT_SECS` where the machine is known to be slow
+/// (`cargo xtask kernels` runs the tests under software emulation, where
+/// parsing the kernel's BTF alone takes seconds).
+pub fn start_timeout() -> Duration {
+    let seconds = std::env::var("TEST_START_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    Duration::from_secs(seconds)
+}
+
 /// Polls `path` inside `ns` until it answers 200; panics with `failure()`
-/// after 20 s.
+/// after [`start_timeout`].
 pub fn wait_for_http_ok(ns: &Netns, port: u16, path: &str, failure: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + start_timeout();
     while http(ns, port, "GET", path).map(|(status, _)| status) != Some(200) {
         assert!(Instant::now() < deadline, "{}", failure());
         std::thread::sleep(Duration::from_millis(50));
