@@ -3,11 +3,11 @@
 //!
 //! Loading and attaching need CAP_BPF and CAP_PERFMON; afterwards the
 //! programs stay attached through the fds we hold, and map reads and deletes
-//! go through those fds. On kernels from 6.5 on, `bpf(2)` checks privileges
-//! per command, so an open map fd is enough; before that, a system with
-//! `kernel.unprivileged_bpf_disabled` set refuses every `bpf(2)` call
-//! without CAP_BPF. Which one this kernel is, is found out by trying, not by
-//! reading a version number.
+//! go through those fds. Newer kernels check privileges per `bpf(2)`
+//! command, so an open map fd is enough; older ones with
+//! `kernel.unprivileged_bpf_disabled` set refuse every `bpf(2)` call without
+//! CAP_BPF (Debian's 5.10 does, its 6.1 does not: `cargo xtask kernels`).
+//! Which one this kernel is, is found out by trying, not from its version.
 
 use std::io;
 
