@@ -30,15 +30,35 @@ pub struct DumpSocket {
     sequence: u32,
 }
 
+/// An rtnetlink socket bound to a kernel-chosen port and connected to the
+/// kernel: what every request of the collector goes through.
+pub(crate) fn connected_socket() -> Result<Socket, NetlinkError> {
+    let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
+    socket.bind_auto().map_err(NetlinkError::Socket)?;
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .map_err(NetlinkError::Socket)?;
+    Ok(socket)
+}
+
+/// One netlink message: the 16-byte `nlmsghdr` (port 0: the kernel fills
+/// it in) followed by `payload`.
+pub(crate) fn framed(kind: u16, flags: u16, sequence: u32, payload: &[u8]) -> Vec<u8> {
+    let length = 16 + payload.len();
+    let mut message = Vec::with_capacity(length);
+    message.extend_from_slice(&(length as u32).to_ne_bytes());
+    message.extend_from_slice(&kind.to_ne_bytes());
+    message.extend_from_slice(&flags.to_ne_bytes());
+    message.extend_from_slice(&sequence.to_ne_bytes());
+    message.extend_from_slice(&0u32.to_ne_bytes());
+    message.extend_from_slice(payload);
+    message
+}
+
 impl DumpSocket {
     pub fn open() -> Result<Self, NetlinkError> {
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
-        socket.bind_auto().map_err(NetlinkError::Socket)?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(NetlinkError::Socket)?;
         Ok(DumpSocket {
-            socket,
+            socket: connected_socket()?,
             buffer: vec![0u8; RECV_BUFFER_BYTES],
             sequence: 0,
         })
@@ -121,14 +141,7 @@ impl DumpSocket {
         payload: &[u8],
     ) -> Result<u32, NetlinkError> {
         self.sequence = self.sequence.wrapping_add(1);
-        let length = 16 + payload.len();
-        let mut message = Vec::with_capacity(length);
-        message.extend_from_slice(&(length as u32).to_ne_bytes());
-        message.extend_from_slice(&kind.to_ne_bytes());
-        message.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-        message.extend_from_slice(&self.sequence.to_ne_bytes());
-        message.extend_from_slice(&0u32.to_ne_bytes());
-        message.extend_from_slice(payload);
+        let message = framed(kind, NLM_F_REQUEST | NLM_F_DUMP, self.sequence, payload);
         self.socket
             .send(&message, 0)
             .map_err(|source| NetlinkError::Send {

@@ -6,10 +6,12 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use netlink_packet_core::{NlaBuffer, NlasIterator};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use netlink_sys::Socket;
 
 use crate::sources::netlink::decode::parse_datagram;
-use crate::sources::netlink::socket::{set_receive_timeout, RECV_BUFFER_BYTES};
+use crate::sources::netlink::socket::{
+    connected_socket, framed, set_receive_timeout, RECV_BUFFER_BYTES,
+};
 use crate::sources::netlink::NetlinkError;
 
 const RTM_NEWNSID: u16 = 88;
@@ -31,11 +33,7 @@ pub struct NsidSocket {
 
 impl NsidSocket {
     pub fn open() -> Result<NsidSocket, NetlinkError> {
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
-        socket.bind_auto().map_err(NetlinkError::Socket)?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(NetlinkError::Socket)?;
+        let socket = connected_socket()?;
         set_receive_timeout(&socket, REPLY_TIMEOUT).map_err(NetlinkError::Socket)?;
         Ok(NsidSocket {
             socket,
@@ -49,17 +47,12 @@ impl NsidSocket {
     pub fn nsid_of(&mut self, netns: &impl AsRawFd) -> Result<Option<i32>, NetlinkError> {
         const REQUEST: &str = "RTM_GETNSID";
         self.sequence = self.sequence.wrapping_add(1);
-        let length = 16 + RTGENMSG_LEN + 8;
-        let mut message = Vec::with_capacity(length);
-        message.extend_from_slice(&(length as u32).to_ne_bytes());
-        message.extend_from_slice(&RTM_GETNSID.to_ne_bytes());
-        message.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-        message.extend_from_slice(&self.sequence.to_ne_bytes());
-        message.extend_from_slice(&0u32.to_ne_bytes());
-        message.extend_from_slice(&[0u8; RTGENMSG_LEN]); // AF_UNSPEC
-        message.extend_from_slice(&8u16.to_ne_bytes());
-        message.extend_from_slice(&NETNSA_FD.to_ne_bytes());
-        message.extend_from_slice(&(netns.as_raw_fd() as u32).to_ne_bytes());
+        let mut payload = Vec::with_capacity(RTGENMSG_LEN + 8);
+        payload.extend_from_slice(&[0u8; RTGENMSG_LEN]); // AF_UNSPEC
+        payload.extend_from_slice(&8u16.to_ne_bytes());
+        payload.extend_from_slice(&NETNSA_FD.to_ne_bytes());
+        payload.extend_from_slice(&(netns.as_raw_fd() as u32).to_ne_bytes());
+        let message = framed(RTM_GETNSID, NLM_F_REQUEST, self.sequence, &payload);
         self.socket
             .send(&message, 0)
             .map_err(|source| NetlinkError::Send {
