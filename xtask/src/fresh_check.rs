@@ -57,6 +57,9 @@ root=$1 rustup=$2
 shift 2
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
+# The cgroup hierarchy, as a machine's init mounts it (podman needs it for
+# the image test); the same tree as the host's, like any process sees.
+mount --rbind /sys/fs/cgroup "$root/sys/fs/cgroup"
 mount -t tmpfs -o mode=0755,nosuid tmpfs "$root/dev"
 for node in null zero full random urandom tty; do
   touch "$root/dev/$node"

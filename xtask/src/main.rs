@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask <setup|build-ebpf|lint|test|run|bench|fuzz|fresh-check|kernels>`.
+//! Project tasks: `cargo xtask <setup|build-ebpf|lint|test|run|bench|fuzz|fresh-check|kernels|image>`.
 //!
 //! Everything a fresh Debian/Ubuntu machine needs is installed by `setup`,
 //! which `test` and `run` call first, so the README's two commands work from
@@ -7,6 +7,7 @@
 mod ebpf_toolchain;
 mod fresh_check;
 mod fuzz;
+mod image;
 mod kernels;
 mod setup;
 
@@ -79,6 +80,17 @@ enum Task {
         #[arg(long)]
         update_fixtures: bool,
     },
+    /// Build the image from the Dockerfile as written (podman, both stages;
+    /// the builder's `debian:bookworm` made with debootstrap), tagged
+    /// ghcr.io/example/netif-collector:<crate version>. Root; not part of CI
+    /// (the builder stage alone takes longer than CI allows).
+    Image {
+        /// Only the run stage around a static build made outside, as
+        /// `cargo xtask test` does for the image test; prints the
+        /// environment that test needs.
+        #[arg(long)]
+        run_stage: bool,
+    },
     /// Release build, then the side-by-side benchmark (root): collector vs
     /// node_exporter vs the seed script; results in target/bench and, for a
     /// full run, docs/bench. E.g. `cargo xtask bench --quick`.
@@ -97,6 +109,16 @@ fn main() -> Result<()> {
         Task::Test { cargo_args } => test(&cargo_args),
         Task::Run { args } => run(&args),
         Task::Bench { args } => bench(&args),
+        Task::Image { run_stage } => {
+            require_root("building the image (podman as root)")?;
+            if !run_stage {
+                return image::build_dockerfile();
+            }
+            for (key, value) in image::test_env()? {
+                println!("export {key}='{value}'");
+            }
+            Ok(())
+        }
         Task::FreshCheck { cargo_args } => fresh_check::run(&cargo_args),
         Task::Kernels {
             kernels,
@@ -239,9 +261,12 @@ fn test(cargo_args: &[String]) -> Result<()> {
             .args(cargo_args),
     )?;
     require_root("the integration tests")?;
-    eprintln!("xtask: privileged integration tests (BPF, netns)");
+    // collector/tests/image.rs runs this image as the DaemonSet would.
+    let image_env = image::test_env()?;
+    eprintln!("xtask: privileged integration tests (BPF, netns, the image)");
     run_command(
         cargo_for_tests()?
+            .envs(image_env)
             .args(["test", "--workspace", "--test", "*"])
             .args(cargo_args)
             .args(["--", "--test-threads=1"]),

@@ -29,8 +29,9 @@ const BUILD_PACKAGES: [&str; 6] = [
 /// Debian packages the tests run: `ip`/`ip netns` and `sysctl` (every netns
 /// test), bpftool (program/link checks), promtool and prometheus (exposition
 /// lint, end-to-end queries), nft (NETFILTER_DROP), setpriv/unshare
-/// (capability and mount-namespace tests), python3 + venv (manifest validation).
-const TEST_PACKAGES: [&str; 9] = [
+/// (capability and mount-namespace tests), python3 + venv (manifest validation),
+/// podman and runc (the image test).
+const TEST_PACKAGES: [&str; 11] = [
     "iproute2",
     "procps",
     "bpftool",
@@ -40,6 +41,8 @@ const TEST_PACKAGES: [&str; 9] = [
     "python3",
     "python3-venv",
     "curl",
+    "podman",
+    "runc",
 ];
 /// Python tools of the deployment tests (manifests/validate.py, hadolint),
 /// pinned with the dependencies they resolved to when the tests were written.
