@@ -1,7 +1,7 @@
 //! The image, run the way the DaemonSet runs it.
 //!
 //! `cargo xtask test` builds the image (the Dockerfile's run stage around a
-//! static release build, `xtask/src/image.rs`) and hands it over in
+//! static build, release without LTO: `xtask/src/image.rs`) and hands it over in
 //! `NETIF_TEST_IMAGE`, with podman's storage flags in
 //! `NETIF_TEST_PODMAN_ARGS` and Debian's copy of moby's seccomp profile in
 //! `NETIF_TEST_MOBY_PROFILE`. The container gets exactly what the rendered
