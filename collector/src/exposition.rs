@@ -7,6 +7,8 @@
 
 use std::fmt::Write;
 
+#[cfg(test)]
+mod golden;
 mod pods;
 
 use crate::kernel::layout::Probe;
