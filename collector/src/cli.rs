@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::filter::InterfaceFilter;
-use crate::kernel::layout::Probe;
+use crate::sources::ebpf::layout::Probe;
 use crate::sources::ebpf::FlavourPolicy;
 use crate::watch::SortKey;
 
@@ -200,7 +200,7 @@ pub struct CommonArgs {
     pub ebpf_flavour: FlavourChoice,
     /// Kernel BTF to read struct offsets from (the DaemonSet mounts the host's
     /// /sys/kernel/btf read-only).
-    #[arg(long, env = "COLLECTOR_BTF", value_name = "FILE", default_value = crate::kernel::btf_offsets::VMLINUX_BTF)]
+    #[arg(long, env = "COLLECTOR_BTF", value_name = "FILE", default_value = crate::sources::ebpf::btf_offsets::VMLINUX_BTF)]
     pub btf: String,
     /// Directory to read tracepoint format files from (DIR/events/...)
     /// [default: the tracefs at /sys/kernel/tracing or /sys/kernel/debug/tracing].

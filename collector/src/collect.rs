@@ -9,7 +9,7 @@ use crate::filter::InterfaceFilter;
 use crate::snapshot::{EbpfInterface, EbpfStatus, Interface, Snapshot, SourceStatus};
 use crate::sources::ebpf::{EbpfReading, EbpfSource};
 use crate::sources::pods::{PodIdentity, PodSource, PodStatus};
-use crate::sources::{link_speed, netlink};
+use crate::sources::{netlink, sysfs};
 
 /// Who the node is and which interfaces to report.
 #[derive(Debug, Clone)]
@@ -208,7 +208,7 @@ impl Collector {
                 // Only physical NICs (no rtnl kind) report a meaningful speed;
                 // skipping sysfs for the thousands of veths keeps scrapes cheap.
                 let speed_bytes = if link.kind.is_none() {
-                    link_speed::speed_bytes_per_second(&link.name)
+                    sysfs::speed_bytes_per_second(&link.name)
                 } else {
                     None
                 };

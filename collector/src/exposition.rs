@@ -11,8 +11,8 @@ use std::fmt::Write;
 mod golden;
 mod pods;
 
-use crate::kernel::layout::Probe;
 use crate::snapshot::{Interface, Snapshot};
+use crate::sources::ebpf::layout::Probe;
 use crate::sources::netlink::LinkCounters;
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -7,7 +7,6 @@ pub mod cli;
 pub mod collect;
 pub mod exposition;
 pub mod filter;
-pub mod kernel;
 pub mod privileges;
 pub mod server;
 pub mod share;
