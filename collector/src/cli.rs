@@ -8,9 +8,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::filter::InterfaceFilter;
-use crate::sources::ebpf::layout::Probe;
+use crate::model::Probe;
+use crate::output::prometheus::Profile;
+use crate::output::watch::SortKey;
 use crate::sources::ebpf::FlavourPolicy;
-use crate::watch::SortKey;
 
 /// Labels the collector sets itself; `--label` may not override them.
 const RESERVED_LABELS: [&str; 14] = [
@@ -230,11 +231,11 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
-    pub fn profile(&self) -> crate::exposition::Profile {
+    pub fn profile(&self) -> Profile {
         if self.detailed_metrics {
-            crate::exposition::Profile::Detailed
+            Profile::Detailed
         } else {
-            crate::exposition::Profile::Default
+            Profile::Default
         }
     }
 

@@ -21,8 +21,8 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use hyper::body::{Bytes, Frame, SizeHint};
 
 use crate::collect::Collector;
-use crate::exposition;
-use crate::snapshot::Snapshot;
+use crate::model::{HttpStats, Snapshot};
+use crate::output::prometheus::{self, Profile};
 
 /// Bodies with unfinished readers kept at once (about 3 MB each at 1,000
 /// interfaces); more distinct bodies in flight means some client reads far
@@ -50,8 +50,8 @@ pub enum Encoding {
 }
 
 impl Collected {
-    fn new(snapshot: Snapshot, http: &exposition::HttpStats, profile: exposition::Profile) -> Self {
-        let body = Bytes::from(exposition::render_profile(&snapshot, http, profile));
+    fn new(snapshot: Snapshot, http: &HttpStats, profile: Profile) -> Self {
+        let body = Bytes::from(prometheus::render_profile(&snapshot, http, profile));
         Collected {
             snapshot,
             body,
@@ -105,17 +105,13 @@ pub struct Scraper {
     last_error: Mutex<Option<String>>,
     /// A collection running longer than this is reported as wedged.
     wedged_after: Duration,
-    profile: exposition::Profile,
+    profile: Profile,
     bodies: Arc<BodyRegistry>,
     pub http: HttpCounters,
 }
 
 impl Scraper {
-    pub fn new(
-        collector: Arc<Collector>,
-        wedged_after: Duration,
-        profile: exposition::Profile,
-    ) -> Arc<Self> {
+    pub fn new(collector: Arc<Collector>, wedged_after: Duration, profile: Profile) -> Arc<Self> {
         Arc::new(Scraper {
             collector,
             in_flight: Mutex::new(None),
@@ -129,8 +125,8 @@ impl Scraper {
         })
     }
 
-    pub fn http_stats(&self) -> exposition::HttpStats {
-        exposition::HttpStats {
+    pub fn http_stats(&self) -> HttpStats {
+        HttpStats {
             connections_rejected: self.http.connections_rejected.load(Ordering::Relaxed),
             plain_responses: self.http.plain_responses.load(Ordering::Relaxed),
             gzip_responses: self.http.gzip_responses.load(Ordering::Relaxed),
@@ -364,11 +360,7 @@ mod tests {
             reason: "test".into(),
         };
         let collector = Collector::with_link_source(config, disabled, links);
-        Scraper::new(
-            Arc::new(collector),
-            wedged_after,
-            exposition::Profile::Default,
-        )
+        Scraper::new(Arc::new(collector), wedged_after, Profile::Default)
     }
 
     fn one_link() -> crate::collect::LinkSource {

@@ -30,11 +30,12 @@ use aya::{Btf, Ebpf, EbpfLoader, Endianness};
 use collector_common::{
     Counter, DropKey, IfTraffic, DROP_MAP_ENTRIES, REASON_UNKNOWN, TRAFFIC_MAP_ENTRIES,
 };
-use serde::Serialize;
 
+pub use crate::model::{Attachment, Flavour, MapMemory, ProbeCounters, ProgramStats};
 use btf_offsets::{BtfError, KernelBtf, VMLINUX_BTF};
 use layout::{probe_layout, LayoutError, Probe, ProbeLayout, TracepointFormats};
 use netns::own_netns_inum;
+pub use prune::stale_interfaces;
 use tracefs::{Tracefs, TracefsError, TRACEFS_CANDIDATES};
 
 /// The BPF object built by `cargo xtask build-ebpf`, embedded at compile time.
@@ -90,25 +91,6 @@ pub struct KernelSources {
     pub flavour: FlavourPolicy,
 }
 
-/// How a probe's program hooks its tracepoint.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Flavour {
-    /// BTF-typed tracepoint (`tp_btf`): typed arguments, direct loads.
-    Btf,
-    /// Classic tracepoint: the trace record, helper reads.
-    Classic,
-}
-
-impl Flavour {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Flavour::Btf => "btf",
-            Flavour::Classic => "classic",
-        }
-    }
-}
-
 /// Which flavours the loader tries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum FlavourPolicy {
@@ -129,48 +111,6 @@ impl Default for KernelSources {
             flavour: FlavourPolicy::Auto,
         }
     }
-}
-
-/// One program and its tracepoint, as reported in `collector_ebpf_probe_info`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Attachment {
-    pub program: String,
-    pub tracepoint: String,
-    /// The flavour attached, or the last one tried when none attached.
-    pub flavour: Flavour,
-    pub attached: bool,
-    pub error: Option<String>,
-}
-
-/// Kernel memory of the maps, bytes.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct MapMemory {
-    pub traffic: u64,
-    pub drops: u64,
-    pub counters: u64,
-}
-
-/// Probe-side self-counters (see [`Counter`]).
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct ProbeCounters {
-    pub traffic_map_full: u64,
-    pub drop_map_full: u64,
-    pub kernel_read_errors: u64,
-    pub drops_without_device: u64,
-}
-
-/// The kernel's run-time statistics of one attached program, from its
-/// `/proc/self/fdinfo` entry. `run_time_ns` and `run_cnt` only advance while
-/// `kernel.bpf_stats_enabled` is 1 (or a BPF_ENABLE_STATS fd is open).
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct ProgramStats {
-    pub program: String,
-    pub flavour: Option<Flavour>,
-    pub run_time_ns: u64,
-    pub run_cnt: u64,
-    /// Runs skipped because the program was already running on that CPU
-    /// (kernels 5.12+; `None` before).
-    pub recursion_misses: Option<u64>,
 }
 
 /// One read of the maps, summed over CPUs.

@@ -25,3 +25,50 @@ impl EbpfSource {
         (traffic_left, drops_left)
     }
 }
+
+/// Interfaces whose map entries may go: read before the dump, and absent
+/// from a dump that is complete. An interrupted or failed dump may miss
+/// live links, so it deletes nothing.
+pub fn stale_interfaces(
+    reading: &EbpfReading,
+    live: &HashSet<u32>,
+    complete: bool,
+) -> HashSet<u32> {
+    if !complete {
+        return HashSet::new();
+    }
+    reading
+        .traffic
+        .keys()
+        .copied()
+        .chain(reading.drop_keys.iter().map(|k| k.ifindex))
+        .filter(|ifindex| !live.contains(ifindex))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_entries_read_before_a_complete_dump_and_missing_from_it_are_stale() {
+        let mut reading = EbpfReading::default();
+        for ifindex in [1, 5, 9] {
+            reading.traffic.insert(ifindex, Default::default());
+        }
+        reading.drop_keys.push(collector_common::DropKey {
+            ifindex: 11,
+            reason: 2,
+        });
+        // 9 and 11 were deleted; 20 was created after the read (not in it),
+        // so it is live whatever the dump says.
+        let live: HashSet<u32> = [1, 5, 20].into();
+        let stale = stale_interfaces(&reading, &live, true);
+        assert_eq!(stale, [9, 11].into());
+        // A link created between the read and the dump is in the dump but
+        // not in the read: never a candidate.
+        assert!(!stale.contains(&20));
+        // An interrupted (or failed) dump may miss live links: nothing goes.
+        assert!(stale_interfaces(&reading, &HashSet::new(), false).is_empty());
+    }
+}

@@ -8,18 +8,17 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::*;
-use crate::snapshot::{EbpfInterface, EbpfStatus, SourceStatus};
-use crate::sources::ebpf::{Attachment, Flavour, MapMemory, ProbeCounters, ProgramStats};
-use crate::sources::netlink::Link;
-use crate::sources::pods::{PodIdentity, PodStatus};
+use crate::model::{Attachment, Flavour, MapMemory, Probe, ProbeCounters, ProgramStats};
+use crate::model::{EbpfInterface, EbpfStatus, HttpStats, Interface, Snapshot, SourceStatus};
+use crate::model::{PodIdentity, PodStatus};
 
-fn link(ifindex: u32, name: &str, kind: Option<&str>, seed: u64) -> Link {
-    let mut link = Link {
+fn link(ifindex: u32, name: &str, kind: Option<&str>, seed: u64) -> Interface {
+    let mut link = Interface {
         ifindex,
         name: name.into(),
-        admin_up: ifindex % 2 == 0,
-        lower_up: ifindex % 3 != 0,
-        carrier: (ifindex != 5).then_some(ifindex % 3 != 0),
+        admin_up: ifindex.is_multiple_of(2),
+        lower_up: !ifindex.is_multiple_of(3),
+        carrier: (ifindex != 5).then_some(!ifindex.is_multiple_of(3)),
         oper_state: ["up", "down", "lowerlayerdown", "dormant", "weird"][ifindex as usize % 5]
             .into(),
         mtu: 1500 + ifindex,
@@ -28,7 +27,7 @@ fn link(ifindex: u32, name: &str, kind: Option<&str>, seed: u64) -> Link {
         mac_address: (ifindex != 5).then(|| format!("02:00:00:00:00:{ifindex:02x}")),
         carrier_changes: (ifindex != 5).then_some(3 * ifindex),
         link_netnsid: kind.map(|_| ifindex as i32 - 7),
-        ..Link::default()
+        ..Interface::default()
     };
     // Every counter distinct, so a value under the wrong name shows.
     let c = &mut link.counters;
@@ -67,7 +66,6 @@ fn link(ifindex: u32, name: &str, kind: Option<&str>, seed: u64) -> Link {
 
 fn interface(ifindex: u32, name: &str, kind: Option<&str>, seed: u64, ebpf: bool) -> Interface {
     Interface {
-        link: link(ifindex, name, kind, seed),
         master: kind.map(|_| "br0".to_string()),
         speed_bytes: kind.is_none().then_some(125_000_000),
         ebpf: ebpf.then(|| EbpfInterface {
@@ -88,6 +86,7 @@ fn interface(ifindex: u32, name: &str, kind: Option<&str>, seed: u64, ebpf: bool
             pod_interface: (ifindex != 9).then(|| "eth0".into()),
             network: (ifindex != 9).then(|| "azure".into()),
         }),
+        ..link(ifindex, name, kind, seed)
     }
 }
 
