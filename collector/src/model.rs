@@ -290,3 +290,6 @@ pub struct HttpStats {
     /// Rendered bodies held for unfinished responses.
     pub retained_bodies: u64,
 }
+
+#[cfg(test)]
+mod tests;
