@@ -9,7 +9,7 @@
 //! - [`prune`]: removing the entries of interfaces that are gone.
 //! - The kernel plumbing only this source uses: [`tracefs`] (format files),
 //!   [`btf_offsets`] (the kernel BTF), [`layout`] (-> `KernelLayout`),
-//!   [`netns`], [`map_batch`] (the one raw `bpf(2)` call).
+//!   [`netns`], [`map_batch`] and [`run_stats`] (the raw `bpf(2)` calls).
 
 pub mod btf_offsets;
 pub mod layout;
@@ -18,6 +18,7 @@ pub mod map_batch;
 mod maps;
 pub mod netns;
 mod prune;
+pub mod run_stats;
 pub mod tracefs;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
