@@ -482,13 +482,14 @@ fn bpf_stats_round(
     if ours.is_empty() {
         bail!("cannot tell the collector's programs apart (bpftool shows none new)");
     }
-    let stats_fd = enable_bpf_stats()?;
+    // Run-time statistics stay on while this fd is open.
+    let stats_fd =
+        collector::sources::ebpf::run_stats::enable_run_time_stats().context("BPF_ENABLE_STATS")?;
     sys::sleep_checked(Duration::from_millis(500))?;
     let start = probe_programs()?;
     let round = measure(tx, rx, Duration::from_secs_f64(seconds))?;
     let end = probe_programs()?;
-    // SAFETY: closing the fd enable_bpf_stats returned.
-    unsafe { libc::close(stats_fd) };
+    drop(stats_fd);
     drop(server);
     let mut programs = Vec::new();
     for id in ours {
@@ -523,25 +524,6 @@ fn bpf_stats_round(
         programs,
         bpf_ns_per_packet: total_ns / round.sent.max(1) as f64,
     })
-}
-
-/// bpf(BPF_ENABLE_STATS, BPF_STATS_RUN_TIME): statistics stay on while the fd is open.
-fn enable_bpf_stats() -> Result<libc::c_int> {
-    const BPF_ENABLE_STATS: libc::c_long = 32;
-    let attr: [u32; 2] = [0, 0]; // enable_stats.type = BPF_STATS_RUN_TIME
-                                 // SAFETY: attr is a valid, zero-padded bpf_attr prefix of the given size.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_ENABLE_STATS,
-            attr.as_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    if fd < 0 {
-        bail!("BPF_ENABLE_STATS: {}", std::io::Error::last_os_error());
-    }
-    Ok(fd as libc::c_int)
 }
 
 /// Ratios, medians and spread of the rounds (also used by `--render`).

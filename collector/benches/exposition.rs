@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
-use collector::exposition::{render, HttpStats};
-use collector::snapshot::{EbpfInterface, EbpfStatus, Interface, Snapshot, SourceStatus};
-use collector::sources::ebpf::{Attachment, Flavour};
-use collector::sources::netlink::{Link, LinkCounters};
+use collector::model::{
+    Attachment, EbpfInterface, EbpfStatus, Flavour, HttpStats, Interface, LinkCounters, Snapshot,
+    SourceStatus,
+};
+use collector::output::prometheus::render;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const INTERFACES: usize = 1_000;
@@ -24,25 +25,23 @@ fn interface(index: usize) -> Interface {
         ..LinkCounters::default()
     };
     Interface {
-        link: Link {
-            ifindex: index as u32 + 1,
-            name: format!("veth{index:08x}"),
-            admin_up: true,
-            lower_up: true,
-            carrier: Some(true),
-            oper_state: "up".into(),
-            mtu: 1500,
-            kind: Some("veth".into()),
-            master_ifindex: None,
-            mac_address: Some(format!(
-                "02:42:00:00:{:02x}:{:02x}",
-                index >> 8 & 0xff,
-                index & 0xff
-            )),
-            carrier_changes: Some(2),
-            counters,
-            link_netnsid: None,
-        },
+        ifindex: index as u32 + 1,
+        name: format!("veth{index:08x}"),
+        admin_up: true,
+        lower_up: true,
+        carrier: Some(true),
+        oper_state: "up".into(),
+        mtu: 1500,
+        kind: Some("veth".into()),
+        master_ifindex: None,
+        mac_address: Some(format!(
+            "02:42:00:00:{:02x}:{:02x}",
+            index >> 8 & 0xff,
+            index & 0xff
+        )),
+        carrier_changes: Some(2),
+        counters,
+        link_netnsid: None,
         master: None,
         speed_bytes: None,
         ebpf: Some(EbpfInterface {

@@ -8,9 +8,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::filter::InterfaceFilter;
-use crate::kernel::layout::Probe;
+use crate::model::Probe;
+use crate::output::prometheus::Profile;
+use crate::output::watch::SortKey;
 use crate::sources::ebpf::FlavourPolicy;
-use crate::watch::SortKey;
 
 /// Labels the collector sets itself; `--label` may not override them.
 const RESERVED_LABELS: [&str; 14] = [
@@ -200,7 +201,7 @@ pub struct CommonArgs {
     pub ebpf_flavour: FlavourChoice,
     /// Kernel BTF to read struct offsets from (the DaemonSet mounts the host's
     /// /sys/kernel/btf read-only).
-    #[arg(long, env = "COLLECTOR_BTF", value_name = "FILE", default_value = crate::kernel::btf_offsets::VMLINUX_BTF)]
+    #[arg(long, env = "COLLECTOR_BTF", value_name = "FILE", default_value = crate::sources::ebpf::btf_offsets::VMLINUX_BTF)]
     pub btf: String,
     /// Directory to read tracepoint format files from (DIR/events/...)
     /// [default: the tracefs at /sys/kernel/tracing or /sys/kernel/debug/tracing].
@@ -230,11 +231,11 @@ pub struct CommonArgs {
 }
 
 impl CommonArgs {
-    pub fn profile(&self) -> crate::exposition::Profile {
+    pub fn profile(&self) -> Profile {
         if self.detailed_metrics {
-            crate::exposition::Profile::Detailed
+            Profile::Detailed
         } else {
-            crate::exposition::Profile::Default
+            Profile::Default
         }
     }
 
@@ -344,150 +345,4 @@ fn parse_node_name(text: &str) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::{CommandFactory, FromArgMatches};
-
-    /// Parses like the binary, but blind to the environment: a developer's
-    /// shell with COLLECTOR_LISTEN set must not change what these assert.
-    fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Cli, clap::Error> {
-        fn without_env(command: clap::Command) -> clap::Command {
-            command
-                .mut_args(|arg| arg.env(None))
-                .mut_subcommands(without_env)
-        }
-        let matches = without_env(Cli::command()).try_get_matches_from(args)?;
-        Cli::from_arg_matches(&matches)
-    }
-
-    fn error_of(args: &[&str]) -> String {
-        let error = parse(args.iter().copied()).unwrap_err();
-        assert_eq!(error.exit_code(), 2, "{error}");
-        error.to_string()
-    }
-
-    #[test]
-    fn malformed_values_are_rejected_naming_the_flag() {
-        let cases: &[(&[&str], &[&str])] = &[
-            (
-                &["collector", "--listen", "nowhere"],
-                &["--listen", "nowhere"],
-            ),
-            (&["collector", "--listen", "1.2.3.4:99999"], &["--listen"]),
-            (
-                &["collector", "--label", "cluster"],
-                &["--label", "not KEY=VALUE"],
-            ),
-            (
-                &["collector", "--label", "9x=y"],
-                &["--label", "not a Prometheus label name"],
-            ),
-            (
-                &["collector", "--label", "__name__=y"],
-                &["--label", "reserved"],
-            ),
-            (
-                &["collector", "--label", "interface=y"],
-                &["--label", "set by the collector"],
-            ),
-            (
-                &["collector", "--label", "pod=y"],
-                &["--label", "set by the collector"],
-            ),
-            (
-                &["collector", "--include", "("],
-                &["--include", "invalid regex"],
-            ),
-            (
-                &["collector", "--exclude", "[z-a]"],
-                &["--exclude", "invalid regex"],
-            ),
-            (
-                &["collector", "--include", "a", "--exclude", "b"],
-                &["--include", "--exclude"],
-            ),
-            (
-                &["collector", "--node-name", " "],
-                &["--node-name", "empty"],
-            ),
-            (
-                &["collector", "snapshot", "--format", "xml"],
-                &["--format", "xml"],
-            ),
-            (
-                &["collector", "snapshot", "--window", "soon"],
-                &["--window", "not a duration"],
-            ),
-            (
-                &["collector", "watch", "--interval", "10ms"],
-                &["--interval", "shorter than 100ms"],
-            ),
-            (
-                &["collector", "watch", "--sort", "size"],
-                &["--sort", "size"],
-            ),
-            (
-                &["collector", "watch", "--count", "many"],
-                &["--count", "many"],
-            ),
-            (
-                &["collector", "--ebpf-probes", "rx,bogus"],
-                &["--ebpf-probes", "bogus"],
-            ),
-            (
-                &["collector", "--ebpf-max-interfaces", "0"],
-                &["--ebpf-max-interfaces", "0"],
-            ),
-            (
-                &["collector", "--ebpf-flavour", "fentry"],
-                &["--ebpf-flavour", "fentry"],
-            ),
-        ];
-        for (args, needles) in cases {
-            let message = error_of(args);
-            for needle in *needles {
-                assert!(
-                    message.contains(needle),
-                    "{args:?}: `{needle}` not in: {message}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn bare_invocation_serves_with_defaults() {
-        let cli = parse([
-            "collector",
-            "--label",
-            "cluster=a",
-            "--label",
-            "environment=b",
-        ])
-        .unwrap();
-        assert!(cli.command.is_none());
-        assert_eq!(cli.serve.listen.to_string(), "0.0.0.0:2112");
-        // rx/tx cost more than 3 % of packets/s on a small-packet flood even
-        // as tp_btf programs: they are opt-in, drops (free for delivered
-        // packets) is the default, in the flavour that loads.
-        assert_eq!(cli.serve.common.ebpf_probes, [ProbeChoice::Drops]);
-        assert_eq!(cli.serve.common.ebpf_flavour, FlavourChoice::Auto);
-        assert_eq!(cli.serve.common.sorted_labels().unwrap().len(), 2);
-        let pods = cli.serve.common.pod_config();
-        assert_eq!(
-            pods.results_dir,
-            std::path::Path::new("/var/lib/cni/results")
-        );
-        assert_eq!(pods.netns_dir, std::path::Path::new("/var/run/netns"));
-    }
-
-    #[test]
-    fn duplicate_label_keys_are_rejected() {
-        let cli = parse(["collector", "--label", "a=1", "--label", "a=2"]).unwrap();
-        assert!(cli
-            .serve
-            .common
-            .sorted_labels()
-            .unwrap_err()
-            .contains("`a` given more than once"));
-    }
-}
+mod tests;

@@ -1,4 +1,8 @@
 //! One collection: read every source, merge per interface, apply filters.
+//!
+//! [`Collector::collect`] does all the reading (netlink, the BPF maps, pod
+//! identity, sysfs link speeds); [`merge`] then joins those values without
+//! any I/O, so it is the one place that decides what an interface is.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -6,10 +10,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::filter::InterfaceFilter;
-use crate::snapshot::{EbpfInterface, EbpfStatus, Interface, Snapshot, SourceStatus};
-use crate::sources::ebpf::{EbpfReading, EbpfSource};
-use crate::sources::pods::{PodIdentity, PodSource, PodStatus};
-use crate::sources::{link_speed, netlink};
+use crate::model::{
+    EbpfInterface, EbpfStatus, Interface, PodIdentity, PodStatus, Snapshot, SourceStatus,
+};
+use crate::sources::ebpf::{stale_interfaces, EbpfReading, EbpfSource};
+use crate::sources::netlink::{self, Link};
+use crate::sources::pods::PodSource;
+use crate::sources::sysfs;
 
 /// Who the node is and which interfaces to report.
 #[derive(Debug, Clone)]
@@ -160,7 +167,8 @@ impl Collector {
             Some(source) => source.identify(&links),
             None => (HashMap::new(), PodStatus::default()),
         };
-        let interfaces = self.merge(links, reading, pods);
+        let speeds = self.link_speeds(&links);
+        let interfaces = merge(links, reading, pods, &speeds, &self.config.filter);
         let mut errors_total = BTreeMap::new();
         errors_total.insert("netlink", self.netlink_errors.load(Ordering::Relaxed));
         if self.ebpf.is_some() {
@@ -183,65 +191,70 @@ impl Collector {
         }
     }
 
-    fn merge(
-        &self,
-        links: Vec<netlink::Link>,
-        mut reading: Option<EbpfReading>,
-        mut pods: HashMap<u32, PodIdentity>,
-    ) -> Vec<Interface> {
-        let names: HashMap<u32, String> =
-            links.iter().map(|l| (l.ifindex, l.name.clone())).collect();
-        let mut interfaces: Vec<Interface> = links
-            .into_iter()
-            .filter(|link| self.config.filter.keeps(&link.name))
-            .map(|link| {
-                let ebpf = reading.as_mut().map(|r| {
-                    let traffic = r.traffic.remove(&link.ifindex).unwrap_or_default();
-                    EbpfInterface {
-                        rx_packets: traffic.rx_packets,
-                        rx_bytes: traffic.rx_bytes,
-                        tx_packets: traffic.tx_packets,
-                        tx_bytes: traffic.tx_bytes,
-                        drops: r.drops.remove(&link.ifindex).unwrap_or_default(),
-                    }
-                });
-                // Only physical NICs (no rtnl kind) report a meaningful speed;
-                // skipping sysfs for the thousands of veths keeps scrapes cheap.
-                let speed_bytes = if link.kind.is_none() {
-                    link_speed::speed_bytes_per_second(&link.name)
-                } else {
-                    None
-                };
-                let master = link.master_ifindex.and_then(|m| names.get(&m).cloned());
-                let pod = pods.remove(&link.ifindex);
-                Interface {
-                    link,
-                    master,
-                    speed_bytes,
-                    ebpf,
-                    pod,
-                }
+    /// Speeds of the kept links that can have one: only physical NICs (no
+    /// rtnl kind) report a meaningful speed; skipping sysfs for the
+    /// thousands of veths keeps scrapes cheap.
+    fn link_speeds(&self, links: &[Link]) -> HashMap<u32, u64> {
+        links
+            .iter()
+            .filter(|link| link.kind.is_none() && self.config.filter.keeps(&link.name))
+            .filter_map(|link| {
+                let speed = sysfs::speed_bytes_per_second(&link.name)?;
+                Some((link.ifindex, speed))
             })
-            .collect();
-        interfaces.sort_by(|a, b| a.link.name.cmp(&b.link.name));
-        interfaces
+            .collect()
     }
 }
 
-/// Interfaces whose map entries may go: read before the dump, and absent
-/// from a dump that is complete. An interrupted or failed dump may miss
-/// live links, so it deletes nothing.
-fn stale_interfaces(reading: &EbpfReading, live: &HashSet<u32>, complete: bool) -> HashSet<u32> {
-    if !complete {
-        return HashSet::new();
-    }
-    reading
-        .traffic
-        .keys()
-        .copied()
-        .chain(reading.drop_keys.iter().map(|k| k.ifindex))
-        .filter(|ifindex| !live.contains(ifindex))
-        .collect()
+/// Joins what the sources read into one [`Interface`] per kept link, sorted
+/// by name. Pure: every source was read before.
+fn merge(
+    links: Vec<Link>,
+    mut reading: Option<EbpfReading>,
+    mut pods: HashMap<u32, PodIdentity>,
+    speeds: &HashMap<u32, u64>,
+    filter: &InterfaceFilter,
+) -> Vec<Interface> {
+    // Masters are named from every link, kept or not.
+    let names: HashMap<u32, String> = links.iter().map(|l| (l.ifindex, l.name.clone())).collect();
+    let mut interfaces: Vec<Interface> = links
+        .into_iter()
+        .filter(|link| filter.keeps(&link.name))
+        .map(|link| {
+            let ebpf = reading.as_mut().map(|r| {
+                let traffic = r.traffic.remove(&link.ifindex).unwrap_or_default();
+                EbpfInterface {
+                    rx_packets: traffic.rx_packets,
+                    rx_bytes: traffic.rx_bytes,
+                    tx_packets: traffic.tx_packets,
+                    tx_bytes: traffic.tx_bytes,
+                    drops: r.drops.remove(&link.ifindex).unwrap_or_default(),
+                }
+            });
+            let master = link.master_ifindex.and_then(|m| names.get(&m).cloned());
+            Interface {
+                speed_bytes: speeds.get(&link.ifindex).copied(),
+                pod: pods.remove(&link.ifindex),
+                master,
+                ebpf,
+                ifindex: link.ifindex,
+                name: link.name,
+                admin_up: link.admin_up,
+                lower_up: link.lower_up,
+                carrier: link.carrier,
+                oper_state: link.oper_state,
+                mtu: link.mtu,
+                kind: link.kind,
+                master_ifindex: link.master_ifindex,
+                mac_address: link.mac_address,
+                carrier_changes: link.carrier_changes,
+                counters: link.counters,
+                link_netnsid: link.link_netnsid,
+            }
+        })
+        .collect();
+    interfaces.sort_by(|a, b| a.name.cmp(&b.name));
+    interfaces
 }
 
 #[cfg(test)]
@@ -250,8 +263,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::exposition::{render, HttpStats};
-    use crate::sources::netlink::{Link, LinkDump, NetlinkError};
+    use crate::model::HttpStats;
+    use crate::output::prometheus::render;
+    use crate::sources::netlink::{LinkDump, NetlinkError};
 
     /// A link source that fails whenever `failing` is set.
     fn flaky(failing: Arc<AtomicBool>) -> LinkSource {
@@ -274,28 +288,6 @@ mod tests {
                 ..LinkDump::default()
             })
         })
-    }
-
-    #[test]
-    fn only_entries_read_before_a_complete_dump_and_missing_from_it_are_stale() {
-        let mut reading = EbpfReading::default();
-        for ifindex in [1, 5, 9] {
-            reading.traffic.insert(ifindex, Default::default());
-        }
-        reading.drop_keys.push(collector_common::DropKey {
-            ifindex: 11,
-            reason: 2,
-        });
-        // 9 and 11 were deleted; 20 was created after the read (not in it),
-        // so it is live whatever the dump says.
-        let live: HashSet<u32> = [1, 5, 20].into();
-        let stale = stale_interfaces(&reading, &live, true);
-        assert_eq!(stale, [9, 11].into());
-        // A link created between the read and the dump is in the dump but
-        // not in the read: never a candidate.
-        assert!(!stale.contains(&20));
-        // An interrupted (or failed) dump may miss live links: nothing goes.
-        assert!(stale_interfaces(&reading, &HashSet::new(), false).is_empty());
     }
 
     #[test]

@@ -1,17 +1,15 @@
 //! Network interface metrics collector: netlink and eBPF sources, one
-//! snapshot type, Prometheus and terminal outputs.
+//! model, Prometheus and terminal outputs.
 //!
-//! Data flows one way: `sources` -> `collect` (a `Snapshot`) -> `exposition`
-//! / `server` / the CLI.
+//! Data flows one way: `sources` -> `collect` (a `model::Snapshot`) ->
+//! `output` (rendering only); `share` lets concurrent scrapes share one
+//! collection, `http` serves it, `cli` and `main.rs` compose them.
 pub mod cli;
 pub mod collect;
-pub mod exposition;
 pub mod filter;
-pub mod kernel;
+pub mod http;
+pub mod model;
+pub mod output;
 pub mod privileges;
-pub mod server;
 pub mod share;
-pub mod snapshot;
 pub mod sources;
-pub mod table;
-pub mod watch;

@@ -1,19 +1,20 @@
-//! `collector`: serve metrics, or print one snapshot.
+//! `collector`: composition only. Flags -> a `Collector` (sources chosen
+//! and started) -> serve over HTTP, print one snapshot, or watch rates.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use collector::cli::{Cli, Command, CommonArgs, SnapshotArgs, SnapshotFormat, WatchArgs};
 use collector::collect::{Collector, CollectorConfig, EbpfMode};
+use collector::http;
+use collector::model::HttpStats;
+use collector::output::{prometheus, table, watch};
 use collector::privileges::{self, Kept};
-use collector::server;
 use collector::share::Scraper;
 use collector::sources::ebpf::{EbpfSource, KernelSources};
 use collector::sources::pods::PodSource;
-use collector::{exposition, table, watch};
 
 fn main() -> std::process::ExitCode {
     limit_retained_heap();
@@ -111,7 +112,7 @@ fn serve(args: collector::cli::ServeArgs) -> anyhow::Result<()> {
     let collector = Arc::new(build_collector(&args.common));
     // Bound before the capabilities go, so a privileged port still works.
     let listener =
-        std::net::TcpListener::bind(args.listen).map_err(|source| server::ListenError {
+        std::net::TcpListener::bind(args.listen).map_err(|source| http::ListenError {
             address: args.listen,
             source,
         })?;
@@ -134,10 +135,10 @@ fn serve(args: collector::cli::ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             warm.collect().await;
         });
-        server::serve(
+        http::serve(
             scraper,
             listener,
-            server::ServerLimits::default(),
+            http::ServerLimits::default(),
             shutdown_signal(),
         )
         .await;
@@ -189,11 +190,9 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
         SnapshotFormat::Json
     });
     let text = match format {
-        SnapshotFormat::Prometheus => exposition::render_profile(
-            &snapshot,
-            &exposition::HttpStats::default(),
-            args.common.profile(),
-        ),
+        SnapshotFormat::Prometheus => {
+            prometheus::render_profile(&snapshot, &HttpStats::default(), args.common.profile())
+        }
         SnapshotFormat::Json => {
             serde_json::to_string_pretty(&snapshot).context("encoding JSON")? + "\n"
         }
@@ -208,43 +207,23 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
 fn watch_rates(args: WatchArgs) -> anyhow::Result<()> {
     let collector = build_collector(&args.common);
     drop_capabilities(&collector);
-    let terminal = std::io::stdout().is_terminal();
+    let refresh = watch::Refresh {
+        interval: args.interval,
+        sort: args.sort,
+        count: args.count,
+        terminal: std::io::stdout().is_terminal(),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let mut previous = (collector.collect(), Instant::now());
-        let mut frames = 0u64;
-        let mut stdout = std::io::stdout();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(args.interval) => {}
-                _ = tokio::signal::ctrl_c() => break,
-            }
-            let now = (collector.collect(), Instant::now());
-            let seconds = now.1.duration_since(previous.1).as_secs_f64();
-            let rates = watch::rates(&previous.0, &now.0, seconds, args.sort);
-            let frame = watch::render(&rates, &now.0, seconds, terminal);
-            // On a terminal each frame replaces the last; piped output keeps
-            // every frame, separated by a blank line.
-            let text = if terminal {
-                format!("\x1b[H\x1b[2J{frame}")
-            } else {
-                format!("{frame}\n")
-            };
-            stdout
-                .write_all(text.as_bytes())
-                .context("writing to stdout")?;
-            stdout.flush().context("writing to stdout")?;
-            previous = now;
-            frames += 1;
-            if args.count.is_some_and(|count| frames >= count) {
-                break;
-            }
-        }
-        Ok::<_, anyhow::Error>(())
-    })?;
+    runtime
+        .block_on(watch::run(
+            || collector.collect(),
+            refresh,
+            &mut std::io::stdout(),
+        ))
+        .context("writing to stdout")?;
     // Dropping the collector detaches the probes before we exit 0.
     Ok(())
 }

@@ -417,25 +417,8 @@ fn a_kernel_btf_without_typed_tracepoints_falls_back_to_classic_per_probe() {
 /// Kernel BPF run-time statistics, on while this fd is open (closed when
 /// the test ends, also when it panics): `bpf(BPF_ENABLE_STATS)`.
 fn enable_bpf_stats() -> std::os::fd::OwnedFd {
-    use std::os::fd::FromRawFd;
-    const BPF_ENABLE_STATS: libc::c_long = 32;
-    let attr: [u32; 2] = [0, 0]; // enable_stats.type = BPF_STATS_RUN_TIME
-                                 // SAFETY: attr is a zero-padded bpf_attr prefix of the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_ENABLE_STATS,
-            attr.as_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    assert!(
-        fd >= 0,
-        "BPF_ENABLE_STATS: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: a new fd the kernel just returned, owned by nothing else.
-    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
+    collector::sources::ebpf::run_stats::enable_run_time_stats()
+        .unwrap_or_else(|error| panic!("BPF_ENABLE_STATS: {error}"))
 }
 
 #[test]

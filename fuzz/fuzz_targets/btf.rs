@@ -1,7 +1,7 @@
 //! BTF bytes: any file given with --btf, parsed and walked for the probe offsets.
 #![no_main]
 
-use collector::kernel::btf_offsets::KernelBtf;
+use collector::sources::ebpf::btf_offsets::KernelBtf;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

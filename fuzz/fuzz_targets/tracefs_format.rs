@@ -1,7 +1,7 @@
 //! tracefs `format` text is read from a mount the collector does not own.
 #![no_main]
 
-use collector::kernel::tracefs::TracepointFormat;
+use collector::sources::ebpf::tracefs::TracepointFormat;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

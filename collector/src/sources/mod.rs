@@ -1,6 +1,6 @@
 //! Data sources. Each owns one way of reading the kernel and returns plain
 //! values; none of them formats output.
 pub mod ebpf;
-pub mod link_speed;
 pub mod netlink;
 pub mod pods;
+pub mod sysfs;

@@ -18,7 +18,6 @@ pub mod socket;
 use std::time::Duration;
 
 use netlink_packet_route::link::Stats64;
-use serde::Serialize;
 
 pub use cache::LinkCache;
 pub use decode::{link_from_message, name_from_bytes, parse_dump};
@@ -63,36 +62,10 @@ impl NetlinkError {
     }
 }
 
-/// Every IFLA_STATS64 counter, named and ordered as in `struct
-/// rtnl_link_stats64` (the order [`LinkCounters::from_raw`] relies on).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct LinkCounters {
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub rx_errors: u64,
-    pub tx_errors: u64,
-    pub rx_dropped: u64,
-    pub tx_dropped: u64,
-    pub multicast: u64,
-    pub collisions: u64,
-    pub rx_length_errors: u64,
-    pub rx_over_errors: u64,
-    pub rx_crc_errors: u64,
-    pub rx_frame_errors: u64,
-    pub rx_fifo_errors: u64,
-    pub rx_missed_errors: u64,
-    pub tx_aborted_errors: u64,
-    pub tx_carrier_errors: u64,
-    pub tx_fifo_errors: u64,
-    pub tx_heartbeat_errors: u64,
-    pub tx_window_errors: u64,
-    pub rx_compressed: u64,
-    pub tx_compressed: u64,
-    pub rx_nohandler: u64,
-}
+pub use crate::model::LinkCounters;
 
+// Decoding the kernel's struct is the netlink source's business, so the
+// model's type gets its constructors here.
 impl LinkCounters {
     /// From a raw `struct rtnl_link_stats64`: native-endian u64s in the
     /// field order above. Older kernels send fewer fields (rx_nohandler came
@@ -166,7 +139,7 @@ impl From<&Stats64> for LinkCounters {
 }
 
 /// One interface as the kernel describes it in RTM_NEWLINK.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Link {
     pub ifindex: u32,
     pub name: String,

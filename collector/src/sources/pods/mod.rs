@@ -24,37 +24,21 @@ pub mod source;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 pub use cache_file::{parse_cache_file, Attachment};
 pub use source::{PodConfig, PodSource, PodStatus, ERROR_REASONS};
 
-/// The pod an interface belongs to, as served and printed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PodIdentity {
-    pub namespace: String,
-    pub pod: String,
-    pub pod_uid: String,
-    /// The sandbox (pause) container the attachment was made for.
-    pub container_id: String,
-    /// The attachment's interface inside the pod (`eth0`, Multus' `net1`);
-    /// `None` when several attachments share the namespace and none of
-    /// their CNI results names this host interface.
-    pub pod_interface: Option<String>,
-    /// The CNI network of that attachment (`None` as above).
-    pub network: Option<String>,
-}
+pub use crate::model::PodIdentity;
 
-impl PodIdentity {
-    fn of(attachment: &Attachment, with_interface: bool) -> PodIdentity {
-        PodIdentity {
-            namespace: attachment.namespace.clone(),
-            pod: attachment.pod.clone(),
-            pod_uid: attachment.pod_uid.clone(),
-            container_id: attachment.container_id.clone(),
-            pod_interface: with_interface.then(|| attachment.if_name.clone()),
-            network: with_interface.then(|| attachment.network.clone()),
-        }
+/// The identity of `attachment`'s pod, with the attachment's interface and
+/// network when it is known to be this one.
+fn identity_of(attachment: &Attachment, with_interface: bool) -> PodIdentity {
+    PodIdentity {
+        namespace: attachment.namespace.clone(),
+        pod: attachment.pod.clone(),
+        pod_uid: attachment.pod_uid.clone(),
+        container_id: attachment.container_id.clone(),
+        pod_interface: with_interface.then(|| attachment.if_name.clone()),
+        network: with_interface.then(|| attachment.network.clone()),
     }
 }
 
@@ -85,17 +69,17 @@ pub fn match_links(
             continue;
         };
         let identity = match candidates.as_slice() {
-            [only] => Some(PodIdentity::of(only, true)),
+            [only] => Some(identity_of(only, true)),
             several => several
                 .iter()
                 .find(|a| a.host_interfaces.iter().any(|h| h == link.name))
-                .map(|a| PodIdentity::of(a, true))
+                .map(|a| identity_of(a, true))
                 .or_else(|| {
                     let first = several[0];
                     several
                         .iter()
                         .all(|a| a.pod_uid == first.pod_uid)
-                        .then(|| PodIdentity::of(first, false))
+                        .then(|| identity_of(first, false))
                 }),
         };
         if let Some(identity) = identity {

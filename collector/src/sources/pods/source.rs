@@ -7,8 +7,6 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use serde::Serialize;
-
 use super::cache_file::parse_cache_file;
 use super::nsid::NsidSocket;
 use super::{match_links, netns_file, Attachment, LinkEnd, PodIdentity};
@@ -31,18 +29,7 @@ pub struct PodConfig {
     pub netns_dir: PathBuf,
 }
 
-/// How pod identity fared, for the snapshot and the self-metrics.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct PodStatus {
-    /// False when the collector was built without the source.
-    pub enabled: bool,
-    /// The results directory was listed in this collection.
-    pub up: bool,
-    pub error: Option<String>,
-    /// Pod attachments whose netns id was found in this collection.
-    pub attachments: usize,
-    pub errors_total: BTreeMap<&'static str, u64>,
-}
+pub use crate::model::PodStatus;
 
 pub struct PodSource {
     config: PodConfig,

@@ -1,12 +1,13 @@
 //! `collector watch`: per-interface rates between two snapshots, for a
-//! terminal. Rates are computed here for display only; `/metrics` always
-//! serves the kernel's totals.
+//! terminal, refreshed by [`run`]. Rates are computed here for display
+//! only; `/metrics` always serves the kernel's totals.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::time::{Duration, Instant};
 
-use crate::snapshot::{Interface, Snapshot};
-use crate::table::{human_bytes, top_reasons};
+use crate::model::{Interface, Snapshot};
+use crate::output::table::{human_bytes, top_reasons};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SortKey {
@@ -51,7 +52,7 @@ fn per_second(now: u64, before: u64, seconds: f64) -> f64 {
 }
 
 fn interface_rates(now: &Interface, before: &Interface, seconds: f64) -> InterfaceRates {
-    let (c, p) = (&now.link.counters, &before.link.counters);
+    let (c, p) = (&now.counters, &before.counters);
     let mut drops_by_reason = BTreeMap::new();
     if let (Some(now_ebpf), Some(before_ebpf)) = (&now.ebpf, &before.ebpf) {
         for (reason, count) in &now_ebpf.drops {
@@ -63,9 +64,9 @@ fn interface_rates(now: &Interface, before: &Interface, seconds: f64) -> Interfa
         }
     }
     InterfaceRates {
-        name: now.link.name.clone(),
-        pod: crate::table::pod_label(now.pod.as_ref()),
-        up: now.link.admin_up,
+        name: now.name.clone(),
+        pod: crate::output::table::pod_label(now.pod.as_ref()),
+        up: now.admin_up,
         rx_bytes: per_second(c.rx_bytes, p.rx_bytes, seconds),
         rx_packets: per_second(c.rx_packets, p.rx_packets, seconds),
         tx_bytes: per_second(c.tx_bytes, p.tx_bytes, seconds),
@@ -94,14 +95,14 @@ pub fn rates(
     let previous: BTreeMap<(u32, &str), &Interface> = before
         .interfaces
         .iter()
-        .map(|i| ((i.link.ifindex, i.link.name.as_str()), i))
+        .map(|i| ((i.ifindex, i.name.as_str()), i))
         .collect();
     let mut rates: Vec<InterfaceRates> = now
         .interfaces
         .iter()
         .filter_map(|i| {
             previous
-                .get(&(i.link.ifindex, i.link.name.as_str()))
+                .get(&(i.ifindex, i.name.as_str()))
                 .map(|p| interface_rates(i, p, seconds.max(1e-3)))
         })
         .collect();
@@ -136,7 +137,7 @@ pub fn render(rates: &[InterfaceRates], snapshot: &Snapshot, interval: f64, ansi
         "collector watch  node {}  every {interval:.1}s  {ebpf}  (Ctrl-C to quit)",
         snapshot.node
     );
-    let width = crate::table::pod_column_width(rates.iter().map(|r| r.pod.as_str()));
+    let width = crate::output::table::pod_column_width(rates.iter().map(|r| r.pod.as_str()));
     let pod_cell = |text: &str| width.map(|w| format!("{text:<w$} ")).unwrap_or_default();
     let _ = writeln!(
         out,
@@ -156,7 +157,7 @@ pub fn render(rates: &[InterfaceRates], snapshot: &Snapshot, interval: f64, ansi
         let _ = writeln!(
             out,
             "{:<16} {}{:<5} {:>12} {:>10.1} {:>12} {:>10.1} {:>9.1} {:>9.1}  {}",
-            crate::table::printable(&r.name),
+            crate::output::table::printable(&r.name),
             pod_cell(&r.pod),
             if r.up { "up" } else { "down" },
             human_rate(r.rx_bytes),
@@ -171,33 +172,74 @@ pub fn render(rates: &[InterfaceRates], snapshot: &Snapshot, interval: f64, ansi
     out
 }
 
+/// How `watch` refreshes.
+#[derive(Debug, Clone, Copy)]
+pub struct Refresh {
+    pub interval: Duration,
+    pub sort: SortKey,
+    /// Stop after this many frames; `None`: until Ctrl-C.
+    pub count: Option<u64>,
+    /// A person at a terminal: each frame replaces the last, with colour.
+    pub terminal: bool,
+}
+
+/// Collects every `refresh.interval` and writes the rates since the
+/// previous collection to `out`, until Ctrl-C or `refresh.count` frames.
+pub async fn run(
+    collect: impl Fn() -> Snapshot,
+    refresh: Refresh,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    let mut previous = (collect(), Instant::now());
+    let mut frames = 0u64;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(refresh.interval) => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        let now = (collect(), Instant::now());
+        let seconds = now.1.duration_since(previous.1).as_secs_f64();
+        let rates = rates(&previous.0, &now.0, seconds, refresh.sort);
+        let frame = render(&rates, &now.0, seconds, refresh.terminal);
+        // On a terminal each frame replaces the last; piped output keeps
+        // every frame, separated by a blank line.
+        let text = if refresh.terminal {
+            format!("\x1b[H\x1b[2J{frame}")
+        } else {
+            format!("{frame}\n")
+        };
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        previous = now;
+        frames += 1;
+        if refresh.count.is_some_and(|count| frames >= count) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::{EbpfInterface, EbpfStatus, SourceStatus};
-    use crate::sources::netlink::Link;
+    use crate::model::{EbpfInterface, EbpfStatus, SourceStatus};
 
     fn snapshot(rx_bytes: u64, no_socket: u64, ifindex: u32) -> Snapshot {
-        let mut link = Link {
+        let mut ebpf = EbpfInterface::default();
+        ebpf.drops.insert("NO_SOCKET".into(), no_socket);
+        let mut interface = Interface {
             ifindex,
             name: "eth0".into(),
             admin_up: true,
-            ..Link::default()
+            ebpf: Some(ebpf),
+            ..Interface::default()
         };
-        link.counters.rx_bytes = rx_bytes;
-        link.counters.rx_packets = rx_bytes / 100;
-        let mut ebpf = EbpfInterface::default();
-        ebpf.drops.insert("NO_SOCKET".into(), no_socket);
+        interface.counters.rx_bytes = rx_bytes;
+        interface.counters.rx_packets = rx_bytes / 100;
         Snapshot {
             node: "n".into(),
             labels: vec![],
-            interfaces: vec![Interface {
-                link,
-                master: None,
-                speed_bytes: None,
-                ebpf: Some(ebpf),
-                pod: None,
-            }],
+            interfaces: vec![interface],
             sources: SourceStatus {
                 netlink_error: None,
                 ebpf: EbpfStatus {
@@ -241,7 +283,7 @@ mod tests {
         let plain = rates(&snapshot(0, 0, 2), &snapshot(100, 0, 2), 1.0, SortKey::Rx);
         assert!(!render(&plain, &snapshot(0, 0, 2), 1.0, false).contains("POD"));
         let mut now = snapshot(100, 0, 2);
-        now.interfaces[0].pod = Some(crate::sources::pods::PodIdentity {
+        now.interfaces[0].pod = Some(crate::model::PodIdentity {
             namespace: "shop".into(),
             pod: "cart-0".into(),
             pod_uid: "u".into(),

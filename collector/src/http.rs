@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::exposition;
+use crate::output::prometheus;
 use crate::share::{Encoding, Scraper, SharedBody};
 
 pub type Body = Either<SharedBody, Full<Bytes>>;
@@ -117,7 +117,7 @@ pub async fn route(scraper: &Arc<Scraper>, request: &Request<Incoming>) -> Respo
             let headers = response.headers_mut();
             headers.insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static(exposition::CONTENT_TYPE),
+                HeaderValue::from_static(prometheus::CONTENT_TYPE),
             );
             headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
             if encoding == Encoding::Gzip {

@@ -7,45 +7,7 @@ use collector_common::KernelLayout;
 use super::btf_offsets::{BtfError, KernelBtf};
 use super::tracefs::{Tracefs, TracefsError, TracepointFormat};
 
-/// The probes, each one program on one tracepoint. Each can be missing on a
-/// given kernel without taking the others down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Probe {
-    Rx,
-    Tx,
-    Drop,
-}
-
-impl Probe {
-    pub const ALL: [Probe; 3] = [Probe::Rx, Probe::Tx, Probe::Drop];
-
-    /// Program name in the BPF object.
-    pub fn program(self) -> &'static str {
-        match self {
-            Probe::Rx => "netif_receive_skb",
-            Probe::Tx => "net_dev_start_xmit",
-            Probe::Drop => "kfree_skb",
-        }
-    }
-
-    /// Program name of the BTF-typed (`tp_btf`) flavour in the BPF object.
-    pub fn btf_program(self) -> &'static str {
-        match self {
-            Probe::Rx => "netif_receive_skb_btf",
-            Probe::Tx => "net_dev_start_xmit_btf",
-            Probe::Drop => "kfree_skb_btf",
-        }
-    }
-
-    /// (category, event) in tracefs.
-    pub fn tracepoint(self) -> (&'static str, &'static str) {
-        match self {
-            Probe::Rx => ("net", "netif_receive_skb"),
-            Probe::Tx => ("net", "net_dev_start_xmit"),
-            Probe::Drop => ("skb", "kfree_skb"),
-        }
-    }
-}
+pub use crate::model::Probe;
 
 /// A reason value no kernel uses; stands in for enumerators this kernel lacks.
 const NEVER_A_REASON: u32 = u32::MAX - 1;

@@ -3,8 +3,8 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
-use crate::snapshot::Snapshot;
-use crate::sources::pods::PodIdentity;
+use crate::model::PodIdentity;
+use crate::model::Snapshot;
 
 /// Text from the kernel made safe for a terminal: an interface name may hold
 /// ESC and other control characters (the kernel accepts any byte but NUL,
@@ -102,7 +102,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         "DROPPED"
     );
     for (interface, pod) in snapshot.interfaces.iter().zip(&pods) {
-        let link = &interface.link;
+        let link = interface;
         let c = &link.counters;
         let top = top_reasons(
             interface.ebpf.iter().flat_map(|e| e.drops.iter()),

@@ -222,37 +222,43 @@ impl Tracefs {
 mod tests {
     use super::*;
 
-    const KFREE_SKB_6_18: &str = include_str!("../../tests/fixtures/tracefs/6.18/kfree_skb.format");
-    const KFREE_SKB_6_6: &str = include_str!("../../tests/fixtures/tracefs/6.6/kfree_skb.format");
-    const KFREE_SKB_6_1: &str = include_str!("../../tests/fixtures/tracefs/6.1/kfree_skb.format");
-    const KFREE_SKB_5_15: &str = include_str!("../../tests/fixtures/tracefs/5.15/kfree_skb.format");
+    const KFREE_SKB_6_18: &str =
+        include_str!("../../../tests/fixtures/tracefs/6.18/kfree_skb.format");
+    const KFREE_SKB_6_6: &str =
+        include_str!("../../../tests/fixtures/tracefs/6.6/kfree_skb.format");
+    const KFREE_SKB_6_1: &str =
+        include_str!("../../../tests/fixtures/tracefs/6.1/kfree_skb.format");
+    const KFREE_SKB_5_15: &str =
+        include_str!("../../../tests/fixtures/tracefs/5.15/kfree_skb.format");
     const RX_6_18: &str =
-        include_str!("../../tests/fixtures/tracefs/6.18/netif_receive_skb.format");
+        include_str!("../../../tests/fixtures/tracefs/6.18/netif_receive_skb.format");
     const TX_6_18: &str =
-        include_str!("../../tests/fixtures/tracefs/6.18/net_dev_start_xmit.format");
+        include_str!("../../../tests/fixtures/tracefs/6.18/net_dev_start_xmit.format");
     const TX_5_15: &str =
-        include_str!("../../tests/fixtures/tracefs/5.15/net_dev_start_xmit.format");
+        include_str!("../../../tests/fixtures/tracefs/5.15/net_dev_start_xmit.format");
 
     // Captured verbatim from the kernels `cargo xtask kernels` boots.
-    const KFREE_SKB_5_10: &str = include_str!("../../tests/fixtures/tracefs/5.10/kfree_skb.format");
-    const KFREE_SKB_6_12: &str = include_str!("../../tests/fixtures/tracefs/6.12/kfree_skb.format");
+    const KFREE_SKB_5_10: &str =
+        include_str!("../../../tests/fixtures/tracefs/5.10/kfree_skb.format");
+    const KFREE_SKB_6_12: &str =
+        include_str!("../../../tests/fixtures/tracefs/6.12/kfree_skb.format");
     const CAPTURED: [(&str, &str, &str, &str); 4] = [
         (
             "5.10",
-            include_str!("../../tests/fixtures/tracefs/5.10/netif_receive_skb.format"),
-            include_str!("../../tests/fixtures/tracefs/5.10/net_dev_start_xmit.format"),
+            include_str!("../../../tests/fixtures/tracefs/5.10/netif_receive_skb.format"),
+            include_str!("../../../tests/fixtures/tracefs/5.10/net_dev_start_xmit.format"),
             KFREE_SKB_5_10,
         ),
         (
             "6.1",
-            include_str!("../../tests/fixtures/tracefs/6.1/netif_receive_skb.format"),
-            include_str!("../../tests/fixtures/tracefs/6.1/net_dev_start_xmit.format"),
+            include_str!("../../../tests/fixtures/tracefs/6.1/netif_receive_skb.format"),
+            include_str!("../../../tests/fixtures/tracefs/6.1/net_dev_start_xmit.format"),
             KFREE_SKB_6_1,
         ),
         (
             "6.12",
-            include_str!("../../tests/fixtures/tracefs/6.12/netif_receive_skb.format"),
-            include_str!("../../tests/fixtures/tracefs/6.12/net_dev_start_xmit.format"),
+            include_str!("../../../tests/fixtures/tracefs/6.12/netif_receive_skb.format"),
+            include_str!("../../../tests/fixtures/tracefs/6.12/net_dev_start_xmit.format"),
             KFREE_SKB_6_12,
         ),
         ("6.18", RX_6_18, TX_6_18, KFREE_SKB_6_18),

@@ -11,7 +11,11 @@
 //! 57 MiB on a 6.18 vmlinux for the handful of offsets the probes need; this
 //! one holds the 5-6 MiB file plus 4 bytes per type.
 
+mod format;
+
 use std::path::Path;
+
+use format::{check_header, extra_bytes, kind, TypeRecord};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -31,63 +35,6 @@ pub enum BtfError {
     EnumNotFound(String),
     #[error("BTF has no `btf_trace_{0}` (no BTF-typed tracepoint of that name)")]
     TracepointNotFound(String),
-}
-
-/// BTF kinds (`BTF_KIND_*` in include/uapi/linux/btf.h).
-mod kind {
-    pub const INT: u32 = 1;
-    pub const PTR: u32 = 2;
-    pub const ARRAY: u32 = 3;
-    pub const STRUCT: u32 = 4;
-    pub const UNION: u32 = 5;
-    pub const ENUM: u32 = 6;
-    pub const FWD: u32 = 7;
-    pub const TYPEDEF: u32 = 8;
-    pub const VOLATILE: u32 = 9;
-    pub const CONST: u32 = 10;
-    pub const RESTRICT: u32 = 11;
-    pub const FUNC: u32 = 12;
-    pub const FUNC_PROTO: u32 = 13;
-    pub const VAR: u32 = 14;
-    pub const DATASEC: u32 = 15;
-    pub const FLOAT: u32 = 16;
-    pub const DECL_TAG: u32 = 17;
-    pub const TYPE_TAG: u32 = 18;
-    pub const ENUM64: u32 = 19;
-}
-
-/// Bytes of the kind-specific data after a type's 12-byte common header.
-fn extra_bytes(kind: u32, vlen: u32) -> Option<usize> {
-    let vlen = vlen as usize;
-    Some(match kind {
-        kind::INT | kind::VAR | kind::DECL_TAG => 4,
-        kind::ARRAY => 12,
-        kind::STRUCT | kind::UNION | kind::DATASEC | kind::ENUM64 => 12 * vlen,
-        kind::ENUM | kind::FUNC_PROTO => 8 * vlen,
-        kind::PTR
-        | kind::FWD
-        | kind::TYPEDEF
-        | kind::VOLATILE
-        | kind::CONST
-        | kind::RESTRICT
-        | kind::FUNC
-        | kind::FLOAT
-        | kind::TYPE_TAG => 0,
-        _ => return None,
-    })
-}
-
-/// One decoded type header.
-#[derive(Debug, Clone, Copy)]
-struct TypeRecord {
-    /// Byte offset of the header in the file.
-    at: usize,
-    name_off: u32,
-    kind: u32,
-    vlen: u32,
-    kind_flag: bool,
-    /// `size` or `type`, depending on the kind.
-    size_or_type: u32,
 }
 
 pub struct KernelBtf {
@@ -331,92 +278,6 @@ impl KernelBtf {
         }
         None
     }
-
-    fn record(&self, type_id: u32) -> Option<TypeRecord> {
-        let at = *self.types.get((type_id as usize).checked_sub(1)?)? as usize;
-        let info = self.word(at + 4)?;
-        Some(TypeRecord {
-            at,
-            name_off: self.word(at)?,
-            kind: (info >> 24) & 0x1f,
-            vlen: info & 0xffff,
-            kind_flag: info >> 31 != 0,
-            size_or_type: self.word(at + 8)?,
-        })
-    }
-
-    fn word(&self, at: usize) -> Option<u32> {
-        let raw: [u8; 4] = self.bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        Some(if self.little_endian {
-            u32::from_le_bytes(raw)
-        } else {
-            u32::from_be_bytes(raw)
-        })
-    }
-
-    /// The NUL-terminated string at `offset` in the string section.
-    fn string(&self, offset: u32) -> Option<&str> {
-        let start = self.strings.start.checked_add(offset as usize)?;
-        let section = self.bytes.get(start..self.strings.end)?;
-        let end = section.iter().position(|&b| b == 0)?;
-        std::str::from_utf8(&section[..end]).ok()
-    }
-}
-
-/// Where the sections of a checked BTF blob are.
-struct Sections {
-    little_endian: bool,
-    types: std::ops::Range<usize>,
-    strings: std::ops::Range<usize>,
-}
-
-/// Bounds-checks the BTF header: every offset and length in it comes from
-/// the file, so a truncated or corrupt header must be rejected before any
-/// section is read (an unchecked header addition in the previous parser
-/// was found by `cargo xtask fuzz`).
-fn check_header(bytes: &[u8]) -> Result<Sections, String> {
-    const HEADER_BYTES: usize = 24;
-    let header = bytes
-        .get(..HEADER_BYTES)
-        .ok_or("shorter than a BTF header")?;
-    let little_endian = match header[..2] {
-        [0x9f, 0xeb] => true,
-        [0xeb, 0x9f] => false,
-        _ => return Err("no BTF magic".into()),
-    };
-    let word = |at: usize| {
-        let raw: [u8; 4] = header[at..at + 4].try_into().expect("4 bytes");
-        if little_endian {
-            u32::from_le_bytes(raw)
-        } else {
-            u32::from_be_bytes(raw)
-        }
-    };
-    if header[2] != 1 {
-        return Err(format!("unsupported BTF version {}", header[2]));
-    }
-    let (hdr_len, type_off, type_len, str_off, str_len) =
-        (word(4), word(8), word(12), word(16), word(20));
-    let section = |offset: u32, len: u32| {
-        let start = hdr_len.checked_add(offset)? as usize;
-        let end = start.checked_add(len as usize)?;
-        (end <= bytes.len()).then_some(start..end)
-    };
-    match (
-        (hdr_len as usize) >= HEADER_BYTES,
-        section(type_off, type_len),
-        section(str_off, str_len),
-    ) {
-        (true, Some(types), Some(strings)) => Ok(Sections {
-            little_endian,
-            types,
-            strings,
-        }),
-        _ => Err(format!(
-            "BTF header sections (hdr_len {hdr_len}, types {type_off}+{type_len}, strings {str_off}+{str_len}) exceed the {} bytes given",
-            bytes.len()
-        )),
-    }
 }
 
 struct MemberHit {
@@ -426,127 +287,4 @@ struct MemberHit {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    // Unit tests read fixtures only, never the host's /sys/kernel/btf:
-    // they must pass the same on any build machine. The running kernel's
-    // BTF is exercised by the privileged integration tests.
-    const TINY_BTF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/btf/tiny.btf");
-
-    /// Hand-built BTF with the shapes a kernel nests members in (anonymous
-    /// struct and union, typedef, bitfield) and offsets no kernel has (see
-    /// make_tiny_btf.py).
-    fn tiny() -> KernelBtf {
-        KernelBtf::from_file(Path::new(TINY_BTF)).unwrap()
-    }
-
-    #[test]
-    fn offsets_follow_the_btf_through_unions_typedefs_and_nesting() {
-        let btf = tiny();
-        assert_eq!(btf.member_offset("sk_buff", "dev").unwrap(), 8);
-        assert_eq!(btf.member_offset("sk_buff", "len").unwrap(), 16);
-        assert_eq!(btf.member_offset("net_device", "ifindex").unwrap(), 0);
-        assert_eq!(btf.member_offset("net_device", "nd_net.net").unwrap(), 8);
-        assert_eq!(btf.member_offset("net", "ns.inum").unwrap(), 12);
-        assert_eq!(
-            btf.enum_value("skb_drop_reason", "SKB_CONSUMED").unwrap(),
-            Some(1)
-        );
-        assert_eq!(btf.enum_value("skb_drop_reason", "SKB_NOPE").unwrap(), None);
-        assert!(matches!(
-            btf.member_offset("net", "ns.inum.deeper"),
-            Err(BtfError::MemberNotFound { .. })
-        ));
-    }
-
-    #[test]
-    fn nested_paths_add_up_their_components() {
-        let btf = tiny();
-        let whole = btf.member_offset("net", "ns.inum").unwrap();
-        let parts = btf.member_offset("net", "ns").unwrap()
-            + btf.member_offset("ns_common", "inum").unwrap();
-        // Both parts are non-zero in the fixture (8 + 4), so a walker that
-        // dropped either would be caught.
-        assert_eq!((whole, parts), (12, 12));
-        // possible_net_t is a typedef of an anonymous struct: followed through.
-        let nd_net = btf.member_offset("net_device", "nd_net").unwrap();
-        assert_eq!(
-            btf.member_offset("net_device", "nd_net.net").unwrap(),
-            nd_net
-        );
-    }
-
-    #[test]
-    fn members_inside_anonymous_unions_are_found() {
-        // As in a kernel's sk_buff, the fixture's dev sits in an anonymous
-        // union (4 bytes into) an anonymous struct (4 bytes into sk_buff):
-        // both nesting offsets are added.
-        let btf = tiny();
-        assert_eq!(btf.member_offset("sk_buff", "dev").unwrap(), 8);
-        assert_eq!(btf.member_offset("sk_buff", "len").unwrap(), 16);
-    }
-
-    #[test]
-    fn errors_name_what_is_missing() {
-        let btf = tiny();
-        let missing = btf
-            .member_offset("sk_buff", "no_such_member")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            missing.contains("sk_buff") && missing.contains("no_such_member"),
-            "{missing}"
-        );
-        assert!(matches!(
-            btf.member_offset("no_such_struct_xyz", "a"),
-            Err(BtfError::StructNotFound(_))
-        ));
-        assert!(matches!(
-            btf.member_offset("sk_buff", "cloned"),
-            Err(BtfError::Bitfield { .. })
-        ));
-    }
-
-    #[test]
-    fn truncated_or_garbage_btf_is_an_error_not_a_panic() {
-        let bytes = std::fs::read(TINY_BTF).unwrap();
-        assert!(
-            KernelBtf::from_bytes(&bytes).is_ok(),
-            "the whole file parses"
-        );
-        for cut in [0, 4, 24, 100, bytes.len() / 2] {
-            assert!(
-                KernelBtf::from_bytes(&bytes[..cut]).is_err(),
-                "cut at {cut}"
-            );
-        }
-        assert!(KernelBtf::from_bytes(&[0xffu8; 64]).is_err());
-    }
-
-    #[test]
-    fn fuzz_found_member_offset_overflow_is_an_error() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/btf/fuzz-member-offset-overflow.btf"
-        );
-        let btf = KernelBtf::from_file(Path::new(path)).unwrap();
-        // Its `net.ns` sits at a bit offset that overflows once `inum` is added.
-        assert!(matches!(
-            btf.member_offset("net", "ns.inum"),
-            Err(BtfError::Corrupt { .. })
-        ));
-    }
-
-    #[test]
-    fn fuzz_found_header_offset_overflow_is_rejected() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/btf/fuzz-header-offset-overflow.btf"
-        );
-        let error = KernelBtf::from_file(Path::new(path))
-            .err()
-            .expect("corrupt header rejected");
-        assert!(error.to_string().contains("exceed"), "{error}");
-    }
-}
+mod tests;

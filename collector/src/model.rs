@@ -1,0 +1,295 @@
+//! The one value every output renders: what the sources read in one
+//! collection, merged per interface. `/metrics`, `snapshot` and `watch` all
+//! print a [`Snapshot`], so they cannot disagree.
+//!
+//! These types are the project's own: their field names are the JSON keys
+//! `collector snapshot --format json` prints (pinned by the golden files
+//! and the key test below), so a source can rename its fields without
+//! changing what users parse. Sources return values of these types (or
+//! their own, converted in `collect`); outputs read nothing else.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Node name reported in the `host`/`hostname` labels.
+    pub node: String,
+    /// Extra `--label` pairs, sorted by key.
+    pub labels: Vec<(String, String)>,
+    /// Kept interfaces, sorted by name.
+    pub interfaces: Vec<Interface>,
+    pub sources: SourceStatus,
+    /// Wall time this collection took.
+    pub collection_seconds: f64,
+}
+
+/// One interface: its link attributes and counters (rtnetlink), and what
+/// the other sources add to it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Interface {
+    pub ifindex: u32,
+    pub name: String,
+    /// IFF_UP: the administrative state `ip link set up/down` changes.
+    pub admin_up: bool,
+    /// IFF_LOWER_UP: the driver reports a usable physical layer.
+    pub lower_up: bool,
+    pub carrier: Option<bool>,
+    /// RFC 2863 operational state, lower case as `ip` prints it.
+    pub oper_state: String,
+    pub mtu: u32,
+    /// `rtnl_link_ops` kind (veth, bridge, vxlan...); `None` for physical NICs.
+    pub kind: Option<String>,
+    /// ifindex of the master (bridge, bond, vrf) device.
+    pub master_ifindex: Option<u32>,
+    pub mac_address: Option<String>,
+    pub carrier_changes: Option<u32>,
+    pub counters: LinkCounters,
+    /// IFLA_LINK_NETNSID: the id of the network namespace the link's peer
+    /// lives in; `None` when the peer is local or the kind has none.
+    pub link_netnsid: Option<i32>,
+    /// Name of the master device, resolved from `master_ifindex`.
+    pub master: Option<String>,
+    pub speed_bytes: Option<u64>,
+    /// Probe counts; `None` when eBPF is disabled.
+    pub ebpf: Option<EbpfInterface>,
+    /// The pod whose network namespace holds this interface's peer.
+    pub pod: Option<PodIdentity>,
+}
+
+/// Every IFLA_STATS64 counter, named and ordered as in `struct
+/// rtnl_link_stats64` (the order the netlink source decodes them in).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LinkCounters {
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_errors: u64,
+    pub tx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_dropped: u64,
+    pub multicast: u64,
+    pub collisions: u64,
+    pub rx_length_errors: u64,
+    pub rx_over_errors: u64,
+    pub rx_crc_errors: u64,
+    pub rx_frame_errors: u64,
+    pub rx_fifo_errors: u64,
+    pub rx_missed_errors: u64,
+    pub tx_aborted_errors: u64,
+    pub tx_carrier_errors: u64,
+    pub tx_fifo_errors: u64,
+    pub tx_heartbeat_errors: u64,
+    pub tx_window_errors: u64,
+    pub rx_compressed: u64,
+    pub tx_compressed: u64,
+    pub rx_nohandler: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct EbpfInterface {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Kernel drop reason (without `SKB_DROP_REASON_`) -> packets.
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// The pod an interface belongs to, as served and printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PodIdentity {
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: String,
+    /// The sandbox (pause) container the attachment was made for.
+    pub container_id: String,
+    /// The attachment's interface inside the pod (`eth0`, Multus' `net1`);
+    /// `None` when several attachments share the namespace and none of
+    /// their CNI results names this host interface.
+    pub pod_interface: Option<String>,
+    /// The CNI network of that attachment (`None` as above).
+    pub network: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    /// `None` when the dump succeeded.
+    pub netlink_error: Option<String>,
+    pub ebpf: EbpfStatus,
+    /// Cumulative failed collections per source since start.
+    pub errors_total: BTreeMap<&'static str, u64>,
+    /// Netlink dumps that did not complete within `--netlink-timeout`.
+    pub netlink_timeouts_total: u64,
+    /// Link attributes that did not decode and were skipped (their link kept).
+    pub netlink_skipped_attributes_total: u64,
+    /// Collections since start, this one included; concurrent scrapes share one.
+    pub collections_total: u64,
+    pub pod_identity: PodStatus,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EbpfStatus {
+    pub enabled: bool,
+    /// Why eBPF is off, as logged at start-up.
+    pub disabled_reason: Option<String>,
+    /// Error of this collection's map read, if any.
+    pub read_error: Option<String>,
+    pub attachments: Vec<Attachment>,
+    pub probe_counters: ProbeCounters,
+    pub traffic_map_entries: usize,
+    pub drop_map_entries: usize,
+    /// Kernel memory of each map (fdinfo `memlock`).
+    pub map_memory: MapMemory,
+    /// Each attached program's own run time, runs and recursion misses.
+    pub programs: Vec<ProgramStats>,
+    /// `kernel.bpf_stats_enabled`: run time and runs only advance while 1.
+    pub bpf_stats_enabled: Option<bool>,
+}
+
+impl EbpfStatus {
+    /// Whether `probe`'s program is attached: a probe that is not (not
+    /// selected, or its tracepoint missing) would only serve zeros that
+    /// look like "no traffic".
+    pub fn attached(&self, probe: Probe) -> bool {
+        self.attachments
+            .iter()
+            .any(|a| a.attached && a.program == probe.program())
+    }
+}
+
+/// The probes, each one program on one tracepoint. Each can be missing on a
+/// given kernel without taking the others down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Probe {
+    Rx,
+    Tx,
+    Drop,
+}
+
+impl Probe {
+    pub const ALL: [Probe; 3] = [Probe::Rx, Probe::Tx, Probe::Drop];
+
+    /// Program name in the BPF object, and as reported (`program` label).
+    pub fn program(self) -> &'static str {
+        match self {
+            Probe::Rx => "netif_receive_skb",
+            Probe::Tx => "net_dev_start_xmit",
+            Probe::Drop => "kfree_skb",
+        }
+    }
+
+    /// Program name of the BTF-typed (`tp_btf`) flavour in the BPF object.
+    pub fn btf_program(self) -> &'static str {
+        match self {
+            Probe::Rx => "netif_receive_skb_btf",
+            Probe::Tx => "net_dev_start_xmit_btf",
+            Probe::Drop => "kfree_skb_btf",
+        }
+    }
+
+    /// (category, event) in tracefs.
+    pub fn tracepoint(self) -> (&'static str, &'static str) {
+        match self {
+            Probe::Rx => ("net", "netif_receive_skb"),
+            Probe::Tx => ("net", "net_dev_start_xmit"),
+            Probe::Drop => ("skb", "kfree_skb"),
+        }
+    }
+}
+
+/// How a probe's program hooks its tracepoint.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavour {
+    /// BTF-typed tracepoint (`tp_btf`): typed arguments, direct loads.
+    Btf,
+    /// Classic tracepoint: the trace record, helper reads.
+    Classic,
+}
+
+impl Flavour {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavour::Btf => "btf",
+            Flavour::Classic => "classic",
+        }
+    }
+}
+
+/// One program and its tracepoint, as reported in `collector_ebpf_probe_info`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Attachment {
+    pub program: String,
+    pub tracepoint: String,
+    /// The flavour attached, or the last one tried when none attached.
+    pub flavour: Flavour,
+    pub attached: bool,
+    pub error: Option<String>,
+}
+
+/// Kernel memory of the maps, bytes.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct MapMemory {
+    pub traffic: u64,
+    pub drops: u64,
+    pub counters: u64,
+}
+
+/// Probe-side self-counters (see `collector_common::Counter`).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct ProbeCounters {
+    pub traffic_map_full: u64,
+    pub drop_map_full: u64,
+    pub kernel_read_errors: u64,
+    pub drops_without_device: u64,
+}
+
+/// The kernel's run-time statistics of one attached program, from its
+/// `/proc/self/fdinfo` entry. `run_time_ns` and `run_cnt` only advance while
+/// `kernel.bpf_stats_enabled` is 1 (or a BPF_ENABLE_STATS fd is open).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub program: String,
+    pub flavour: Option<Flavour>,
+    pub run_time_ns: u64,
+    pub run_cnt: u64,
+    /// Runs skipped because the program was already running on that CPU
+    /// (kernels 5.12+; `None` before).
+    pub recursion_misses: Option<u64>,
+}
+
+/// How pod identity fared, for the snapshot and the self-metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PodStatus {
+    /// False when the collector was built without the source.
+    pub enabled: bool,
+    /// The results directory was listed in this collection.
+    pub up: bool,
+    pub error: Option<String>,
+    /// Pod attachments whose netns id was found in this collection.
+    pub attachments: usize,
+    pub errors_total: BTreeMap<&'static str, u64>,
+}
+
+/// Counters of the HTTP server, rendered beside the snapshot as the
+/// collector's own families; zero outside the server (`snapshot`), so both
+/// print the same families. Not part of the JSON snapshot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpStats {
+    pub connections_rejected: u64,
+    /// /metrics responses so far, by encoding (this one included).
+    pub plain_responses: u64,
+    pub gzip_responses: u64,
+    /// Responses cut because the client read nothing for the stall timeout.
+    pub stalled_responses_cut: u64,
+    /// Responses cut because their body was let go for newer ones.
+    pub evicted_responses_cut: u64,
+    /// Rendered bodies held for unfinished responses.
+    pub retained_bodies: u64,
+}
+
+#[cfg(test)]
+mod tests;

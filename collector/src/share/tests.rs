@@ -1,0 +1,135 @@
+//! Sharing, pinning and health of concurrent scrapes, with a stand-in link source.
+
+use super::*;
+use crate::collect::{CollectorConfig, EbpfMode};
+use crate::filter::InterfaceFilter;
+use crate::sources::netlink::{LinkDump, NetlinkError, DEFAULT_DUMP_TIMEOUT};
+use http_body_util::BodyExt;
+
+fn scraper_with(links: crate::collect::LinkSource, wedged_after: Duration) -> Arc<Scraper> {
+    let config = CollectorConfig {
+        node: "n".into(),
+        labels: vec![],
+        filter: InterfaceFilter::All,
+        netlink_timeout: DEFAULT_DUMP_TIMEOUT,
+    };
+    let disabled = EbpfMode::Disabled {
+        reason: "test".into(),
+    };
+    let collector = Collector::with_link_source(config, disabled, links);
+    Scraper::new(Arc::new(collector), wedged_after, Profile::Default)
+}
+
+fn one_link() -> crate::collect::LinkSource {
+    Box::new(|| {
+        Ok(LinkDump {
+            links: vec![crate::sources::netlink::Link {
+                ifindex: 1,
+                name: "lo".into(),
+                ..Default::default()
+            }],
+            ..LinkDump::default()
+        })
+    })
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_scrapes_share_one_collection_and_one_body() {
+    let scraper = scraper_with(one_link(), Duration::from_secs(60));
+    // All 32 are polled before the blocking collection can finish, so
+    // they must all join the first one.
+    let all = futures::future::join_all((0..32).map(|_| scraper.collect())).await;
+    assert!(all
+        .iter()
+        .all(|c| c.snapshot.sources.collections_total == 1));
+    assert!(all.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])));
+    // Once it finished, the next scrape collects afresh.
+    assert_eq!(
+        scraper.collect().await.snapshot.sources.collections_total,
+        2
+    );
+    assert!(scraper.is_ready());
+    assert!(scraper.health().is_ok());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_body_streams_whole_in_chunks_and_is_released_when_done() {
+    let scraper = scraper_with(one_link(), Duration::from_secs(60));
+    let collected = scraper.collect().await;
+    let body = scraper.body(&collected, Encoding::Identity);
+    assert_eq!(scraper.bodies.retained(), 1);
+    let streamed = body.collect().await.expect("not evicted").to_bytes();
+    assert_eq!(streamed, collected.body);
+    assert_eq!(scraper.bodies.retained(), 0, "released once read");
+
+    collected.encoded(Encoding::Gzip);
+    let zipped = scraper.body(&collected, Encoding::Gzip);
+    let zipped = zipped.collect().await.expect("not evicted").to_bytes();
+    assert!(zipped.len() < collected.body.len(), "compresses");
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&zipped[..]), &mut text)
+        .expect("valid gzip");
+    assert_eq!(text, collected.body);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn readers_of_more_bodies_than_retained_cut_the_oldest_and_free_it() {
+    let scraper = scraper_with(one_link(), Duration::from_secs(60));
+    let mut stalled = Vec::new();
+    let mut first = None;
+    for _ in 0..=RETAINED_BODIES {
+        let collected = scraper.collect().await;
+        stalled.push(scraper.body(&collected, Encoding::Identity));
+        first.get_or_insert_with(|| Arc::downgrade(&collected));
+    }
+    assert_eq!(scraper.bodies.retained(), RETAINED_BODIES);
+    assert!(first.unwrap().upgrade().is_none(), "oldest body freed");
+    let oldest = stalled.remove(0);
+    assert!(oldest.collect().await.is_err(), "its reader is cut");
+    assert_eq!(scraper.http_stats().evicted_responses_cut, 1);
+    for newer in stalled {
+        assert!(newer.collect().await.is_ok());
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn health_turns_red_on_a_wedged_collection_and_on_repeated_failures() {
+    let release = Arc::new(AtomicBool::new(false));
+    let fail = Arc::new(AtomicBool::new(false));
+    let (r, f) = (Arc::clone(&release), Arc::clone(&fail));
+    let links: crate::collect::LinkSource = Box::new(move || {
+        // Bounded: the test releases it, and it gives up after 10 s.
+        let started = Instant::now();
+        while !r.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if f.load(Ordering::Relaxed) {
+            return Err(NetlinkError::Timeout {
+                request: "RTM_GETLINK",
+                timeout: Duration::from_millis(1),
+            });
+        }
+        Ok(LinkDump::default())
+    });
+    let scraper = scraper_with(links, Duration::from_millis(50));
+    let pending = tokio::spawn({
+        let scraper = Arc::clone(&scraper);
+        async move { scraper.collect().await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let wedged = scraper.health().expect_err("wedged collection");
+    assert!(wedged.contains("running for"), "{wedged}");
+    release.store(true, Ordering::Relaxed);
+    pending.await.unwrap();
+    assert!(scraper.health().is_ok());
+
+    fail.store(true, Ordering::Relaxed);
+    for _ in 0..UNHEALTHY_AFTER_FAILURES {
+        scraper.collect().await;
+    }
+    let failing = scraper.health().expect_err("failing netlink");
+    assert!(failing.contains("did not complete"), "{failing}");
+    fail.store(false, Ordering::Relaxed);
+    scraper.collect().await;
+    assert!(scraper.health().is_ok(), "one success heals");
+}

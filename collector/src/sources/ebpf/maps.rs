@@ -1,0 +1,164 @@
+//! One read of the per-CPU maps, the attached programs' statistics, and
+//! the names of drop reasons.
+
+use super::*;
+
+impl EbpfSource {
+    /// Sums every per-CPU map entry.
+    pub fn read(&self) -> Result<EbpfReading, EbpfError> {
+        let mut reading = EbpfReading::default();
+        for (ifindex, per_cpu) in self.entries(&self.traffic, "TRAFFIC")? {
+            let mut total = IfTraffic::default();
+            for cpu in per_cpu.iter() {
+                total.rx_packets += cpu.rx_packets;
+                total.rx_bytes += cpu.rx_bytes;
+                total.tx_packets += cpu.tx_packets;
+                total.tx_bytes += cpu.tx_bytes;
+            }
+            reading.traffic.insert(ifindex, total);
+        }
+        for (key, per_cpu) in self.entries(&self.drops, "DROPS")? {
+            let packets: u64 = per_cpu.iter().sum();
+            reading.drop_keys.push(key);
+            *reading
+                .drops
+                .entry(key.ifindex)
+                .or_default()
+                .entry(self.reason_name(key.reason))
+                .or_default() += packets;
+        }
+        let counter = |slot: Counter| -> Result<u64, EbpfError> {
+            let per_cpu =
+                self.counters
+                    .get(&(slot as u32), 0)
+                    .map_err(|source| EbpfError::Map {
+                        map: "COUNTERS",
+                        source,
+                    })?;
+            Ok(per_cpu.iter().sum())
+        };
+        reading.counters = ProbeCounters {
+            traffic_map_full: counter(Counter::TrafficMapFull)?,
+            drop_map_full: counter(Counter::DropMapFull)?,
+            kernel_read_errors: counter(Counter::KernelReadError)?,
+            drops_without_device: counter(Counter::DropWithoutDevice)?,
+        };
+        reading.programs = self.program_stats();
+        reading.bpf_stats_enabled = std::fs::read_to_string(BPF_STATS_SYSCTL)
+            .ok()
+            .map(|v| v.trim() != "0");
+        Ok(reading)
+    }
+
+    /// Run-time statistics of every attached program; one that cannot be
+    /// read is left out rather than failing the scrape.
+    fn program_stats(&self) -> Vec<ProgramStats> {
+        self.attachments
+            .iter()
+            .filter(|a| a.attached)
+            .filter_map(|a| {
+                let probe = Probe::ALL.into_iter().find(|p| p.program() == a.program)?;
+                let object_name = match a.flavour {
+                    Flavour::Btf => probe.btf_program(),
+                    Flavour::Classic => probe.program(),
+                };
+                let fd = self.ebpf.program(object_name)?.fd().ok()?;
+                let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
+                let mut stats = parse_fdinfo(&std::fs::read_to_string(path).ok()?)?;
+                stats.program = a.program.clone();
+                stats.flavour = Some(a.flavour);
+                Some(stats)
+            })
+            .collect()
+    }
+
+    /// them (5.6+), else key by key (see [`map_batch`]).
+    fn entries<K, V>(
+        &self,
+        map: &PerCpuHashMap<MapData, K, V>,
+        name: &'static str,
+    ) -> Result<Vec<(K, Vec<V>)>, EbpfError>
+    where
+        K: aya::Pod + bytemuck::Pod,
+        V: aya::Pod + bytemuck::Pod,
+    {
+        use aya::maps::IterableMap;
+        use std::os::fd::AsFd;
+        if self
+            .batch_lookups
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            match map_batch::per_cpu_entries(map.map().fd().as_fd(), self.possible_cpus) {
+                Ok(entries) => return Ok(entries),
+                Err(map_batch::BatchError::Unsupported) => {
+                    tracing::info!(
+                        "no BPF_MAP_LOOKUP_BATCH on this kernel; reading maps key by key"
+                    );
+                    self.batch_lookups
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(map_batch::BatchError::Os(source)) => {
+                    return Err(EbpfError::MapBatch { map: name, source })
+                }
+            }
+        }
+        map.iter()
+            .map(|entry| {
+                entry
+                    .map(|(key, per_cpu)| (key, per_cpu.iter().copied().collect()))
+                    .map_err(|source| EbpfError::Map { map: name, source })
+            })
+            .collect()
+    }
+
+    fn reason_name(&self, reason: u32) -> String {
+        if reason == REASON_UNKNOWN {
+            return "unknown".to_string();
+        }
+        self.reason_names
+            .get(&reason)
+            .cloned()
+            .unwrap_or_else(|| format!("reason_{reason}"))
+    }
+}
+
+const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// The run-time fields of a BPF program's fdinfo (`run_time_ns:`,
+/// `run_cnt:`, `recursion_misses:`); `None` when it has none of them.
+fn parse_fdinfo(text: &str) -> Option<ProgramStats> {
+    let field = |name: &str| {
+        text.lines()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(key, _)| key.trim() == name)
+            .and_then(|(_, value)| value.trim().parse::<u64>().ok())
+    };
+    Some(ProgramStats {
+        run_time_ns: field("run_time_ns")?,
+        run_cnt: field("run_cnt")?,
+        recursion_misses: field("recursion_misses"),
+        ..ProgramStats::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fdinfo_run_time_fields_are_read() {
+        // Captured from /proc/<pid>/fdinfo of a tp_btf program on 6.18.
+        let text = "pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t2085\nprog_type:\t26\n\
+            prog_jited:\t1\nprog_tag:\t1682ae166256d869\nmemlock:\t4096\nprog_id:\t15\n\
+            run_time_ns:\t123456\nrun_cnt:\t789\nrecursion_misses:\t2\nverified_insns:\t91\n";
+        let stats = parse_fdinfo(text).unwrap();
+        assert_eq!(
+            (stats.run_time_ns, stats.run_cnt, stats.recursion_misses),
+            (123456, 789, Some(2))
+        );
+        // Before 5.12 there is no recursion_misses line.
+        let old = parse_fdinfo("run_time_ns:\t5\nrun_cnt:\t1\n").unwrap();
+        assert_eq!(old.recursion_misses, None);
+        assert!(parse_fdinfo("pos:\t0\nflags:\t02\n").is_none());
+    }
+}

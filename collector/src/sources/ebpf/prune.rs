@@ -1,0 +1,74 @@
+//! Pruning the maps of interfaces that are gone, so pod churn cannot fill
+//! them.
+
+use super::*;
+
+impl EbpfSource {
+    /// Removes the entries of `stale` interfaces that `reading` saw, so pod
+    /// churn cannot fill the maps. Only keys read before the netlink dump are
+    /// candidates: an interface created after that read is in neither, and
+    /// its first counts must survive. Returns the entries left in the
+    /// traffic and drop maps, counted from that read.
+    pub fn forget(&mut self, reading: &EbpfReading, stale: &HashSet<u32>) -> (usize, usize) {
+        let mut traffic_left = reading.traffic.len();
+        for ifindex in reading.traffic.keys().filter(|i| stale.contains(i)) {
+            traffic_left -= usize::from(self.traffic.remove(ifindex).is_ok());
+        }
+        let mut drops_left = reading.drop_keys.len();
+        for key in reading
+            .drop_keys
+            .iter()
+            .filter(|k| stale.contains(&k.ifindex))
+        {
+            drops_left -= usize::from(self.drops.remove(key).is_ok());
+        }
+        (traffic_left, drops_left)
+    }
+}
+
+/// Interfaces whose map entries may go: read before the dump, and absent
+/// from a dump that is complete. An interrupted or failed dump may miss
+/// live links, so it deletes nothing.
+pub fn stale_interfaces(
+    reading: &EbpfReading,
+    live: &HashSet<u32>,
+    complete: bool,
+) -> HashSet<u32> {
+    if !complete {
+        return HashSet::new();
+    }
+    reading
+        .traffic
+        .keys()
+        .copied()
+        .chain(reading.drop_keys.iter().map(|k| k.ifindex))
+        .filter(|ifindex| !live.contains(ifindex))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_entries_read_before_a_complete_dump_and_missing_from_it_are_stale() {
+        let mut reading = EbpfReading::default();
+        for ifindex in [1, 5, 9] {
+            reading.traffic.insert(ifindex, Default::default());
+        }
+        reading.drop_keys.push(collector_common::DropKey {
+            ifindex: 11,
+            reason: 2,
+        });
+        // 9 and 11 were deleted; 20 was created after the read (not in it),
+        // so it is live whatever the dump says.
+        let live: HashSet<u32> = [1, 5, 20].into();
+        let stale = stale_interfaces(&reading, &live, true);
+        assert_eq!(stale, [9, 11].into());
+        // A link created between the read and the dump is in the dump but
+        // not in the read: never a candidate.
+        assert!(!stale.contains(&20));
+        // An interrupted (or failed) dump may miss live links: nothing goes.
+        assert!(stale_interfaces(&reading, &HashSet::new(), false).is_empty());
+    }
+}
