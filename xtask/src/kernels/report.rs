@@ -317,3 +317,62 @@ pub fn tests_table(reports: &[KernelReport]) -> String {
     }
     table
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(attached: &[(&str, bool)], failing: &[&str]) -> KernelReport {
+        let mut report = KernelReport::new("6.1", "6.1.0-57-amd64", PathBuf::new());
+        report.kfree_skb_has_reason = Some(true);
+        for (program, ok) in attached {
+            report.attachments.push(Attachment {
+                program: program.to_string(),
+                flavour: "btf".into(),
+                attached: *ok,
+                error: (!ok).then(|| "EINVAL".into()),
+            });
+        }
+        for (_, test) in TESTS {
+            report
+                .tests
+                .push((test.to_string(), !failing.contains(&test), 1.0));
+        }
+        report
+    }
+
+    #[test]
+    fn a_cell_passes_only_when_the_probe_attached_and_its_tests_passed() {
+        let all = [
+            ("netif_receive_skb", true),
+            ("net_dev_start_xmit", true),
+            ("kfree_skb", true),
+        ];
+        let ok = report(&all, &[]);
+        assert!(ok.passed());
+        assert_eq!(
+            probe_cell(&ok, "netif_receive_skb"),
+            "pass: attached (btf); exact counts (btf and classic)"
+        );
+        assert!(probe_cell(&ok, "kfree_skb").contains("NO_SOCKET"));
+        let unrelated = "traffic_in_an_unrelated_namespace_is_not_counted";
+        let failed = report(&all, &[unrelated]);
+        assert!(!failed.passed());
+        assert!(probe_cell(&failed, "net_dev_start_xmit").starts_with("FAIL"));
+        assert!(probe_cell(&failed, "kfree_skb").starts_with("pass"));
+        let tx_off = report(&[("kfree_skb", true), ("net_dev_start_xmit", false)], &[]);
+        assert_eq!(
+            probe_cell(&tx_off, "net_dev_start_xmit"),
+            "FAIL: NOT attached (btf: EINVAL); tests passed"
+        );
+        assert!(probe_cell(&tx_off, "netif_receive_skb").contains("no snapshot result"));
+    }
+
+    #[test]
+    fn the_tests_table_has_a_row_per_test_and_a_column_per_kernel() {
+        let table = tests_table(&[report(&[], &["shutdown_detaches_every_program"])]);
+        assert_eq!(table.lines().count(), 2 + TESTS.len() + 1);
+        assert!(table.contains("| shutdown_detaches_every_program | FAIL 1 s |"));
+        assert!(table.contains("| all-probes snapshot | ? |"));
+    }
+}
