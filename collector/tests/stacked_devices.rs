@@ -181,7 +181,7 @@ fn bridge_receive_is_counted_on_the_port_and_again_on_the_bridge() {
 
 // This machine's kernel is built without 802.1Q and bonding (and cannot
 // load modules); the Debian kernels of `cargo xtask kernels` have both, and
-// it runs these with `--ignored`.
+// it runs these with `--exact NAME --include-ignored`.
 #[test]
 #[ignore = "needs CONFIG_VLAN_8021Q; run by `cargo xtask kernels`"]
 fn vlan_receive_is_counted_on_the_lower_veth_only() {

@@ -1,0 +1,140 @@
+//! The host-side build: the BPF object, then the collector's test binaries
+//! the guests run, both into cargo target directories in the cache so that
+//! a fresh clone rebuilds only the workspace's own crates.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{bail, Context, Result};
+
+use super::{cache_dir, TESTS};
+use crate::{ebpf_toolchain, run_command, workspace_root};
+
+/// The cargo profile of the guests' binaries: release without LTO and with
+/// more codegen units. Release's thin LTO relinks every test binary across
+/// all its dependencies; the guests spend their time in the kernel and in
+/// the emulator, not in this code, and start as fast. Defined here with
+/// `--config` so that the workspace manifest's profiles stay as they are.
+const PROFILE: &str = "kernels";
+const PROFILE_CONFIG: [&str; 4] = [
+    "profile.kernels.inherits=\"release\"",
+    "profile.kernels.lto=false",
+    "profile.kernels.codegen-units=16",
+    "profile.kernels.incremental=false",
+];
+
+/// The test binaries the guests run, by target name.
+pub struct Binaries {
+    tests: Vec<(String, PathBuf)>,
+    pub collector: PathBuf,
+}
+
+impl Binaries {
+    pub fn test(&self, target: &str) -> Result<&Path> {
+        self.tests
+            .iter()
+            .find(|(name, _)| name == target)
+            .map(|(_, path)| path.as_path())
+            .with_context(|| format!("cargo built no test binary named {target}"))
+    }
+}
+
+/// The test binaries [`TESTS`] needs, each once.
+fn test_targets() -> Vec<&'static str> {
+    let mut targets: Vec<&str> = TESTS.iter().map(|(target, _)| *target).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    targets
+}
+
+/// The BPF object, as `cargo xtask build-ebpf --release` builds it but with
+/// the BPF crate's target directory in the cache (its `-Z build-std=core`
+/// alone takes minutes from nothing), copied to target/bpf/ where the
+/// collector's build script embeds it.
+fn build_ebpf() -> Result<()> {
+    let toolchain = ebpf_toolchain::detect()?;
+    let crate_dir = workspace_root().join("collector-ebpf");
+    let target_dir = cache_dir().join("bpf-target");
+    let mut command = toolchain.cargo(&crate_dir);
+    command
+        .args([
+            "build",
+            "-Z",
+            "build-std=core",
+            "--target",
+            "bpfel-unknown-none",
+            "--release",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    run_command(&mut command)?;
+    let built = target_dir.join("bpfel-unknown-none/release/collector-ebpf");
+    let destination = workspace_root().join("target/bpf/collector-ebpf.o");
+    std::fs::create_dir_all(destination.parent().unwrap())?;
+    // An unchanged object is left alone: a new mtime would make cargo
+    // rebuild `collector` (its build script watches the object).
+    if std::fs::read(&destination).ok() != Some(std::fs::read(&built)?) {
+        std::fs::copy(&built, &destination)
+            .with_context(|| format!("copying {} to {}", built.display(), destination.display()))?;
+    }
+    Ok(())
+}
+
+/// Builds once on the host: the BPF object, then the collector's test
+/// binaries in the [`PROFILE`] profile (an unoptimised collector parses the
+/// kernel's BTF too slowly under emulation to become ready in time), found
+/// through cargo's own JSON messages rather than guessed hashes.
+pub fn build() -> Result<Binaries> {
+    build_ebpf()?;
+    let target_dir = cache_dir().join("target");
+    eprintln!(
+        "xtask kernels: building the test binaries (profile {PROFILE}) in {}",
+        target_dir.display()
+    );
+    let mut command = crate::cargo();
+    command
+        .args(["test", "-p", "collector", "--no-run", "--profile", PROFILE])
+        .args(PROFILE_CONFIG.iter().flat_map(|c| ["--config", c]))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .args(test_targets().into_iter().flat_map(|t| ["--test", t]))
+        .arg("--message-format=json")
+        .stderr(Stdio::inherit());
+    let output = command.output().context("starting cargo test --no-run")?;
+    if !output.status.success() {
+        bail!("cargo test -p collector --no-run --profile {PROFILE} failed");
+    }
+    let mut tests = Vec::new();
+    let mut collector = None;
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let Some(executable) = message["executable"].as_str() else {
+            continue;
+        };
+        let name = message["target"]["name"].as_str().unwrap_or_default();
+        let kinds = &message["target"]["kind"];
+        let has_kind = |kind: &str| {
+            kinds
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == kind))
+        };
+        if message["profile"]["test"].as_bool() == Some(true) && has_kind("test") {
+            tests.push((name.to_string(), PathBuf::from(executable)));
+        } else if name == "collector" && has_kind("bin") {
+            collector = Some(PathBuf::from(executable));
+        }
+    }
+    let binaries = Binaries {
+        tests,
+        collector: collector.context("cargo reported no collector binary")?,
+    };
+    for (target, _) in TESTS {
+        binaries.test(target)?;
+    }
+    Ok(binaries)
+}
