@@ -565,26 +565,12 @@ impl Container {
     /// `hostNetwork` the container has no namespace of its own to join, so
     /// the exec'd process keeps its caller's, as `kubectl exec` on a node
     /// gets the host's.
-    ///
-    /// The exec'd process gets the container's environment (the image's
-    /// PATH and the pod's env), as containerd gives it to `kubectl exec`:
-    /// podman 4.3 composes an exec's environment from its own defaults
-    /// instead, and on a clean root that PATH lacked /usr/local/bin.
     fn exec(&self, node: &Netns, args: &[&str]) -> Output {
-        let inspect = podman_output(&["inspect", "--format", "{{json .Config.Env}}", &self.name]);
-        let environment: Vec<String> =
-            serde_json::from_slice(&inspect.stdout).expect("the container's env as JSON");
-        assert!(
-            environment.iter().any(|e| e.starts_with("PATH=")),
-            "the container has no PATH: {environment:?}"
-        );
         Command::new("nsenter")
             .arg(format!("--net=/var/run/netns/{}", node.name))
             .arg("podman")
             .args(env(PODMAN_ENV).split('\n').filter(|a| !a.is_empty()))
-            .arg("exec")
-            .args(environment.iter().flat_map(|e| ["--env", e.as_str()]))
-            .arg(self.name.as_str())
+            .args(["exec", self.name.as_str()])
             .args(args)
             .output()
             .expect("starting nsenter podman exec")

@@ -49,7 +49,7 @@ git clone --quiet --no-checkout "$repo" "$root/root/src"
 git -C "$root/root/src" checkout --quiet --detach "$commit"
 "#;
 
-/// `$1` root, `$2` ~/.rustup, then the command to chroot into. Fresh kernel
+/// `$1` root, `$2` ~/.rustup, then the command to run in it. Fresh kernel
 /// filesystems (no tracefs, no bpffs: tests mount what they need), a minimal
 /// /dev, empty /run and /tmp, the toolchain read-only.
 const NAMESPACE_SCRIPT: &str = r#"set -eu
@@ -76,7 +76,17 @@ mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$root/tmp"
 mkdir -p "$root/root/.rustup"
 mount --bind "$rustup" "$root/root/.rustup"
 mount -o remount,bind,ro "$root/root/.rustup"
-chroot "$root" "$@"
+# pivot_root, not a bare chroot: the root must be the mount namespace's own
+# root, as on a machine. Joining a mount namespace (runc does it for
+# `podman exec`) puts a process at that namespace's root, which under a
+# chroot is the host's /: the exec'd command then finds none of the
+# container's files.
+cd "$root"
+mkdir -p .oldroot
+pivot_root . .oldroot
+umount -l /.oldroot
+rmdir /.oldroot
+exec chroot . "$@"
 "#;
 
 pub fn run(extra: &[String]) -> Result<()> {

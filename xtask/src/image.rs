@@ -26,7 +26,7 @@ pub const PACKAGES: [&str; 2] = ["podman", "runc"];
 /// The one line of the run stage that takes the builder stage's output.
 const COPY_FROM_BUILDER: &str = "COPY --from=builder /out/collector /usr/local/bin/collector";
 /// Where the test image's context is assembled.
-const TEST_CONTEXT: &str = "target/image-test";
+const TEST_CONTEXT: &str = "target/podman/context";
 /// The local name of the base the builder stage starts `FROM`.
 const BASE: &str = "debian:bookworm";
 
@@ -246,16 +246,8 @@ pub fn build_for_tests() -> Result<String> {
     let tag = format!("localhost/netif-collector:{}-test", version()?);
     let started = Instant::now();
     run_command(
-        podman()
-            .args([
-                "build",
-                "--format",
-                "docker",
-                "--isolation",
-                "chroot",
-                "--pull=never",
-            ])
-            .args(["-t", &tag, "-f"])
+        podman_build(&tag)
+            .arg("-f")
             .arg(context.join("Containerfile"))
             .arg(&context)
             // Progress is for people; stdout carries `--run-stage`'s output.
@@ -267,6 +259,23 @@ pub fn build_for_tests() -> Result<String> {
         image_size(&tag)?
     );
     Ok(tag)
+}
+
+/// `podman build -t TAG` as both builds run it. Docker's image format: the
+/// OCI one has no SHELL, and podman would run the builder's RUNs without
+/// the Dockerfile's `pipefail`. Never pulls: this machine can't.
+fn podman_build(tag: &str) -> Command {
+    let mut command = podman();
+    command.args([
+        "build",
+        "--format",
+        "docker",
+        "--isolation",
+        "chroot",
+        "--pull=never",
+    ]);
+    command.args(["-t", tag]);
+    command
 }
 
 fn image_size(tag: &str) -> Result<String> {
@@ -289,19 +298,7 @@ pub fn build_dockerfile() -> Result<()> {
     let tag = format!("ghcr.io/example/netif-collector:{}", version()?);
     let root = workspace_root();
     let started = Instant::now();
-    let mut build = podman();
-    // Docker's image format: the OCI one has no SHELL, and podman would
-    // run the builder's RUNs without the Dockerfile's `pipefail`.
-    build.args([
-        "build",
-        "--format",
-        "docker",
-        "--isolation",
-        "chroot",
-        "--pull=never",
-        "-t",
-        &tag,
-    ]);
+    let mut build = podman_build(&tag);
     // The machine reaches the registries through extra CA certificates;
     // the builder's `apt-get install ca-certificates` adds whatever is in
     // /usr/local/share/ca-certificates, so lend it for the build's RUNs
