@@ -185,17 +185,6 @@ fn drops_carry_the_reasons(flavour: &str) {
     assert_eq!(netfilter, DATAGRAMS as f64);
 }
 
-/// Whether the running kernel's `skb:kfree_skb` carries a drop reason
-/// (5.17 on), read from its tracefs format as the collector does.
-fn kfree_skb_has_reason() -> bool {
-    with_private_tracefs(|tracefs| {
-        let format = tracefs.join("events/skb/kfree_skb/format");
-        std::fs::read_to_string(&format)
-            .unwrap_or_else(|e| panic!("{}: {e}", format.display()))
-            .contains(" reason;")
-    })
-}
-
 #[test]
 fn traffic_in_an_unrelated_namespace_is_not_counted() {
     each_flavour(unrelated_namespace_not_counted);

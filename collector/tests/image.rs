@@ -42,9 +42,18 @@ fn env(name: &str) -> String {
     })
 }
 
+/// podman's global flags from `cargo xtask test` (one per line).
+fn podman_flags() -> Vec<String> {
+    env(PODMAN_ENV)
+        .split('\n')
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 fn podman() -> Command {
     let mut command = Command::new("podman");
-    command.args(env(PODMAN_ENV).split('\n').filter(|a| !a.is_empty()));
+    command.args(podman_flags());
     command
 }
 
@@ -497,12 +506,7 @@ impl Container {
     fn start(node: &Netns, run: &PodRun, seccomp: &Path, tag: &str) -> Container {
         let name = format!("netif-image-test-{}-{tag}", std::process::id());
         let mut podman_run = vec!["podman".to_string()];
-        podman_run.extend(
-            env(PODMAN_ENV)
-                .split('\n')
-                .filter(|a| !a.is_empty())
-                .map(String::from),
-        );
+        podman_run.extend(podman_flags());
         podman_run.extend(["run", "-d", "--name", &name].map(String::from));
         podman_run.extend(run.flags.iter().cloned());
         // Not the DaemonSet's: podman's default rlimits need
@@ -569,7 +573,7 @@ impl Container {
         Command::new("nsenter")
             .arg(format!("--net=/var/run/netns/{}", node.name))
             .arg("podman")
-            .args(env(PODMAN_ENV).split('\n').filter(|a| !a.is_empty()))
+            .args(podman_flags())
             .args(["exec", self.name.as_str()])
             .args(args)
             .output()
@@ -673,14 +677,6 @@ impl Node {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-}
-
-fn kfree_skb_has_reason() -> bool {
-    with_private_tracefs(|tracefs| {
-        std::fs::read_to_string(tracefs.join("events/skb/kfree_skb/format"))
-            .expect("kfree_skb format")
-            .contains(" reason;")
-    })
 }
 
 #[test]

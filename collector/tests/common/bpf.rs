@@ -230,3 +230,14 @@ pub fn with_private_tracefs<T: Send>(f: impl FnOnce(&std::path::Path) -> T + Sen
             .expect("thread with a private tracefs panicked")
     })
 }
+
+/// Whether the running kernel's `skb:kfree_skb` carries a drop reason
+/// (5.17 on), read from its tracefs format as the collector does.
+pub fn kfree_skb_has_reason() -> bool {
+    with_private_tracefs(|tracefs| {
+        let format = tracefs.join("events/skb/kfree_skb/format");
+        std::fs::read_to_string(&format)
+            .unwrap_or_else(|e| panic!("{}: {e}", format.display()))
+            .contains(" reason;")
+    })
+}
