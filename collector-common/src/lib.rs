@@ -14,9 +14,14 @@ use bytemuck::{Pod, Zeroable};
 /// never the netlink ones. Maps are per-CPU and preallocated, so every
 /// entry costs memory on every possible CPU (see the README's formula).
 pub const TRAFFIC_MAP_ENTRIES: u32 = 1_024;
-/// Default bound of (interface, reason) pairs in the drop map: four drop
-/// reasons per interface.
-pub const DROP_MAP_ENTRIES: u32 = 4 * TRAFFIC_MAP_ENTRIES;
+/// Default bound of (namespace, interface, reason) triples in the drop map:
+/// eight per interface slot. A pod counts twice (its host veth in the host
+/// namespace, its `eth0` or no device in its own), so this leaves four
+/// reasons on each side of every pod (the README gives the formula).
+pub const DROP_MAP_ENTRIES: u32 = 8 * TRAFFIC_MAP_ENTRIES;
+/// `netns` of a drop no namespace could be found for (no receiving socket,
+/// no device, no socket): a node-level count by reason.
+pub const NETNS_NONE: u32 = 0;
 /// Reason value recorded when the running kernel's `kfree_skb` tracepoint has
 /// no `reason` field (kernels before 5.17).
 pub const REASON_UNKNOWN: u32 = u32::MAX;
@@ -31,10 +36,13 @@ pub struct IfTraffic {
     pub tx_bytes: u64,
 }
 
-/// Key of the drop map: which interface, which kernel drop reason.
+/// Key of the drop map: in which network namespace (its inode number,
+/// `ns.inum`; [`NETNS_NONE`] when none was found), on which device of that
+/// namespace (its ifindex there, 0 for none), for which kernel drop reason.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
 pub struct DropKey {
+    pub netns: u32,
     pub ifindex: u32,
     pub reason: u32,
 }
@@ -76,6 +84,17 @@ pub struct KernelLayout {
     /// (`btf_trace_kfree_skb` without its leading `void *`) is its
     /// `enum skb_drop_reason`, as on every kernel since 5.17.
     pub btf_drop_has_reason: u32,
+    /// `skb:kfree_skb` record: offset of `rx_sk` (6.11+), and non-zero when
+    /// the record has it.
+    pub drop_rx_sk: u32,
+    pub drop_has_rx_sk: u32,
+    /// Non-zero when argument 3 of the BTF-typed `kfree_skb` is its
+    /// `struct sock *rx_sk` (6.11+).
+    pub btf_drop_has_rx_sk: u32,
+    /// `struct sk_buff`: offset of `sk`.
+    pub skb_sk: u32,
+    /// `struct sock`: offset of `__sk_common.skc_net.net`.
+    pub sk_net: u32,
 }
 
 /// Slots of the per-CPU `COUNTERS` array the probes bump on events that are
@@ -86,15 +105,13 @@ pub enum Counter {
     TrafficMapFull = 0,
     DropMapFull = 1,
     KernelReadError = 2,
-    DropWithoutDevice = 3,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 4] = [
+    pub const ALL: [Counter; 3] = [
         Counter::TrafficMapFull,
         Counter::DropMapFull,
         Counter::KernelReadError,
-        Counter::DropWithoutDevice,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 }

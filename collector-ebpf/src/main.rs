@@ -23,7 +23,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use collector_common::{
-    Counter, DropKey, IfTraffic, KernelLayout, DROP_MAP_ENTRIES, REASON_UNKNOWN,
+    Counter, DropKey, IfTraffic, KernelLayout, DROP_MAP_ENTRIES, NETNS_NONE, REASON_UNKNOWN,
     TRAFFIC_MAP_ENTRIES,
 };
 
@@ -47,6 +47,11 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     net_ns_inum: 0,
     skb_len: 0,
     btf_drop_has_reason: 0,
+    drop_rx_sk: 0,
+    drop_has_rx_sk: 0,
+    btf_drop_has_rx_sk: 0,
+    skb_sk: 0,
+    sk_net: 0,
 };
 
 #[map]
@@ -239,11 +244,98 @@ pub fn net_dev_start_xmit_btf(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+// Drops are counted in every network namespace, keyed by the namespace
+// they happened in. Which namespace: the receiving socket's (`rx_sk`, 6.11+:
+// `skb->dev` can be cleared or reused by then), else the device's, else the
+// socket the skb belongs to (often a local sender); the device's ifindex
+// only when the device is in that namespace.
+
+/// Namespace and device of a drop, read with helper calls (classic flavour).
+#[inline(always)]
+unsafe fn drop_place(layout: &KernelLayout, skb: *const u8, rx_sk: *const u8) -> Result<(u32, u32), ()> {
+    let mut netns = NETNS_NONE;
+    if !rx_sk.is_null() {
+        netns = sock_netns(layout, rx_sk)?;
+    }
+    let dev: *const u8 = read_kernel(skb, layout.skb_dev)?;
+    if !dev.is_null() {
+        let net: *const u8 = read_kernel(dev, layout.dev_nd_net)?;
+        if !net.is_null() {
+            let dev_netns: u32 = read_kernel(net, layout.net_ns_inum)?;
+            if netns == NETNS_NONE {
+                netns = dev_netns;
+            }
+            if dev_netns == netns {
+                let ifindex: i32 = read_kernel(dev, layout.dev_ifindex)?;
+                return Ok((netns, ifindex as u32));
+            }
+        }
+    }
+    if netns == NETNS_NONE {
+        let sk: *const u8 = read_kernel(skb, layout.skb_sk)?;
+        if !sk.is_null() {
+            netns = sock_netns(layout, sk)?;
+        }
+    }
+    Ok((netns, 0))
+}
+
+#[inline(always)]
+unsafe fn sock_netns(layout: &KernelLayout, sk: *const u8) -> Result<u32, ()> {
+    let net: *const u8 = read_kernel(sk, layout.sk_net)?;
+    if net.is_null() {
+        return Ok(NETNS_NONE);
+    }
+    read_kernel(net, layout.net_ns_inum)
+}
+
+/// [`drop_place`] for BTF-typed pointers: the same walk in direct loads.
+#[inline(always)]
+unsafe fn drop_place_btf(skb: *const u8, rx_sk: *const u8) -> (u32, u32) {
+    let mut netns = NETNS_NONE;
+    if !rx_sk.is_null() {
+        netns = sock_netns_btf(rx_sk);
+    }
+    if skb.is_null() {
+        return (netns, 0);
+    }
+    let dev: *const u8 = load(skb, layout_field!(skb_dev));
+    if !dev.is_null() {
+        let net: *const u8 = load(dev, layout_field!(dev_nd_net));
+        if !net.is_null() {
+            let dev_netns: u32 = load(net, layout_field!(net_ns_inum));
+            if netns == NETNS_NONE {
+                netns = dev_netns;
+            }
+            if dev_netns == netns {
+                let ifindex: i32 = load(dev, layout_field!(dev_ifindex));
+                return (netns, ifindex as u32);
+            }
+        }
+    }
+    if netns == NETNS_NONE {
+        let sk: *const u8 = load(skb, layout_field!(skb_sk));
+        if !sk.is_null() {
+            netns = sock_netns_btf(sk);
+        }
+    }
+    (netns, 0)
+}
+
+#[inline(always)]
+unsafe fn sock_netns_btf(sk: *const u8) -> u32 {
+    let net: *const u8 = load(sk, layout_field!(sk_net));
+    if net.is_null() {
+        return NETNS_NONE;
+    }
+    load(net, layout_field!(net_ns_inum))
+}
+
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
-    // The reason is argument 2 wherever it exists; on older kernels the
-    // verifier knows the flag is 0 and never looks at a load of an argument
-    // the tracepoint does not have.
+    // The reason is argument 2 and `rx_sk` argument 3 wherever they exist;
+    // on older kernels the verifier knows the flag is 0 and never looks at
+    // a load of an argument the tracepoint does not have.
     let reason = if layout_field!(btf_drop_has_reason) != 0 {
         let reason: u64 = ctx.arg(2);
         let reason = reason as u32;
@@ -254,11 +346,17 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
     } else {
         REASON_UNKNOWN
     };
-    match unsafe { skb_device_btf(ctx.arg(0)) } {
-        Device::Local(ifindex) => count_drop(DropKey { ifindex, reason }),
-        Device::Foreign => {}
-        Device::Absent => bump(Counter::DropWithoutDevice),
-    }
+    let rx_sk: *const u8 = if layout_field!(btf_drop_has_rx_sk) != 0 {
+        ctx.arg(3)
+    } else {
+        core::ptr::null()
+    };
+    let (netns, ifindex) = unsafe { drop_place_btf(ctx.arg(0), rx_sk) };
+    count_drop(DropKey {
+        netns,
+        ifindex,
+        reason,
+    });
     0
 }
 
@@ -295,29 +393,26 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     {
         return 0;
     }
-    let ifindex = unsafe {
-        let skb: *const u8 = match ctx.read_at(layout.drop_skbaddr as usize) {
-            Ok(skb) => skb,
-            Err(_) => {
-                bump(Counter::KernelReadError);
-                return 0;
-            }
+    let place = unsafe {
+        let skb: Result<*const u8, _> = ctx.read_at(layout.drop_skbaddr as usize);
+        let rx_sk: Result<*const u8, _> = if layout.drop_has_rx_sk != 0 {
+            ctx.read_at(layout.drop_rx_sk as usize)
+        } else {
+            Ok(core::ptr::null())
         };
-        skb_device(&layout, skb)
-    };
-    let ifindex = match ifindex {
-        Ok(Device::Local(ifindex)) => ifindex,
-        Ok(Device::Foreign) => return 0,
-        Ok(Device::Absent) => {
-            bump(Counter::DropWithoutDevice);
-            return 0;
-        }
-        Err(()) => {
-            bump(Counter::KernelReadError);
-            return 0;
+        match (skb, rx_sk) {
+            (Ok(skb), Ok(rx_sk)) => drop_place(&layout, skb, rx_sk),
+            _ => Err(()),
         }
     };
-    count_drop(DropKey { ifindex, reason });
+    match place {
+        Ok((netns, ifindex)) => count_drop(DropKey {
+            netns,
+            ifindex,
+            reason,
+        }),
+        Err(()) => bump(Counter::KernelReadError),
+    }
     0
 }
 

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use crate::filter::InterfaceFilter;
 use crate::model::{
-    EbpfInterface, EbpfStatus, Interface, PodIdentity, PodStatus, Snapshot, SourceStatus,
+    EbpfInterface, EbpfStatus, Interface, PodIdentity, Snapshot, SourceStatus,
 };
+use crate::namespaces::{namespace_drops, NamespaceLedger};
 use crate::sources::ebpf::{stale_interfaces, EbpfReading, EbpfSource};
 use crate::sources::netlink::{self, Link};
-use crate::sources::pods::PodSource;
+use crate::sources::pods::{PodSource, PodView};
 use crate::sources::sysfs;
 
 /// Who the node is and which interfaces to report.
@@ -51,6 +52,7 @@ pub struct Collector {
     ebpf_errors: AtomicU64,
     collections: AtomicU64,
     pods: Option<PodSource>,
+    namespaces: Mutex<NamespaceLedger>,
 }
 
 impl Collector {
@@ -75,6 +77,7 @@ impl Collector {
             ebpf_errors: AtomicU64::new(0),
             collections: AtomicU64::new(0),
             pods: None,
+            namespaces: Mutex::new(NamespaceLedger::default()),
         }
     }
 
@@ -116,7 +119,7 @@ impl Collector {
             .ebpf
             .as_ref()
             .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()));
-        let reading = ebpf_source.as_ref().and_then(|source| {
+        let mut reading = ebpf_source.as_ref().and_then(|source| {
             ebpf_status.attachments = source.attachments().to_vec();
             ebpf_status.map_memory = source.map_memory();
             match source.read() {
@@ -148,13 +151,28 @@ impl Collector {
             }
         };
 
+        // Pods are identified before pruning: who owns a namespace decides
+        // whether its counts may stay.
+        let pod_view = match &self.pods {
+            Some(source) => source.identify(&links),
+            None => PodView::default(),
+        };
+        let mut forgotten = HashSet::new();
         if let (Some(source), Some(reading)) = (ebpf_source.as_mut(), &reading) {
             let live: HashSet<u32> = links.iter().map(|l| l.ifindex).collect();
             let stale = stale_interfaces(reading, &live, complete);
+            // Without the pods source no namespace has an owner; with it
+            // down for this collection, owners are unknown.
+            let owners = (self.pods.is_none() || pod_view.status.up).then_some(&pod_view.namespaces);
+            forgotten = self
+                .namespaces
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .forgotten(reading, owners, Instant::now());
             (
                 ebpf_status.traffic_map_entries,
                 ebpf_status.drop_map_entries,
-            ) = source.forget(reading, &stale);
+            ) = source.forget(reading, &stale, &forgotten);
         }
         if let Some(reading) = &reading {
             ebpf_status.probe_counters = reading.counters;
@@ -163,12 +181,21 @@ impl Collector {
         }
         drop(ebpf_source);
 
-        let (pods, pod_identity) = match &self.pods {
-            Some(source) => source.identify(&links),
-            None => (HashMap::new(), PodStatus::default()),
+        let PodView {
+            by_link,
+            namespaces,
+            status: pod_identity,
+        } = pod_view;
+        let namespace_drops = match reading.as_mut() {
+            Some(reading) => namespace_drops(
+                std::mem::take(&mut reading.namespace_drops),
+                &namespaces,
+                &forgotten,
+            ),
+            None => Vec::new(),
         };
         let speeds = self.link_speeds(&links);
-        let interfaces = merge(links, reading, pods, &speeds, &self.config.filter);
+        let interfaces = merge(links, reading, by_link, &speeds, &self.config.filter);
         let mut errors_total = BTreeMap::new();
         errors_total.insert("netlink", self.netlink_errors.load(Ordering::Relaxed));
         if self.ebpf.is_some() {
@@ -178,6 +205,7 @@ impl Collector {
             node: self.config.node.clone(),
             labels: self.config.labels.clone(),
             interfaces,
+            namespace_drops,
             sources: SourceStatus {
                 netlink_error,
                 ebpf: ebpf_status,

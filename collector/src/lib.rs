@@ -9,6 +9,7 @@ pub mod collect;
 pub mod filter;
 pub mod http;
 pub mod model;
+pub mod namespaces;
 pub mod output;
 pub mod privileges;
 pub mod share;

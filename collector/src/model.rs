@@ -20,6 +20,10 @@ pub struct Snapshot {
     pub labels: Vec<(String, String)>,
     /// Kept interfaces, sorted by name.
     pub interfaces: Vec<Interface>,
+    /// Drops the host's interfaces do not carry: inside pods' and other
+    /// network namespaces, without a device, or with no namespace at all.
+    /// Pods first (by namespace, pod), then the rest.
+    pub namespace_drops: Vec<NamespaceDrops>,
     pub sources: SourceStatus,
     /// Wall time this collection took.
     pub collection_seconds: f64,
@@ -96,6 +100,37 @@ pub struct EbpfInterface {
     pub tx_bytes: u64,
     /// Kernel drop reason (without `SKB_DROP_REASON_`) -> packets.
     pub drops: BTreeMap<String, u64>,
+}
+
+/// Drops counted in one network namespace on one of its devices (or none),
+/// outside the host's per-interface counts.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct NamespaceDrops {
+    pub netns: Netns,
+    /// The pod owning the namespace (`pod_interface` and `network` unset).
+    pub pod: Option<PodIdentity>,
+    /// The device's ifindex inside the namespace; 0 when the drop had none.
+    pub ifindex: u32,
+    /// The device's name where known: a pod's attachment (`eth0`, from
+    /// its CNI result) or its loopback; `None` for no device or an unknown one.
+    pub interface: Option<String>,
+    /// Kernel drop reason -> packets.
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// Which network namespace a drop was counted in.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Netns {
+    /// The collector's own (the host's, under hostNetwork): drops on no
+    /// device there; those on a device are that interface's.
+    Host,
+    /// Another namespace, by inode number (`ns.inum`, what `stat` of its
+    /// netns file or `lsns -t net` shows).
+    Inode(u32),
+    /// No namespace could be found for the drop.
+    #[default]
+    Unknown,
 }
 
 /// The pod an interface belongs to, as served and printed.
@@ -244,7 +279,6 @@ pub struct ProbeCounters {
     pub traffic_map_full: u64,
     pub drop_map_full: u64,
     pub kernel_read_errors: u64,
-    pub drops_without_device: u64,
 }
 
 /// The kernel's run-time statistics of one attached program, from its

@@ -6,43 +6,8 @@
 
 mod common;
 
+use common::start_flavour as start;
 use common::*;
-
-/// (flavour label, collector flags that select it).
-const FLAVOURS: [(&str, &[&str]); 2] = [("btf", &[]), ("classic", &["--ebpf-flavour", "classic"])];
-
-/// Runs `test` for each flavour, as root.
-fn each_flavour(test: impl Fn(&str)) {
-    require_root();
-    for (flavour, _) in FLAVOURS {
-        eprintln!("--- flavour {flavour}");
-        test(flavour);
-    }
-}
-
-/// Starts a collector in `ns` with `args` and the flags of `flavour`, and
-/// checks every attached probe runs that flavour (no silent fallback).
-fn start(ns: &Netns, flavour: &str, args: &[&str]) -> CollectorProcess {
-    let flags = FLAVOURS
-        .iter()
-        .find(|(name, _)| *name == flavour)
-        .map(|(_, flags)| *flags)
-        .expect("known flavour");
-    let all: Vec<&str> = flags.iter().chain(args).copied().collect();
-    let collector = CollectorProcess::start(ns, &all);
-    let metrics = collector.scrape(ns);
-    let probes: Vec<&Sample> = metrics.select("collector_ebpf_probe_info", &[]).collect();
-    assert!(!probes.is_empty(), "no collector_ebpf_probe_info series");
-    for probe in probes {
-        assert_eq!(
-            probe.labels.get("flavour").map(String::as_str),
-            Some(flavour),
-            "{:?}",
-            probe.labels
-        );
-    }
-    collector
-}
 
 const DATAGRAMS: usize = 200;
 const PAYLOAD: usize = 100;

@@ -39,6 +39,19 @@ const KEYS: &[&str] = &[
     "interfaces[].pod.pod_uid",
     "interfaces[].speed_bytes",
     "labels",
+    "namespace_drops",
+    "namespace_drops[].drops",
+    "namespace_drops[].ifindex",
+    "namespace_drops[].interface",
+    "namespace_drops[].netns",
+    "namespace_drops[].netns.inode",
+    "namespace_drops[].pod",
+    "namespace_drops[].pod.container_id",
+    "namespace_drops[].pod.namespace",
+    "namespace_drops[].pod.network",
+    "namespace_drops[].pod.pod",
+    "namespace_drops[].pod.pod_interface",
+    "namespace_drops[].pod.pod_uid",
     "node",
     "sources",
     "sources.collections_total",
@@ -59,7 +72,6 @@ const KEYS: &[&str] = &[
     "sources.ebpf.map_memory.traffic",
     "sources.ebpf.probe_counters",
     "sources.ebpf.probe_counters.drop_map_full",
-    "sources.ebpf.probe_counters.drops_without_device",
     "sources.ebpf.probe_counters.kernel_read_errors",
     "sources.ebpf.probe_counters.traffic_map_full",
     "sources.ebpf.programs",
@@ -139,21 +151,30 @@ fn key_paths(value: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>
 
 #[test]
 fn snapshot_json_has_exactly_the_documented_keys() {
+    let pod = PodIdentity {
+        namespace: "ns".into(),
+        pod: "p".into(),
+        pod_uid: "u".into(),
+        container_id: "c".into(),
+        pod_interface: None,
+        network: None,
+    };
     let snapshot = Snapshot {
         node: "n".into(),
         labels: vec![("cluster".into(), "c".into())],
         interfaces: vec![Interface {
             ebpf: Some(EbpfInterface::default()),
-            pod: Some(PodIdentity {
-                namespace: "ns".into(),
-                pod: "p".into(),
-                pod_uid: "u".into(),
-                container_id: "c".into(),
-                pod_interface: None,
-                network: None,
-            }),
+            pod: Some(pod.clone()),
             ..Interface::default()
         }],
+        namespace_drops: vec![
+            NamespaceDrops {
+                netns: Netns::Inode(4026532001),
+                pod: Some(pod),
+                ..NamespaceDrops::default()
+            },
+            NamespaceDrops::default(),
+        ],
         sources: SourceStatus {
             netlink_error: None,
             ebpf: EbpfStatus {

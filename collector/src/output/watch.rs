@@ -240,6 +240,7 @@ mod tests {
             node: "n".into(),
             labels: vec![],
             interfaces: vec![interface],
+            namespace_drops: Vec::new(),
             sources: SourceStatus {
                 netlink_error: None,
                 ebpf: EbpfStatus {

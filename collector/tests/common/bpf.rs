@@ -241,3 +241,40 @@ pub fn kfree_skb_has_reason() -> bool {
             .contains(" reason;")
     })
 }
+
+/// (flavour label, collector flags that select it).
+pub const FLAVOURS: [(&str, &[&str]); 2] =
+    [("btf", &[]), ("classic", &["--ebpf-flavour", "classic"])];
+
+/// Runs `test` for each flavour, as root.
+pub fn each_flavour(test: impl Fn(&str)) {
+    super::require_root();
+    for (flavour, _) in FLAVOURS {
+        eprintln!("--- flavour {flavour}");
+        test(flavour);
+    }
+}
+
+/// Starts a collector in `ns` with `args` and the flags of `flavour`, and
+/// checks every attached probe runs that flavour (no silent fallback).
+pub fn start_flavour(ns: &super::Netns, flavour: &str, args: &[&str]) -> super::CollectorProcess {
+    let flags = FLAVOURS
+        .iter()
+        .find(|(name, _)| *name == flavour)
+        .map(|(_, flags)| *flags)
+        .expect("known flavour");
+    let all: Vec<&str> = flags.iter().chain(args).copied().collect();
+    let collector = super::CollectorProcess::start(ns, &all);
+    let metrics = collector.scrape(ns);
+    let probes: Vec<&super::Sample> = metrics.select("collector_ebpf_probe_info", &[]).collect();
+    assert!(!probes.is_empty(), "no collector_ebpf_probe_info series");
+    for probe in probes {
+        assert_eq!(
+            probe.labels.get("flavour").map(String::as_str),
+            Some(flavour),
+            "{:?}",
+            probe.labels
+        );
+    }
+    collector
+}

@@ -19,6 +19,8 @@ pub struct CniPod {
     pub container_id: String,
     /// The node-side address of the first attachment (198.18.<subnet>.1).
     pub host_address: String,
+    /// The pod-side address of the first attachment (198.18.<subnet>.2).
+    pub pod_address: String,
     /// (host veth, pod-side ifName, cache file) per attachment.
     pub attachments: Vec<(String, String, std::path::PathBuf)>,
 }
@@ -61,11 +63,11 @@ impl CniPod {
             uid: format!("{}-7e0b-4b3a-9d1e-{}", unique_hex(8), unique_hex(12)),
             container_id: unique_hex(64),
             host_address: String::new(),
+            pod_address: String::new(),
             attachments: Vec::new(),
         };
-        pod.host_address = pod
-            .attach(node, results, network, "eth0", host_veth, subnet)
-            .a_addr;
+        let pair = pod.attach(node, results, network, "eth0", host_veth, subnet);
+        (pod.host_address, pod.pod_address) = (pair.a_addr, pair.b_addr);
         pod
     }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use super::*;
 use crate::model::{Attachment, Flavour, MapMemory, Probe, ProbeCounters, ProgramStats};
 use crate::model::{EbpfInterface, EbpfStatus, HttpStats, Interface, Snapshot, SourceStatus};
-use crate::model::{PodIdentity, PodStatus};
+use crate::model::{NamespaceDrops, Netns, PodIdentity, PodStatus};
 
 fn link(ifindex: u32, name: &str, kind: Option<&str>, seed: u64) -> Interface {
     let mut link = Interface {
@@ -124,6 +124,7 @@ fn base(interfaces: Vec<Interface>, sources: SourceStatus) -> Snapshot {
             ),
         ],
         interfaces,
+        namespace_drops: Vec::new(),
         sources,
         collection_seconds: 0.0125,
     }
@@ -144,7 +145,6 @@ fn full() -> Snapshot {
             traffic_map_full: 4,
             drop_map_full: 5,
             kernel_read_errors: 6,
-            drops_without_device: 7,
         },
         traffic_map_entries: 3,
         drop_map_entries: 6,
@@ -178,7 +178,7 @@ fn full() -> Snapshot {
         attachments: 2,
         errors_total: BTreeMap::from([("malformed", 3), ("netns", 0)]),
     };
-    base(
+    let mut snapshot = base(
         vec![
             interface(2, "eth0", None, 1000, true),
             interface(7, "we\"ird\\if", Some("veth"), 2000, true),
@@ -186,7 +186,43 @@ fn full() -> Snapshot {
             interface(3, "br0", Some("bridge"), 4000, true),
         ],
         source_status(ebpf, pods),
-    )
+    );
+    snapshot.namespace_drops = namespace_drops();
+    snapshot
+}
+
+/// One of each kind: a pod's device, a pod's device-less drops and an
+/// unnamed device, the host's device-less drops, a namespace no pod owns,
+/// and drops with no namespace.
+fn namespace_drops() -> Vec<NamespaceDrops> {
+    let pod = PodIdentity {
+        namespace: "kube-system".into(),
+        pod: "coredns-\"a\"".into(),
+        pod_uid: "uid-1".into(),
+        container_id: "sandbox-1".into(),
+        pod_interface: None,
+        network: None,
+    };
+    let drops = |netns, pod: Option<&PodIdentity>, ifindex, interface: Option<&str>, n: u64| {
+        NamespaceDrops {
+            netns,
+            pod: pod.cloned(),
+            ifindex,
+            interface: interface.map(String::from),
+            drops: BTreeMap::from([
+                ("SOCKET_RCVBUFF".to_string(), n),
+                ("NETFILTER_DROP".to_string(), n + 1),
+            ]),
+        }
+    };
+    vec![
+        drops(Netns::Inode(4026532001), Some(&pod), 0, None, 10),
+        drops(Netns::Inode(4026532001), Some(&pod), 5, None, 20),
+        drops(Netns::Inode(4026532001), Some(&pod), 2, Some("eth0"), 30),
+        drops(Netns::Host, None, 0, None, 40),
+        drops(Netns::Inode(4026532099), None, 1, Some("lo"), 50),
+        drops(Netns::Unknown, None, 0, None, 60),
+    ]
 }
 
 /// Some probes missing, no program statistics, pod identity failing.

@@ -8,13 +8,15 @@
 //! Every family is a row of a table: its name, help, type, when it is
 //! served, and a function from the model to its samples and their labels.
 //! [`interface`] (with the counter tables of [`counters`]) holds the
-//! per-interface families, [`node`] the collector's own; this module only
+//! per-interface families, [`namespace`] the drops inside pods' and other
+//! namespaces, [`node`] the collector's own; this module only
 //! writes the text format.
 
 mod counters;
 #[cfg(test)]
 mod golden;
 mod interface;
+mod namespace;
 mod node;
 #[cfg(test)]
 mod tests;
@@ -63,6 +65,7 @@ pub fn render(snapshot: &Snapshot, http: &HttpStats) -> String {
 pub fn render_profile(snapshot: &Snapshot, http: &HttpStats, profile: Profile) -> String {
     let mut out = String::with_capacity(256 + snapshot.interfaces.len() * 6_000);
     interface::write(&mut out, snapshot, profile);
+    namespace::write(&mut out, snapshot);
     node::write(&mut out, snapshot, http);
     out
 }

@@ -59,7 +59,7 @@ fn pod_identity_enabled(snapshot: &Snapshot) -> bool {
     snapshot.sources.pod_identity.enabled
 }
 
-const FAMILIES: [NodeFamily; 24] = [
+const FAMILIES: [NodeFamily; 23] = [
     NodeFamily {
         name: "collector_build_info",
         help: "Build of the running collector; value is always 1.",
@@ -157,13 +157,6 @@ const FAMILIES: [NodeFamily; 24] = [
         kind: Kind::Counter,
         served: ebpf_enabled,
         samples: |s, _, emit| emit(&[], int(s.sources.ebpf.probe_counters.kernel_read_errors)),
-    },
-    NodeFamily {
-        name: "collector_ebpf_drops_without_device_total",
-        help: "Dropped packets with no device to attribute them to (not in network_interface_drops_total).",
-        kind: Kind::Counter,
-        served: ebpf_enabled,
-        samples: |s, _, emit| emit(&[], int(s.sources.ebpf.probe_counters.drops_without_device)),
     },
     NodeFamily {
         name: "collector_ebpf_map_entries",

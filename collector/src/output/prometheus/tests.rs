@@ -102,6 +102,27 @@ fn snapshot() -> Snapshot {
             interface(2, "eth0", None, 1000),
             interface(7, ODD_INTERFACE, Some("veth"), 2000),
         ],
+        namespace_drops: vec![
+            crate::model::NamespaceDrops {
+                netns: crate::model::Netns::Inode(4026532001),
+                pod: Some(PodIdentity {
+                    namespace: "team-a".into(),
+                    pod: "web-7d9f\"x".into(),
+                    pod_uid: "0f7c2a5e".into(),
+                    container_id: "5c1f0a".into(),
+                    pod_interface: None,
+                    network: None,
+                }),
+                ifindex: 2,
+                interface: Some("eth0".into()),
+                drops: BTreeMap::from([("SOCKET_RCVBUFF".to_string(), 3)]),
+            },
+            crate::model::NamespaceDrops {
+                netns: crate::model::Netns::Host,
+                drops: BTreeMap::from([("NO_SOCKET".to_string(), 4)]),
+                ..crate::model::NamespaceDrops::default()
+            },
+        ],
         sources: SourceStatus {
             netlink_error: None,
             ebpf: EbpfStatus {
@@ -111,7 +132,6 @@ fn snapshot() -> Snapshot {
                     traffic_map_full: 4,
                     drop_map_full: 5,
                     kernel_read_errors: 6,
-                    drops_without_device: 7,
                 },
                 traffic_map_entries: 2,
                 drop_map_entries: 4,

@@ -141,6 +141,15 @@ impl KernelBtf {
 
     /// Value of an enumerator, e.g. `("skb_drop_reason", "SKB_CONSUMED")`.
     pub fn enum_value(&self, enum_name: &str, enumerator: &str) -> Result<Option<u32>, BtfError> {
+        Ok(self
+            .enumerators(enum_name)?
+            .into_iter()
+            .find(|(name, _)| name == enumerator)
+            .map(|(_, value)| value))
+    }
+
+    /// Every enumerator of an enum with its value, in declaration order.
+    pub fn enumerators(&self, enum_name: &str) -> Result<Vec<(String, u32)>, BtfError> {
         let id = self
             .find_named(enum_name, |k| matches!(k, kind::ENUM | kind::ENUM64))
             .ok_or_else(|| BtfError::EnumNotFound(enum_name.to_string()))?;
@@ -150,13 +159,27 @@ impl KernelBtf {
         let stride = if record.kind == kind::ENUM64 { 12 } else { 8 };
         Ok((0..record.vlen as usize)
             .map(|i| record.at + 12 + i * stride)
-            .find(|&at| {
-                self.word(at)
-                    .is_some_and(|name| self.string(name) == Some(enumerator))
+            .filter_map(|at| {
+                let name = self.string(self.word(at)?)?;
+                // ENUM64 values above 32 bits never name a drop reason; the
+                // probes compare the low word, as the kernel passes it.
+                Some((name.to_string(), self.word(at + 4)?))
             })
-            // ENUM64 values above 32 bits never name a drop reason; the
-            // probes compare the low word, as the kernel passes it.
-            .and_then(|at| self.word(at + 4)))
+            .collect())
+    }
+
+    /// Names of the enums whose name `wanted` accepts.
+    pub fn enum_names(&self, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+        (1..=self.types.len() as u32)
+            .filter_map(|id| {
+                let t = self.record(id)?;
+                if !matches!(t.kind, kind::ENUM | kind::ENUM64) || t.name_off == 0 {
+                    return None;
+                }
+                let name = self.string(t.name_off)?;
+                wanted(name).then(|| name.to_string())
+            })
+            .collect()
     }
 
     /// The arguments a BTF-typed (`tp_btf`) program on tracepoint `event`

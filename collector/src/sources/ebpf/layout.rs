@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use collector_common::KernelLayout;
 
 use super::btf_offsets::{BtfError, KernelBtf};
+use super::drop_reasons::ReasonNames;
 use super::tracefs::{Tracefs, TracefsError, TracepointFormat};
 
 pub use crate::model::Probe;
@@ -25,8 +26,8 @@ pub enum LayoutError {
 #[derive(Debug, Clone)]
 pub struct ProbeLayout {
     pub globals: KernelLayout,
-    /// Drop-reason value -> kernel name without the `SKB_DROP_REASON_` prefix.
-    pub drop_reason_names: BTreeMap<u32, String>,
+    /// Drop-reason names: the BTF's, else the `kfree_skb` format's.
+    pub drop_reason_names: ReasonNames,
     pub has_drop_reason: bool,
     /// Probes whose classic tracepoint cannot be used, with why.
     pub unavailable: BTreeMap<Probe, String>,
@@ -54,6 +55,15 @@ impl TracepointFormats {
         TracepointFormats { formats }
     }
 
+    /// No format at all (no tracefs): every classic tracepoint is off.
+    pub fn unavailable(why: &str) -> Self {
+        let formats = Probe::ALL
+            .into_iter()
+            .map(|probe| (probe, Err(why.to_string())))
+            .collect();
+        TracepointFormats { formats }
+    }
+
     fn get(&self, probe: Probe) -> Result<&TracepointFormat, String> {
         match self.formats.get(&probe) {
             Some(Ok(format)) => Ok(format),
@@ -75,13 +85,24 @@ fn traffic_offsets(formats: &TracepointFormats, probe: Probe) -> Result<(u32, u3
     Ok((skbaddr, len))
 }
 
-/// What the BTF-typed programs can rely on: each tracepoint's first argument
-/// must be the `struct sk_buff *` they read; `kfree_skb`'s third the drop
-/// reason (checked so a kernel that reorders its arguments falls back to the
-/// classic tracepoint instead of counting garbage).
-fn btf_support(btf: &KernelBtf) -> (BTreeMap<Probe, String>, bool) {
+/// What the BTF-typed programs can rely on, checked so a kernel that
+/// reorders its arguments falls back to the classic tracepoint instead of
+/// counting garbage.
+struct BtfSupport {
+    unavailable: BTreeMap<Probe, String>,
+    /// `kfree_skb`'s third argument is the drop reason (5.17+).
+    drop_has_reason: bool,
+    /// `kfree_skb`'s fourth argument is the receiving socket (6.11+).
+    drop_has_rx_sk: bool,
+}
+
+/// Each tracepoint's first argument must be the `struct sk_buff *` the
+/// programs read; `kfree_skb`'s later ones are used only where they are
+/// the reason and the receiving socket.
+fn btf_support(btf: &KernelBtf) -> BtfSupport {
     let mut unavailable = BTreeMap::new();
     let mut drop_has_reason = false;
+    let mut drop_has_rx_sk = false;
     for probe in Probe::ALL {
         let event = probe.tracepoint().1;
         let args = match btf.tracepoint_args(event) {
@@ -101,9 +122,15 @@ fn btf_support(btf: &KernelBtf) -> (BTreeMap<Probe, String>, bool) {
         }
         if probe == Probe::Drop {
             drop_has_reason = args.get(2).map(String::as_str) == Some("enum skb_drop_reason");
+            drop_has_rx_sk =
+                drop_has_reason && args.get(3).map(String::as_str) == Some("struct sock *");
         }
     }
-    (unavailable, drop_has_reason)
+    BtfSupport {
+        unavailable,
+        drop_has_reason,
+        drop_has_rx_sk,
+    }
 }
 
 /// Combines tracepoint record offsets, BTF struct offsets and the namespace
@@ -130,18 +157,21 @@ pub fn probe_layout(
             .map(|f| (format, f.offset))
             .map_err(|e| e.to_string())
     });
-    let (drop_skbaddr, reason, drop_reason_names) = match drop {
+    let (drop_skbaddr, reason, rx_sk, table_names) = match drop {
         Ok((format, skbaddr)) => (
             skbaddr,
             format.field("reason").map(|f| f.offset),
+            format.field("rx_sk").map(|f| f.offset),
             format.symbolic_names("reason"),
         ),
         Err(why) => {
             unavailable.insert(Probe::Drop, why);
-            (0, None, BTreeMap::new())
+            (0, None, None, BTreeMap::new())
         }
     };
-    let (btf_unavailable, btf_drop_has_reason) = btf_support(btf);
+    let drop_reason_names =
+        ReasonNames::from_btf(btf).unwrap_or_else(|| ReasonNames::from_table(table_names));
+    let support = btf_support(btf);
     let enum_value = |name: &str| {
         btf.enum_value("skb_drop_reason", name)
             .ok()
@@ -164,14 +194,19 @@ pub fn probe_layout(
         dev_nd_net: btf.member_offset("net_device", "nd_net.net")?,
         net_ns_inum: btf.member_offset("net", "ns.inum")?,
         skb_len: btf.member_offset("sk_buff", "len")?,
-        btf_drop_has_reason: u32::from(btf_drop_has_reason),
+        btf_drop_has_reason: u32::from(support.drop_has_reason),
+        drop_rx_sk: rx_sk.unwrap_or(0),
+        drop_has_rx_sk: u32::from(rx_sk.is_some()),
+        btf_drop_has_rx_sk: u32::from(support.drop_has_rx_sk),
+        skb_sk: btf.member_offset("sk_buff", "sk")?,
+        sk_net: btf.member_offset("sock", "__sk_common.skc_net.net")?,
     };
     Ok(ProbeLayout {
         globals,
         drop_reason_names,
         has_drop_reason: reason.is_some(),
         unavailable,
-        btf_unavailable,
+        btf_unavailable: support.unavailable,
     })
 }
 
@@ -228,7 +263,10 @@ mod tests {
                 layout.unavailable
             );
             assert_eq!(layout.has_drop_reason, has_reason, "{kernel}");
-            assert_eq!(layout.drop_reason_names.is_empty(), !has_reason, "{kernel}");
+            // Names are the BTF's whatever the format says.
+            assert_eq!(layout.drop_reason_names.name(3), "NO_SOCKET", "{kernel}");
+            let has_rx_sk = matches!(kernel, "6.12" | "6.18");
+            assert_eq!(layout.globals.drop_has_rx_sk, u32::from(has_rx_sk), "{kernel}");
             assert_eq!(
                 (layout.globals.rx_len, layout.globals.tx_len),
                 (16, 36),
@@ -243,7 +281,7 @@ mod tests {
         let layout = probe_layout(&formats("5.15"), &btf, 7).unwrap();
         assert!(!layout.has_drop_reason);
         assert_eq!(layout.globals.drop_has_reason, 0);
-        assert!(layout.drop_reason_names.is_empty());
+        assert_eq!(layout.globals.drop_has_rx_sk, 0);
         assert_eq!(layout.globals.drop_skbaddr, 8);
         assert_eq!(layout.globals.netns_inum, 7);
     }
@@ -254,8 +292,10 @@ mod tests {
         let old = probe_layout(&formats("6.1"), &btf, 1).unwrap();
         let new = probe_layout(&formats("6.18"), &btf, 1).unwrap();
         assert_eq!((old.globals.drop_reason, new.globals.drop_reason), (28, 36));
-        assert_eq!(old.drop_reason_names[&2], "NO_SOCKET");
-        assert_eq!(new.drop_reason_names[&3], "NO_SOCKET");
+        // Names follow the BTF, not a table of either format.
+        assert_eq!(old.drop_reason_names, new.drop_reason_names);
+        assert_eq!(new.drop_reason_names.name(3), "NO_SOCKET");
+        assert_eq!(new.globals.drop_rx_sk, 24);
         assert_eq!(new.globals.tx_len, 36);
         // Struct offsets are the fixture's (see make_tiny_btf.py).
         assert_eq!(
@@ -267,6 +307,9 @@ mod tests {
             ),
             (8, 0, 8, 12)
         );
+        assert_eq!((new.globals.skb_sk, new.globals.sk_net), (24, 24));
+        // The fixture has no btf_trace_kfree_skb: no BTF-typed rx_sk.
+        assert_eq!(new.globals.btf_drop_has_rx_sk, 0);
     }
 
     #[test]

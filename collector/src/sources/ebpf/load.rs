@@ -7,21 +7,30 @@ impl EbpfSource {
     /// Reads the kernel layout, loads the embedded object and attaches every
     /// probe it can. Fails only when nothing useful could be attached.
     pub fn start(sources: &KernelSources) -> Result<Self, EbpfError> {
-        // aya resolves tracepoint ids under the standard mount points, so
-        // tracefs must be there even when formats are read from elsewhere.
-        let system_tracefs = locate_or_mount_tracefs()?;
+        // Only classic tracepoints need tracefs: aya resolves their ids
+        // under the standard mount points, so it must be there even when
+        // formats are read from elsewhere. `tp_btf` programs need none, so
+        // without it they alone are tried.
+        let system_tracefs = locate_or_mount_tracefs();
         let tracefs = match &sources.tracefs_root {
             Some(root) => {
                 let tracefs = Tracefs::at(root);
-                if !tracefs.root().join("events").is_dir() {
-                    return Err(TracefsError::NotMounted(root.clone()).into());
+                match tracefs.root().join("events").is_dir() {
+                    true => system_tracefs.map(|_| tracefs),
+                    false => Err(TracefsError::NotMounted(root.clone())),
                 }
-                tracefs
             }
             None => system_tracefs,
         };
+        let formats = match tracefs {
+            Ok(tracefs) => TracepointFormats::read(&tracefs),
+            Err(error) if sources.flavour == FlavourPolicy::Auto => {
+                tracing::info!(%error, "no tracefs: only BTF-typed tracepoints can attach");
+                TracepointFormats::unavailable(&error.to_string())
+            }
+            Err(error) => return Err(error.into()),
+        };
         let btf = KernelBtf::from_file(Path::new(&sources.btf_path))?;
-        let formats = TracepointFormats::read(&tracefs);
         let netns_inum = own_netns_inum().map_err(EbpfError::Netns)?;
         let layout = probe_layout(&formats, &btf, netns_inum)?;
         drop(btf);
@@ -154,6 +163,7 @@ impl EbpfSource {
             drops,
             counters,
             reason_names: layout.drop_reason_names,
+            own_netns: layout.globals.netns_inum,
             attachments,
             has_drop_reason,
             possible_cpus: aya::util::nr_cpus()

@@ -1,12 +1,14 @@
-//! One read of the per-CPU maps, the attached programs' statistics, and
-//! the names of drop reasons.
+//! One read of the per-CPU maps and the attached programs' statistics.
 
 use super::*;
 
 impl EbpfSource {
     /// Sums every per-CPU map entry.
     pub fn read(&self) -> Result<EbpfReading, EbpfError> {
-        let mut reading = EbpfReading::default();
+        let mut reading = EbpfReading {
+            own_netns: self.own_netns,
+            ..EbpfReading::default()
+        };
         for (ifindex, per_cpu) in self.entries(&self.traffic, "TRAFFIC")? {
             let mut total = IfTraffic::default();
             for cpu in per_cpu.iter() {
@@ -20,12 +22,24 @@ impl EbpfSource {
         for (key, per_cpu) in self.entries(&self.drops, "DROPS")? {
             let packets: u64 = per_cpu.iter().sum();
             reading.drop_keys.push(key);
-            *reading
-                .drops
-                .entry(key.ifindex)
-                .or_default()
-                .entry(self.reason_name(key.reason))
-                .or_default() += packets;
+            let reasons = match key.netns {
+                own if own == self.own_netns && key.ifindex != 0 => {
+                    reading.drops.entry(key.ifindex).or_default()
+                }
+                own if own == self.own_netns => reading
+                    .namespace_drops
+                    .entry((Netns::Host, 0))
+                    .or_default(),
+                NETNS_NONE => reading
+                    .namespace_drops
+                    .entry((Netns::Unknown, 0))
+                    .or_default(),
+                other => reading
+                    .namespace_drops
+                    .entry((Netns::Inode(other), key.ifindex))
+                    .or_default(),
+            };
+            *reasons.entry(self.reason_names.name(key.reason)).or_default() += packets;
         }
         let counter = |slot: Counter| -> Result<u64, EbpfError> {
             let per_cpu =
@@ -41,7 +55,6 @@ impl EbpfSource {
             traffic_map_full: counter(Counter::TrafficMapFull)?,
             drop_map_full: counter(Counter::DropMapFull)?,
             kernel_read_errors: counter(Counter::KernelReadError)?,
-            drops_without_device: counter(Counter::DropWithoutDevice)?,
         };
         reading.programs = self.program_stats();
         reading.bpf_stats_enabled = std::fs::read_to_string(BPF_STATS_SYSCTL)
@@ -72,7 +85,8 @@ impl EbpfSource {
             .collect()
     }
 
-    /// them (5.6+), else key by key (see [`map_batch`]).
+    /// Every entry of a per-CPU hash map with its per-CPU values: in
+    /// batches where the kernel has them (5.6+), else key by key (see [`map_batch`]).
     fn entries<K, V>(
         &self,
         map: &PerCpuHashMap<MapData, K, V>,
@@ -109,16 +123,6 @@ impl EbpfSource {
                     .map_err(|source| EbpfError::Map { map: name, source })
             })
             .collect()
-    }
-
-    fn reason_name(&self, reason: u32) -> String {
-        if reason == REASON_UNKNOWN {
-            return "unknown".to_string();
-        }
-        self.reason_names
-            .get(&reason)
-            .cloned()
-            .unwrap_or_else(|| format!("reason_{reason}"))
     }
 }
 

@@ -5,13 +5,15 @@
 //! takes it, else as the classic tracepoint program, decided per probe.
 //!
 //! - [`load`]: start-up: the layout, the object, attaching each probe.
-//! - [`maps`]: one read of the per-CPU maps, program statistics, reason names.
-//! - [`prune`]: removing the entries of interfaces that are gone.
+//! - [`maps`]: one read of the per-CPU maps, program statistics.
+//! - [`prune`]: removing the entries of interfaces and namespaces that are gone.
+//! - [`drop_reasons`]: the running kernel's names of drop reasons.
 //! - The kernel plumbing only this source uses: [`tracefs`] (format files),
 //!   [`btf_offsets`] (the kernel BTF), [`layout`] (-> `KernelLayout`),
 //!   [`netns`], [`map_batch`] and [`run_stats`] (the raw `bpf(2)` calls).
 
 pub mod btf_offsets;
+pub mod drop_reasons;
 pub mod layout;
 mod load;
 pub mod map_batch;
@@ -29,11 +31,12 @@ use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader, Endianness};
 use collector_common::{
-    Counter, DropKey, IfTraffic, DROP_MAP_ENTRIES, REASON_UNKNOWN, TRAFFIC_MAP_ENTRIES,
+    Counter, DropKey, IfTraffic, DROP_MAP_ENTRIES, NETNS_NONE, TRAFFIC_MAP_ENTRIES,
 };
 
-pub use crate::model::{Attachment, Flavour, MapMemory, ProbeCounters, ProgramStats};
+pub use crate::model::{Attachment, Flavour, MapMemory, Netns, ProbeCounters, ProgramStats};
 use btf_offsets::{BtfError, KernelBtf, VMLINUX_BTF};
+use drop_reasons::ReasonNames;
 use layout::{probe_layout, LayoutError, Probe, ProbeLayout, TracepointFormats};
 use netns::own_netns_inum;
 pub use prune::stale_interfaces;
@@ -83,8 +86,8 @@ pub struct KernelSources {
     /// Where to read tracepoint `format` files; `None`: the tracefs found
     /// (or mounted) at the usual places, which attaching needs in any case.
     pub tracefs_root: Option<String>,
-    /// Interfaces the traffic map holds; the drop map holds twice as many
-    /// (interface, reason) pairs.
+    /// Interfaces the traffic map holds; the drop map holds eight times as
+    /// many (namespace, interface, reason) triples.
     pub max_interfaces: u32,
     /// Probes to attach; the others are not loaded at all.
     pub probes: Vec<Probe>,
@@ -118,10 +121,16 @@ impl Default for KernelSources {
 #[derive(Debug, Clone, Default)]
 pub struct EbpfReading {
     pub traffic: HashMap<u32, IfTraffic>,
-    /// ifindex -> reason name -> packets.
+    /// Drops on the collector's namespace's devices: ifindex -> reason
+    /// name -> packets.
     pub drops: HashMap<u32, BTreeMap<String, u64>>,
+    /// Every other drop: (namespace, ifindex in it or 0) -> reason name ->
+    /// packets.
+    pub namespace_drops: BTreeMap<(Netns, u32), BTreeMap<String, u64>>,
     /// Every key of the drop map as read.
     pub drop_keys: Vec<DropKey>,
+    /// Inode of the collector's own network namespace.
+    pub own_netns: u32,
     pub counters: ProbeCounters,
     /// Attached programs whose fdinfo could be read.
     pub programs: Vec<ProgramStats>,
@@ -133,7 +142,9 @@ pub struct EbpfSource {
     traffic: PerCpuHashMap<MapData, u32, IfTraffic>,
     drops: PerCpuHashMap<MapData, DropKey, u64>,
     counters: PerCpuArray<MapData, u64>,
-    reason_names: BTreeMap<u32, String>,
+    reason_names: ReasonNames,
+    /// Inode of the namespace whose devices are the host's interfaces.
+    own_netns: u32,
     attachments: Vec<Attachment>,
     has_drop_reason: bool,
     /// CPUs the per-CPU values are laid out for.

@@ -1,25 +1,30 @@
-//! Pruning the maps of interfaces that are gone, so pod churn cannot fill
-//! them.
+//! Pruning the maps of interfaces and namespaces that are gone, so pod
+//! churn cannot fill them.
 
 use super::*;
 
 impl EbpfSource {
-    /// Removes the entries of `stale` interfaces that `reading` saw, so pod
+    /// Removes the entries `reading` saw of `stale` interfaces (of the
+    /// collector's namespace) and of the namespaces in `forgotten`, so pod
     /// churn cannot fill the maps. Only keys read before the netlink dump are
     /// candidates: an interface created after that read is in neither, and
     /// its first counts must survive. Returns the entries left in the
     /// traffic and drop maps, counted from that read.
-    pub fn forget(&mut self, reading: &EbpfReading, stale: &HashSet<u32>) -> (usize, usize) {
+    pub fn forget(
+        &mut self,
+        reading: &EbpfReading,
+        stale: &HashSet<u32>,
+        forgotten: &HashSet<u32>,
+    ) -> (usize, usize) {
         let mut traffic_left = reading.traffic.len();
         for ifindex in reading.traffic.keys().filter(|i| stale.contains(i)) {
             traffic_left -= usize::from(self.traffic.remove(ifindex).is_ok());
         }
         let mut drops_left = reading.drop_keys.len();
-        for key in reading
-            .drop_keys
-            .iter()
-            .filter(|k| stale.contains(&k.ifindex))
-        {
+        for key in reading.drop_keys.iter().filter(|k| {
+            forgotten.contains(&k.netns)
+                || (k.netns == reading.own_netns && stale.contains(&k.ifindex))
+        }) {
             drops_left -= usize::from(self.drops.remove(key).is_ok());
         }
         (traffic_left, drops_left)
@@ -37,11 +42,16 @@ pub fn stale_interfaces(
     if !complete {
         return HashSet::new();
     }
+    let own_devices = reading
+        .drop_keys
+        .iter()
+        .filter(|k| k.netns == reading.own_netns && k.ifindex != 0)
+        .map(|k| k.ifindex);
     reading
         .traffic
         .keys()
         .copied()
-        .chain(reading.drop_keys.iter().map(|k| k.ifindex))
+        .chain(own_devices)
         .filter(|ifindex| !live.contains(ifindex))
         .collect()
 }
@@ -52,14 +62,25 @@ mod tests {
 
     #[test]
     fn only_entries_read_before_a_complete_dump_and_missing_from_it_are_stale() {
-        let mut reading = EbpfReading::default();
+        let mut reading = EbpfReading {
+            own_netns: 4026531840,
+            ..EbpfReading::default()
+        };
         for ifindex in [1, 5, 9] {
             reading.traffic.insert(ifindex, Default::default());
         }
-        reading.drop_keys.push(collector_common::DropKey {
-            ifindex: 11,
+        let drop = |netns, ifindex| collector_common::DropKey {
+            netns,
+            ifindex,
             reason: 2,
-        });
+        };
+        // 11 on the host; 12 and 0 (no device) in a pod's namespace, whose
+        // ifindexes are the pod's and never the host's.
+        reading.drop_keys.extend([
+            drop(4026531840, 11),
+            drop(4026532001, 12),
+            drop(4026531840, 0),
+        ]);
         // 9 and 11 were deleted; 20 was created after the read (not in it),
         // so it is live whatever the dump says.
         let live: HashSet<u32> = [1, 5, 20].into();

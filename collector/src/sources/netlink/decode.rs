@@ -215,6 +215,7 @@ fn apply_attribute(link: &mut Link, attribute: &LinkAttribute) {
         // namespace, so a dumped veth always carries a real one; a negative
         // (NETNSA_NSID_NOT_ASSIGNED) would match nothing, so it is dropped.
         LinkAttribute::LinkNetNsId(id) if *id >= 0 => link.link_netnsid = Some(*id),
+        LinkAttribute::Link(peer) if *peer > 0 => link.link_ifindex = Some(*peer),
         _ => {}
     }
 }
@@ -298,6 +299,7 @@ mod tests {
             LinkAttribute::Controller(4),
             LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]),
             LinkAttribute::LinkNetNsId(3),
+            LinkAttribute::Link(2),
         ];
         message
     }
@@ -317,6 +319,7 @@ mod tests {
         assert_eq!(link.master_ifindex, Some(4));
         assert_eq!(link.mac_address.as_deref(), Some("02:00:00:00:00:ab"));
         assert_eq!(link.link_netnsid, Some(3));
+        assert_eq!(link.link_ifindex, Some(2));
     }
 
     #[test]

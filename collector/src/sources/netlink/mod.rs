@@ -162,6 +162,10 @@ pub struct Link {
     /// network namespace the link's peer lives in (a pod-side veth's
     /// namespace); `None` when the peer is local or the kind has none.
     pub link_netnsid: Option<i32>,
+    /// IFLA_LINK: the ifindex of the device this one is linked to (a
+    /// veth's peer, a VLAN's lower device), in the namespace
+    /// `link_netnsid` names when that is set.
+    pub link_ifindex: Option<u32>,
 }
 
 /// Result of one collection: the links and whether the kernel flagged the

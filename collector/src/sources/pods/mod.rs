@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use cache_file::{parse_cache_file, Attachment};
-pub use source::{PodConfig, PodSource, PodStatus, ERROR_REASONS};
+pub use source::{PodConfig, PodSource, PodStatus, PodView, ERROR_REASONS};
 
 pub use crate::model::PodIdentity;
 
@@ -42,12 +42,78 @@ fn identity_of(attachment: &Attachment, with_interface: bool) -> PodIdentity {
     }
 }
 
-/// A link as the match needs it: ifindex, name and its peer's netns id.
+/// A link as the match needs it: ifindex, name, its peer's netns id and
+/// its peer's ifindex in that namespace.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkEnd<'a> {
     pub ifindex: u32,
     pub name: &'a str,
     pub link_netnsid: Option<i32>,
+    pub peer_ifindex: Option<u32>,
+}
+
+/// A pod's network namespace as drop counts need it: whose it is, and the
+/// pod-side names of the devices in it that are known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNamespace {
+    /// The pod, without an attachment's interface or network.
+    pub identity: PodIdentity,
+    /// Pod-side ifindex -> name (`eth0`, `net1`).
+    pub interfaces: HashMap<u32, String>,
+}
+
+/// The pods by the inode number (`ns.inum`) of their network namespace.
+/// `attachments` are those whose netns file was found, with its inode and,
+/// where the kernel has one, its id here. A host veth matched to a pod
+/// (`by_link`, from [`match_links`]) names its peer in the pod's namespace:
+/// IFLA_LINK is the peer's ifindex there, the CNI result its name. Two pods
+/// claiming one namespace name neither.
+pub fn pod_namespaces(
+    attachments: &[(u32, Option<i32>, &Attachment)],
+    links: &[LinkEnd<'_>],
+    by_link: &HashMap<u32, PodIdentity>,
+) -> HashMap<u32, PodNamespace> {
+    let mut namespaces: HashMap<u32, PodNamespace> = HashMap::new();
+    let mut contested = Vec::new();
+    for (inode, _, attachment) in attachments {
+        let identity = identity_of(attachment, false);
+        match namespaces.get(inode) {
+            Some(known) if known.identity.pod_uid != identity.pod_uid => contested.push(*inode),
+            Some(_) => {}
+            None => {
+                let interfaces = HashMap::new();
+                namespaces.insert(
+                    *inode,
+                    PodNamespace {
+                        identity,
+                        interfaces,
+                    },
+                );
+            }
+        }
+    }
+    for inode in contested {
+        namespaces.remove(&inode);
+    }
+    let inode_of: HashMap<i32, u32> = attachments
+        .iter()
+        .filter_map(|(inode, nsid, _)| Some(((*nsid)?, *inode)))
+        .collect();
+    for link in links {
+        let (Some(nsid), Some(peer)) = (link.link_netnsid, link.peer_ifindex) else {
+            continue;
+        };
+        let Some(name) = by_link
+            .get(&link.ifindex)
+            .and_then(|identity| identity.pod_interface.clone())
+        else {
+            continue;
+        };
+        if let Some(namespace) = inode_of.get(&nsid).and_then(|i| namespaces.get_mut(i)) {
+            namespace.interfaces.insert(peer, name);
+        }
+    }
+    namespaces
 }
 
 /// The pure join: each link whose peer namespace has the id of some
@@ -126,7 +192,30 @@ mod tests {
             ifindex,
             name,
             link_netnsid: nsid,
+            peer_ifindex: nsid.map(|_| 2),
         }
+    }
+
+    #[test]
+    fn pod_namespaces_are_keyed_by_inode_and_name_the_peers_of_matched_veths() {
+        let (web, db) = (
+            attachment("web", "eth0", &[]),
+            attachment("db", "eth0", &[]),
+        );
+        // "db" has no veth here (no nsid): still named by its inode.
+        let attachments = [(4026532001, Some(0), &web), (4026532002, None, &db)];
+        let links = [link(7, "azv1f2e3d4c5b6", Some(0))];
+        let by_link = match_links(&links, &[(0, &web)]);
+        let found = pod_namespaces(&attachments, &links, &by_link);
+        let web_ns = &found[&4026532001];
+        assert_eq!(web_ns.identity.pod, "web");
+        assert_eq!(web_ns.identity.pod_interface, None);
+        assert_eq!(web_ns.interfaces, HashMap::from([(2, "eth0".to_string())]));
+        assert_eq!(found[&4026532002].identity.pod, "db");
+        assert!(found[&4026532002].interfaces.is_empty());
+        // Two pods claiming one namespace: neither owns it.
+        let contested = pod_namespaces(&[(9, None, &web), (9, None, &db)], &[], &HashMap::new());
+        assert!(contested.is_empty(), "{contested:?}");
     }
 
     #[test]

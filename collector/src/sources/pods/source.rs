@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use super::cache_file::parse_cache_file;
 use super::nsid::NsidSocket;
-use super::{match_links, netns_file, Attachment, LinkEnd, PodIdentity};
+use super::{match_links, netns_file, pod_namespaces, Attachment, LinkEnd, PodIdentity, PodNamespace};
 use crate::sources::netlink::Link;
 
 /// Every `collector_pod_identity_errors_total` reason, all served from 0.
@@ -30,6 +30,24 @@ pub struct PodConfig {
 }
 
 pub use crate::model::PodStatus;
+
+/// What one collection learnt of pods.
+#[derive(Debug, Default)]
+pub struct PodView {
+    /// Host interface ifindex -> the pod whose namespace holds its peer.
+    pub by_link: HashMap<u32, PodIdentity>,
+    /// Pod network namespaces by inode number (the kernel's `ns.inum`).
+    pub namespaces: HashMap<u32, PodNamespace>,
+    pub status: PodStatus,
+}
+
+/// An attachment whose netns file was found in this collection.
+struct FoundNetns {
+    path: PathBuf,
+    inode: u32,
+    /// Its id here; `None` when it has none (no veth peer in our namespace).
+    nsid: Option<i32>,
+}
 
 pub struct PodSource {
     config: PodConfig,
@@ -69,8 +87,9 @@ impl PodSource {
         }
     }
 
-    /// The pod of every link whose peer is in a pod's namespace.
-    pub fn identify(&self, links: &[Link]) -> (HashMap<u32, PodIdentity>, PodStatus) {
+    /// The pod of every link whose peer is in a pod's namespace, and every
+    /// pod's namespace by inode.
+    pub fn identify(&self, links: &[Link]) -> PodView {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut status = PodStatus {
             enabled: true,
@@ -95,8 +114,8 @@ impl PodSource {
                 status.error = Some(message);
             }
         }
-        let nsids = state.nsids(&self.config);
-        status.attachments = nsids.len();
+        let found = state.netns_files(&self.config);
+        status.attachments = found.iter().filter(|f| f.nsid.is_some()).count();
         status.errors_total = state.errors.clone();
         let ends: Vec<LinkEnd<'_>> = links
             .iter()
@@ -105,13 +124,24 @@ impl PodSource {
                 ifindex: l.ifindex,
                 name: &l.name,
                 link_netnsid: l.link_netnsid,
+                peer_ifindex: l.link_ifindex,
             })
             .collect();
-        let attachments: Vec<(i32, &Attachment)> = nsids
+        let attachments: Vec<(u32, Option<i32>, &Attachment)> = found
             .iter()
-            .filter_map(|(path, nsid)| Some((*nsid, state.files.get(path)?.attachment.as_ref()?)))
+            .filter_map(|f| Some((f.inode, f.nsid, state.files.get(&f.path)?.attachment.as_ref()?)))
             .collect();
-        (match_links(&ends, &attachments), status)
+        let with_nsid: Vec<(i32, &Attachment)> = attachments
+            .iter()
+            .filter_map(|(_, nsid, attachment)| Some(((*nsid)?, *attachment)))
+            .collect();
+        let by_link = match_links(&ends, &with_nsid);
+        let namespaces = pod_namespaces(&attachments, &ends, &by_link);
+        PodView {
+            by_link,
+            namespaces,
+            status,
+        }
     }
 }
 
@@ -173,11 +203,12 @@ impl State {
         Ok(())
     }
 
-    /// The netns id of every cached attachment that has a netns with an id
-    /// here, by cache file path.
-    fn nsids(&mut self, config: &PodConfig) -> Vec<(PathBuf, i32)> {
+    /// The netns inode, and id here where it has one, of every cached
+    /// attachment whose netns file is there.
+    fn netns_files(&mut self, config: &PodConfig) -> Vec<FoundNetns> {
         let mut found = Vec::new();
         let mut failures = Vec::new();
+        let mut no_socket = false;
         for (path, file) in &mut self.files {
             // hostNetwork pods and non-pod containers have nothing to match.
             let Some(netns) = file.attachment.as_ref().and_then(|a| a.netns.as_deref()) else {
@@ -190,7 +221,11 @@ impl State {
             });
             if let (Some(inode), Some((known, nsid))) = (inode, file.nsid) {
                 if inode == known {
-                    found.push((path.clone(), nsid));
+                    found.push(FoundNetns {
+                        path: path.clone(),
+                        inode: inode as u32,
+                        nsid: Some(nsid),
+                    });
                     continue;
                 }
             }
@@ -207,25 +242,40 @@ impl State {
                 }
             };
             file.netns_failing = false;
+            // The inode of the file opened, not of the stat above.
+            let Ok(inode) = handle.metadata().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.ino()
+            }) else {
+                continue;
+            };
+            let mut netns = FoundNetns {
+                path: path.clone(),
+                // A namespace's inode is the kernel's 32-bit `ns.inum`.
+                inode: inode as u32,
+                nsid: None,
+            };
             let socket = match &mut self.socket {
                 Some(socket) => socket,
+                None if no_socket => {
+                    found.push(netns);
+                    continue;
+                }
                 None => match NsidSocket::open() {
                     Ok(socket) => self.socket.insert(socket),
                     Err(error) => {
                         tracing::warn!(%error, "no rtnetlink socket for RTM_GETNSID");
                         failures.push("nsid");
-                        break;
+                        no_socket = true;
+                        found.push(netns);
+                        continue;
                     }
                 },
             };
             match socket.nsid_of(&handle) {
                 Ok(Some(nsid)) => {
-                    // The inode of the file opened, not of the stat above.
-                    file.nsid = handle.metadata().ok().map(|m| {
-                        use std::os::unix::fs::MetadataExt;
-                        (m.ino(), nsid)
-                    });
-                    found.push((path.clone(), nsid));
+                    file.nsid = Some((inode, nsid));
+                    netns.nsid = Some(nsid);
                 }
                 Ok(None) => {}
                 Err(error) => {
@@ -236,6 +286,7 @@ impl State {
                     self.socket = None;
                 }
             }
+            found.push(netns);
         }
         for reason in failures {
             self.count(reason);

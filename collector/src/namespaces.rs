@@ -1,0 +1,150 @@
+//! Drops in other network namespaces, given to the pods that own them.
+//!
+//! The probes key a drop by its namespace's inode number (`ns.inum`), the
+//! one identity a pod's netns file also shows. The kernel reuses an inode
+//! number once its namespace is gone, so counts must never outlive the
+//! owner they were counted for. The [`NamespaceLedger`] remembers which pod
+//! sandbox owned each inode at the last collection; when that changes (the
+//! pod deleted, another pod created on the same inode, a namespace whose
+//! counts were served without a pod becoming a pod's), every entry read for
+//! the inode is forgotten, so the new owner starts at zero. A namespace no
+//! pod owns cannot be watched
+//! for its end (that needs the host's `/proc`): its entries are forgotten
+//! once they have not moved for [`IDLE_NAMESPACE`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::model::{NamespaceDrops, Netns};
+use crate::sources::ebpf::EbpfReading;
+use crate::sources::pods::PodNamespace;
+
+/// How long the entries of a namespace no pod owns are kept without a new
+/// drop.
+pub const IDLE_NAMESPACE: Duration = Duration::from_secs(15 * 60);
+
+/// Every namespace is created with its loopback first, at this ifindex.
+const LOOPBACK_IFINDEX: u32 = 1;
+
+/// The pod sandbox owning a namespace: its pod UID and sandbox container.
+type Owner = (String, String);
+
+#[derive(Debug, Default)]
+pub struct NamespaceLedger {
+    /// Owner of each pod namespace at the last collection whose pod
+    /// identity was read; `None` before the first.
+    owners: Option<HashMap<u32, Owner>>,
+    /// Each unowned namespace's drops when they last moved, and when.
+    unowned: HashMap<u32, (u64, Instant)>,
+}
+
+impl NamespaceLedger {
+    /// The namespaces whose entries in `reading` must go now. `pods` is
+    /// `None` when pod identity could not be read in this collection:
+    /// owners are then unknown, so none is taken to have changed.
+    pub fn forgotten(
+        &mut self,
+        reading: &EbpfReading,
+        pods: Option<&HashMap<u32, PodNamespace>>,
+        now: Instant,
+    ) -> HashSet<u32> {
+        let mut totals: HashMap<u32, u64> = HashMap::new();
+        for ((netns, _), reasons) in &reading.namespace_drops {
+            if let Netns::Inode(inode) = netns {
+                *totals.entry(*inode).or_default() += reasons.values().sum::<u64>();
+            }
+        }
+        let current: Option<HashMap<u32, Owner>> = pods.map(|pods| {
+            pods.iter()
+                .map(|(inode, ns)| {
+                    let owner = (ns.identity.pod_uid.clone(), ns.identity.container_id.clone());
+                    (*inode, owner)
+                })
+                .collect()
+        });
+        let owners = current.as_ref().or(self.owners.as_ref());
+        let mut forgotten = HashSet::new();
+        for (&inode, &total) in &totals {
+            let owner = owners.and_then(|owners| owners.get(&inode));
+            if let (Some(before), Some(now_owners)) = (&self.owners, &current) {
+                let changed = match (before.get(&inode), now_owners.get(&inode)) {
+                    (Some(before), now) => Some(before) != now,
+                    // A pod's first drops may come before its first
+                    // sighting; only counts already kept for no one are
+                    // someone else's.
+                    (None, Some(_)) => self.unowned.contains_key(&inode),
+                    (None, None) => false,
+                };
+                if changed {
+                    forgotten.insert(inode);
+                    continue;
+                }
+            }
+            if owner.is_some() {
+                continue;
+            }
+            match self.unowned.get(&inode) {
+                Some((seen, since)) if *seen == total => {
+                    if now.duration_since(*since) >= IDLE_NAMESPACE {
+                        forgotten.insert(inode);
+                    }
+                }
+                _ => {
+                    self.unowned.insert(inode, (total, now));
+                }
+            }
+        }
+        self.unowned.retain(|inode, _| {
+            totals.contains_key(inode)
+                && !forgotten.contains(inode)
+                && owners.is_none_or(|o| !o.contains_key(inode))
+        });
+        if current.is_some() {
+            self.owners = current;
+        }
+        forgotten
+    }
+}
+
+/// The model's drops outside the host's interfaces: each namespace's
+/// counts named by the pod that owns it, leaving out `forgotten` ones.
+/// Pods come first (by namespace, pod, interface), then the rest.
+pub fn namespace_drops(
+    drops: BTreeMap<(Netns, u32), BTreeMap<String, u64>>,
+    pods: &HashMap<u32, PodNamespace>,
+    forgotten: &HashSet<u32>,
+) -> Vec<NamespaceDrops> {
+    let mut out: Vec<NamespaceDrops> = drops
+        .into_iter()
+        .filter(|((netns, _), _)| !matches!(netns, Netns::Inode(i) if forgotten.contains(i)))
+        .map(|((netns, ifindex), drops)| {
+            let pod = match netns {
+                Netns::Inode(inode) => pods.get(&inode),
+                _ => None,
+            };
+            let interface = match ifindex {
+                0 => None,
+                LOOPBACK_IFINDEX => Some("lo".to_string()),
+                other => pod.and_then(|p| p.interfaces.get(&other).cloned()),
+            };
+            NamespaceDrops {
+                netns,
+                pod: pod.map(|p| p.identity.clone()),
+                ifindex,
+                interface,
+                drops,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        let key = |d: &NamespaceDrops| {
+            let pod = d.pod.as_ref().map(|p| (p.namespace.clone(), p.pod.clone()));
+            (pod.is_none(), pod, d.interface.clone(), d.netns, d.ifindex)
+        };
+        key(a).cmp(&key(b))
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests;

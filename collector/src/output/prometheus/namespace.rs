@@ -1,0 +1,78 @@
+//! Drops outside the host's interfaces: inside pods' network namespaces
+//! (named by pod), and the rest (the host's device-less drops, namespaces
+//! no pod owns, drops with no namespace). Each family is a
+//! [`NamespaceFamily`] row; every series carries the per-interface identity
+//! labels, with `interface` the device inside that namespace.
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+use super::{header, identity_labels, sample, Kind};
+use crate::model::{NamespaceDrops, Netns, Probe, Snapshot};
+
+struct NamespaceFamily {
+    name: &'static str,
+    help: &'static str,
+    /// Whether a namespace's drops belong to this family.
+    holds: fn(&NamespaceDrops) -> bool,
+    /// The labels naming the namespace, before the identity labels.
+    owner: fn(&NamespaceDrops) -> Vec<(&'static str, Cow<'_, str>)>,
+}
+
+const FAMILIES: [NamespaceFamily; 2] = [
+    NamespaceFamily {
+        name: "network_pod_drops_total",
+        help: "Packets dropped inside a pod's network namespace (skb:kfree_skb), by the kernel's drop reason; interface is the pod-side device, empty when the drop had none.",
+        holds: |d| d.pod.is_some(),
+        owner: |d| {
+            let pod = d.pod.as_ref().expect("held only with a pod");
+            vec![
+                ("namespace", Cow::Borrowed(pod.namespace.as_str())),
+                ("pod", Cow::Borrowed(pod.pod.as_str())),
+            ]
+        },
+    },
+    NamespaceFamily {
+        name: "network_netns_drops_total",
+        help: "Packets dropped outside the host's interfaces and every pod, by the kernel's drop reason: netns=\"host\" (the host's namespace, on no device), an inode number (a namespace no pod owns), or \"unknown\" (no namespace found).",
+        holds: |d| d.pod.is_none(),
+        owner: |d| {
+            let netns = match d.netns {
+                Netns::Host => Cow::Borrowed("host"),
+                Netns::Inode(inode) => Cow::Owned(inode.to_string()),
+                Netns::Unknown => Cow::Borrowed("unknown"),
+            };
+            vec![("netns", netns)]
+        },
+    },
+];
+
+/// The `interface` label: the device's name, `#<ifindex>` for a device
+/// whose name is not known, empty for none.
+fn interface_label(drops: &NamespaceDrops) -> Cow<'_, str> {
+    match (&drops.interface, drops.ifindex) {
+        (Some(name), _) => Cow::Borrowed(name.as_str()),
+        (None, 0) => Cow::Borrowed(""),
+        (None, ifindex) => Cow::Owned(format!("#{ifindex}")),
+    }
+}
+
+pub(super) fn write(out: &mut String, snapshot: &Snapshot) {
+    let ebpf = &snapshot.sources.ebpf;
+    if !(ebpf.enabled && ebpf.attached(Probe::Drop)) {
+        return;
+    }
+    for family in &FAMILIES {
+        header(out, family.name, family.help, Kind::Counter);
+        for drops in snapshot.namespace_drops.iter().filter(|d| (family.holds)(d)) {
+            let mut identity = String::new();
+            for (key, value) in (family.owner)(drops) {
+                let _ = write!(identity, "{key}=\"{}\",", super::escape(&value));
+            }
+            identity.push_str(&identity_labels(snapshot, &interface_label(drops)));
+            for (reason, packets) in &drops.drops {
+                sample(out, family.name, &identity, &[("reason", reason)], *packets);
+            }
+        }
+    }
+}

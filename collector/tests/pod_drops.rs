@@ -1,0 +1,293 @@
+//! Drops inside pods' own network namespaces, end to end: a pod made as
+//! containerd and a CNI plugin make one (a `cni-…` netns, a veth, a libcni
+//! cache file), the kernel made to drop in it, and every count compared
+//! with the kernel's own counter for the same drops, read inside the pod.
+//!
+//! Every test runs once per program flavour (tp_btf, classic).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+const DATAGRAMS: usize = 200;
+const PAYLOAD: usize = 64;
+const SYNS: usize = 20;
+
+fn start(node: &Netns, results: &Path, flavour: &str) -> CollectorProcess {
+    let results = results.to_str().unwrap();
+    let args = ["--cni-results-dir", results, "--netns-dir", "/var/run/netns"];
+    start_flavour(node, flavour, &args)
+}
+
+/// The pod's drops: (interface, reason) -> packets.
+fn pod_drops(metrics: &Metrics, pod: &CniPod) -> BTreeMap<(String, String), f64> {
+    let selector = [("namespace", pod.namespace.as_str()), ("pod", pod.name.as_str())];
+    metrics
+        .select("network_pod_drops_total", &selector)
+        .map(|s| ((s.labels["interface"].clone(), s.labels["reason"].clone()), s.value))
+        .collect()
+}
+
+/// What changed between two readings of one pod's drops.
+fn changed(
+    before: &BTreeMap<(String, String), f64>,
+    after: &BTreeMap<(String, String), f64>,
+) -> BTreeMap<(String, String), f64> {
+    after
+        .iter()
+        .map(|(key, value)| (key.clone(), value - before.get(key).copied().unwrap_or(0.0)))
+        .filter(|(_, delta)| *delta != 0.0)
+        .collect()
+}
+
+/// One drop reason on `eth0`, as the running kernel names it.
+fn on_eth0(reason: &str, packets: f64, has_reason: bool) -> BTreeMap<(String, String), f64> {
+    let reason = if has_reason { reason } else { "unknown" };
+    BTreeMap::from([(("eth0".to_string(), reason.to_string()), packets)])
+}
+
+/// A counter of `/proc/net/snmp` (e.g. `Udp` `NoPorts`) inside `ns`.
+fn snmp(ns: &Netns, group: &str, field: &str) -> f64 {
+    let out = ns.exec(&["cat", "/proc/net/snmp"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let at = names.split_whitespace().position(|n| n == field).unwrap();
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+}
+
+/// The `drops` column of the UDP socket bound to `port` in `ns`'s
+/// `/proc/net/udp`: what the socket lost, as the kernel counts it.
+fn udp_socket_drops(ns: &Netns, port: u16) -> f64 {
+    let out = ns.exec(&["cat", "/proc/net/udp"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let local = format!(":{port:04X}");
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().nth(1).is_some_and(|a| a.ends_with(&local)))
+        .unwrap_or_else(|| panic!("no UDP socket on port {port}:\n{text}"));
+    line.split_whitespace().last().unwrap().parse().unwrap()
+}
+
+/// Packets of the only `counter` in `ns`'s nftables ruleset.
+fn nft_counter(ns: &Netns) -> f64 {
+    let out = ns.exec(&["nft", "list", "ruleset"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let after = text.split("counter packets ").nth(1).expect("an nft counter");
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// A UDP socket in `ns` with the smallest receive buffer the kernel
+/// allows, never read.
+fn starved_udp_socket(ns: &Netns, address: &str) -> UdpSocket {
+    let address = address.to_string();
+    let socket = ns.run_in(move || UdpSocket::bind(&address).unwrap());
+    let bytes: libc::c_int = 0;
+    // SAFETY: valid socket fd, option value of the declared size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &bytes as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+    socket
+}
+
+/// No IPv6 in `namespaces`: a link coming up sends router solicitations
+/// and MLD reports, which the other end may drop, and a test comparing
+/// every count of a namespace with one kernel counter must see only what
+/// it sent.
+fn without_ipv6(namespaces: &[&Netns]) {
+    for ns in namespaces {
+        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    }
+}
+
+fn settle() {
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn drops_inside_a_pod_are_its_own_by_kernel_reason_exactly() {
+    let has_reason = kfree_skb_has_reason();
+    each_flavour(|flavour| pod_drops_match_the_kernel(flavour, has_reason));
+}
+
+fn pod_drops_match_the_kernel(flavour: &str, has_reason: bool) {
+    let node = Netns::new("pdnode");
+    let results = tempfile::tempdir().unwrap();
+    let pod = CniPod::start(
+        &node,
+        results.path(),
+        ("kube-system", "coredns-5d78c9869d-x2x8p"),
+        "azure",
+        "azvpd0",
+        40,
+    );
+    without_ipv6(&[&node, &pod.netns]);
+    let collector = start(&node, results.path(), flavour);
+    let scrape = || pod_drops(&collector.scrape(&node), &pod);
+
+    // A closed UDP port inside the pod: the pod's NoPorts.
+    let (before, no_ports) = (scrape(), snmp(&pod.netns, "Udp", "NoPorts"));
+    send_udp(&node, &format!("{}:9", pod.pod_address), DATAGRAMS, PAYLOAD);
+    settle();
+    let no_ports = snmp(&pod.netns, "Udp", "NoPorts") - no_ports;
+    assert_eq!(no_ports, DATAGRAMS as f64, "the kernel's own count");
+    let udp = changed(&before, &scrape());
+    println!("{flavour}: closed UDP port: {udp:?}, NoPorts +{no_ports}");
+    assert_eq!(udp, on_eth0("NO_SOCKET", no_ports, has_reason));
+
+    // A TCP SYN to a closed port inside the pod: one RST each.
+    let (before, resets) = (scrape(), snmp(&pod.netns, "Tcp", "OutRsts"));
+    let target: SocketAddr = format!("{}:81", pod.pod_address).parse().unwrap();
+    node.run_in(|| {
+        for _ in 0..SYNS {
+            let refused = TcpStream::connect_timeout(&target, Duration::from_secs(2));
+            assert!(refused.is_err(), "port 81 in the pod must be closed");
+        }
+    });
+    settle();
+    let resets = snmp(&pod.netns, "Tcp", "OutRsts") - resets;
+    assert_eq!(resets, SYNS as f64, "the kernel's own count");
+    let tcp = changed(&before, &scrape());
+    println!("{flavour}: closed TCP port: {tcp:?}, OutRsts +{resets}");
+    assert_eq!(tcp, on_eth0("NO_SOCKET", resets, has_reason));
+
+    // The pod's own netfilter rule.
+    let rule = "table inet pod_policy { chain input { type filter hook input priority 0; policy accept; udp dport 7777 counter drop; }; }";
+    pod.netns.exec(&["nft", rule]);
+    let before = scrape();
+    send_udp(&node, &format!("{}:7777", pod.pod_address), DATAGRAMS, PAYLOAD);
+    settle();
+    let rule_drops = nft_counter(&pod.netns);
+    assert_eq!(rule_drops, DATAGRAMS as f64, "the kernel's own count");
+    let netfilter = changed(&before, &scrape());
+    println!("{flavour}: nft drop rule: {netfilter:?}, counter {rule_drops}");
+    assert_eq!(netfilter, on_eth0("NETFILTER_DROP", rule_drops, has_reason));
+
+    // A DNS-like socket whose receive buffer is full.
+    let _socket = starved_udp_socket(&pod.netns, &format!("{}:5353", pod.pod_address));
+    let before = scrape();
+    send_udp(&node, &format!("{}:5353", pod.pod_address), DATAGRAMS, PAYLOAD);
+    settle();
+    let socket_drops = udp_socket_drops(&pod.netns, 5353);
+    assert!(socket_drops > 0.0, "the starved socket dropped nothing");
+    let rcvbuf = changed(&before, &scrape());
+    println!("{flavour}: full receive buffer: {rcvbuf:?}, socket drops {socket_drops}");
+    assert_eq!(rcvbuf, on_eth0("SOCKET_RCVBUFF", socket_drops, has_reason));
+}
+
+fn netns_inode(netns: &Netns) -> u32 {
+    let path = format!("/var/run/netns/{}", netns.name);
+    std::fs::metadata(&path).unwrap().ino() as u32
+}
+
+#[test]
+fn drops_in_a_namespace_no_pod_owns_never_reach_a_pod() {
+    each_flavour(namespace_without_pod);
+}
+
+fn namespace_without_pod(flavour: &str) {
+    let node = Netns::new("pdnode");
+    let results = tempfile::tempdir().unwrap();
+    let pod = CniPod::start(&node, results.path(), ("team-a", "web"), "azure", "azvpd1", 41);
+    // A sandbox with a veth but no cache file: no pod anyone knows.
+    let stray = Netns::new("stray");
+    let pair = VethPair::new(&node, "vstray", &stray, "eth0", 42);
+    let collector = start(&node, results.path(), flavour);
+    let inode = netns_inode(&stray).to_string();
+    let stray_drops = |m: &Metrics| -> f64 {
+        m.select("network_netns_drops_total", &[("netns", inode.as_str())])
+            .map(|s| s.value)
+            .sum()
+    };
+    let all_pod_drops = |m: &Metrics| -> f64 {
+        m.select("network_pod_drops_total", &[]).map(|s| s.value).sum()
+    };
+    let before = collector.scrape(&node);
+    let no_ports = snmp(&stray, "Udp", "NoPorts");
+    send_udp(&node, &format!("{}:9", pair.b_addr), DATAGRAMS, PAYLOAD);
+    settle();
+    let no_ports = snmp(&stray, "Udp", "NoPorts") - no_ports;
+    let after = collector.scrape(&node);
+    assert_eq!(no_ports, DATAGRAMS as f64);
+    assert_eq!(stray_drops(&after) - stray_drops(&before), no_ports);
+    assert_eq!(
+        all_pod_drops(&after),
+        all_pod_drops(&before),
+        "drops of a namespace no pod owns were given to a pod"
+    );
+    // The pod is known, and its series carry its own labels only.
+    for sample in after.select("network_pod_drops_total", &[]) {
+        assert_eq!(sample.labels["pod"], pod.name, "{sample:?}");
+    }
+}
+
+#[test]
+fn a_pod_created_on_a_deleted_pods_namespace_inode_starts_at_zero() {
+    each_flavour(new_pod_on_a_reused_inode);
+}
+
+fn new_pod_on_a_reused_inode(flavour: &str) {
+    let node = Netns::new("pdnode");
+    let results = tempfile::tempdir().unwrap();
+    let collector = start(&node, results.path(), flavour);
+    let total = |m: &Metrics, pod: &CniPod| -> f64 { pod_drops(m, pod).values().sum() };
+
+    let old = CniPod::start(&node, results.path(), ("team-a", "old"), "azure", "azvpd2", 43);
+    let old_inode = netns_inode(&old.netns);
+    send_udp(&node, &format!("{}:9", old.pod_address), DATAGRAMS, PAYLOAD);
+    settle();
+    // Seen once while it lives, so the collector knows its owner.
+    assert_eq!(total(&collector.scrape(&node), &old), DATAGRAMS as f64);
+
+    // The pod deleted and another created before the next scrape. The
+    // kernel hands a freed namespace inode to the next namespace; try a
+    // few times until the new pod has the old one's.
+    drop(old);
+    let mut new = None;
+    for attempt in 0..20 {
+        std::thread::sleep(Duration::from_millis(200));
+        let pod = CniPod::start(
+            &node,
+            results.path(),
+            ("team-a", "new"),
+            "azure",
+            &format!("azvpd3{attempt}"),
+            44,
+        );
+        if netns_inode(&pod.netns) == old_inode {
+            new = Some(pod);
+            break;
+        }
+    }
+    let new = new.unwrap_or_else(|| {
+        panic!("TEST SETUP FAILED: the kernel did not reuse namespace inode {old_inode}")
+    });
+    let metrics = collector.scrape(&node);
+    assert_eq!(total(&metrics, &new), 0.0, "the new pod inherited counts");
+    assert!(
+        metrics
+            .select("network_pod_drops_total", &[("pod", "old")])
+            .next()
+            .is_none(),
+        "the deleted pod's series is still served"
+    );
+
+    send_udp(&node, &format!("{}:9", new.pod_address), 7, PAYLOAD);
+    settle();
+    assert_eq!(total(&collector.scrape(&node), &new), 7.0);
+}
