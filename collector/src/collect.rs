@@ -10,9 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::filter::InterfaceFilter;
-use crate::model::{
-    EbpfInterface, EbpfStatus, Interface, PodIdentity, Snapshot, SourceStatus,
-};
+use crate::model::{EbpfInterface, EbpfStatus, Interface, PodIdentity, Snapshot, SourceStatus};
 use crate::namespaces::{namespace_drops, NamespaceLedger};
 use crate::sources::ebpf::{stale_interfaces, EbpfReading, EbpfSource};
 use crate::sources::netlink::{self, Link};
@@ -163,7 +161,8 @@ impl Collector {
             let stale = stale_interfaces(reading, &live, complete);
             // Without the pods source no namespace has an owner; with it
             // down for this collection, owners are unknown.
-            let owners = (self.pods.is_none() || pod_view.status.up).then_some(&pod_view.namespaces);
+            let owners =
+                (self.pods.is_none() || pod_view.status.up).then_some(&pod_view.namespaces);
             forgotten = self
                 .namespaces
                 .lock()

@@ -326,4 +326,4 @@ pub struct HttpStats {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -57,7 +57,10 @@ impl NamespaceLedger {
         let current: Option<HashMap<u32, Owner>> = pods.map(|pods| {
             pods.iter()
                 .map(|(inode, ns)| {
-                    let owner = (ns.identity.pod_uid.clone(), ns.identity.container_id.clone());
+                    let owner = (
+                        ns.identity.pod_uid.clone(),
+                        ns.identity.container_id.clone(),
+                    );
                     (*inode, owner)
                 })
                 .collect()

@@ -22,16 +22,29 @@ const SYNS: usize = 20;
 
 fn start(node: &Netns, results: &Path, flavour: &str) -> CollectorProcess {
     let results = results.to_str().unwrap();
-    let args = ["--cni-results-dir", results, "--netns-dir", "/var/run/netns"];
+    let args = [
+        "--cni-results-dir",
+        results,
+        "--netns-dir",
+        "/var/run/netns",
+    ];
     start_flavour(node, flavour, &args)
 }
 
 /// The pod's drops: (interface, reason) -> packets.
 fn pod_drops(metrics: &Metrics, pod: &CniPod) -> BTreeMap<(String, String), f64> {
-    let selector = [("namespace", pod.namespace.as_str()), ("pod", pod.name.as_str())];
+    let selector = [
+        ("namespace", pod.namespace.as_str()),
+        ("pod", pod.name.as_str()),
+    ];
     metrics
         .select("network_pod_drops_total", &selector)
-        .map(|s| ((s.labels["interface"].clone(), s.labels["reason"].clone()), s.value))
+        .map(|s| {
+            (
+                (s.labels["interface"].clone(), s.labels["reason"].clone()),
+                s.value,
+            )
+        })
         .collect()
 }
 
@@ -72,7 +85,11 @@ fn udp_socket_drops(ns: &Netns, port: u16) -> f64 {
     let local = format!(":{port:04X}");
     let line = text
         .lines()
-        .find(|l| l.split_whitespace().nth(1).is_some_and(|a| a.ends_with(&local)))
+        .find(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| a.ends_with(&local))
+        })
         .unwrap_or_else(|| panic!("no UDP socket on port {port}:\n{text}"));
     line.split_whitespace().last().unwrap().parse().unwrap()
 }
@@ -81,7 +98,10 @@ fn udp_socket_drops(ns: &Netns, port: u16) -> f64 {
 fn nft_counter(ns: &Netns) -> f64 {
     let out = ns.exec(&["nft", "list", "ruleset"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    let after = text.split("counter packets ").nth(1).expect("an nft counter");
+    let after = text
+        .split("counter packets ")
+        .nth(1)
+        .expect("an nft counter");
     after.split_whitespace().next().unwrap().parse().unwrap()
 }
 
@@ -170,7 +190,12 @@ fn pod_drops_match_the_kernel(flavour: &str, has_reason: bool) {
     let rule = "table inet pod_policy { chain input { type filter hook input priority 0; policy accept; udp dport 7777 counter drop; }; }";
     pod.netns.exec(&["nft", rule]);
     let before = scrape();
-    send_udp(&node, &format!("{}:7777", pod.pod_address), DATAGRAMS, PAYLOAD);
+    send_udp(
+        &node,
+        &format!("{}:7777", pod.pod_address),
+        DATAGRAMS,
+        PAYLOAD,
+    );
     settle();
     let rule_drops = nft_counter(&pod.netns);
     assert_eq!(rule_drops, DATAGRAMS as f64, "the kernel's own count");
@@ -181,7 +206,12 @@ fn pod_drops_match_the_kernel(flavour: &str, has_reason: bool) {
     // A DNS-like socket whose receive buffer is full.
     let _socket = starved_udp_socket(&pod.netns, &format!("{}:5353", pod.pod_address));
     let before = scrape();
-    send_udp(&node, &format!("{}:5353", pod.pod_address), DATAGRAMS, PAYLOAD);
+    send_udp(
+        &node,
+        &format!("{}:5353", pod.pod_address),
+        DATAGRAMS,
+        PAYLOAD,
+    );
     settle();
     let socket_drops = udp_socket_drops(&pod.netns, 5353);
     assert!(socket_drops > 0.0, "the starved socket dropped nothing");
@@ -203,7 +233,14 @@ fn drops_in_a_namespace_no_pod_owns_never_reach_a_pod() {
 fn namespace_without_pod(flavour: &str) {
     let node = Netns::new("pdnode");
     let results = tempfile::tempdir().unwrap();
-    let pod = CniPod::start(&node, results.path(), ("team-a", "web"), "azure", "azvpd1", 41);
+    let pod = CniPod::start(
+        &node,
+        results.path(),
+        ("team-a", "web"),
+        "azure",
+        "azvpd1",
+        41,
+    );
     // A sandbox with a veth but no cache file: no pod anyone knows.
     let stray = Netns::new("stray");
     let pair = VethPair::new(&node, "vstray", &stray, "eth0", 42);
@@ -215,7 +252,9 @@ fn namespace_without_pod(flavour: &str) {
             .sum()
     };
     let all_pod_drops = |m: &Metrics| -> f64 {
-        m.select("network_pod_drops_total", &[]).map(|s| s.value).sum()
+        m.select("network_pod_drops_total", &[])
+            .map(|s| s.value)
+            .sum()
     };
     let before = collector.scrape(&node);
     let no_ports = snmp(&stray, "Udp", "NoPorts");
@@ -247,7 +286,14 @@ fn new_pod_on_a_reused_inode(flavour: &str) {
     let collector = start(&node, results.path(), flavour);
     let total = |m: &Metrics, pod: &CniPod| -> f64 { pod_drops(m, pod).values().sum() };
 
-    let old = CniPod::start(&node, results.path(), ("team-a", "old"), "azure", "azvpd2", 43);
+    let old = CniPod::start(
+        &node,
+        results.path(),
+        ("team-a", "old"),
+        "azure",
+        "azvpd2",
+        43,
+    );
     let old_inode = netns_inode(&old.netns);
     send_udp(&node, &format!("{}:9", old.pod_address), DATAGRAMS, PAYLOAD);
     settle();
@@ -290,4 +336,58 @@ fn new_pod_on_a_reused_inode(flavour: &str) {
     send_udp(&node, &format!("{}:9", new.pod_address), 7, PAYLOAD);
     settle();
     assert_eq!(total(&collector.scrape(&node), &new), 7.0);
+}
+
+#[test]
+fn without_tracefs_the_btf_typed_probe_names_pod_drops_from_btf() {
+    require_root();
+    let has_reason = kfree_skb_has_reason();
+    let node = Netns::new("pdnode");
+    let results = tempfile::tempdir().unwrap();
+    let pod = CniPod::start(
+        &node,
+        results.path(),
+        ("team-b", "api"),
+        "azure",
+        "azvpd4",
+        45,
+    );
+    without_ipv6(&[&node, &pod.netns]);
+    // `ip netns exec` gives the collector a /sys without tracefs, and
+    // without CAP_SYS_ADMIN it cannot mount one: nothing but BTF to go by.
+    let wrapper = [
+        "setpriv",
+        "--bounding-set",
+        "-sys_admin",
+        "--inh-caps",
+        "-all",
+        "--",
+    ];
+    let results_dir = results.path().to_str().unwrap();
+    let args = [
+        "--cni-results-dir",
+        results_dir,
+        "--netns-dir",
+        "/var/run/netns",
+    ];
+    let collector = CollectorProcess::start_wrapped(&node, &wrapper, &[], &args);
+    let metrics = collector.scrape(&node);
+    assert_eq!(
+        metrics.value(
+            "collector_ebpf_probe_info",
+            &[("program", "kfree_skb"), ("flavour", "btf")]
+        ),
+        1.0
+    );
+    let before = pod_drops(&metrics, &pod);
+    send_udp(&node, &format!("{}:9", pod.pod_address), DATAGRAMS, PAYLOAD);
+    settle();
+    let delta = changed(&before, &pod_drops(&collector.scrape(&node), &pod));
+    assert_eq!(delta, on_eth0("NO_SOCKET", DATAGRAMS as f64, has_reason));
+    let (status, stderr) = collector.stop();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no tracefs: only BTF-typed tracepoints can attach"),
+        "the collector had a tracefs after all: {stderr}"
+    );
 }

@@ -212,3 +212,23 @@ fn snapshot_json_has_exactly_the_documented_keys() {
         "missing {missing:?}, unexpected {unexpected:?}"
     );
 }
+
+/// A snapshot with nothing in it, for tests that fill in what they need.
+pub(crate) fn empty_snapshot() -> Snapshot {
+    Snapshot {
+        node: "n".into(),
+        labels: Vec::new(),
+        interfaces: Vec::new(),
+        namespace_drops: Vec::new(),
+        sources: SourceStatus {
+            netlink_error: None,
+            ebpf: EbpfStatus::default(),
+            errors_total: BTreeMap::new(),
+            netlink_timeouts_total: 0,
+            netlink_skipped_attributes_total: 0,
+            collections_total: 0,
+            pod_identity: PodStatus::default(),
+        },
+        collection_seconds: 0.0,
+    }
+}

@@ -33,32 +33,56 @@ fn a_namespace_whose_owner_changes_is_forgotten_so_no_pod_inherits_counts() {
     let now = Instant::now();
     let web = HashMap::from([(9, pod("web", "s1"))]);
     // The first collection is the baseline: nothing to compare with.
-    assert!(ledger.forgotten(&reading(&[(9, 2, 5)]), Some(&web), now).is_empty());
-    assert!(ledger.forgotten(&reading(&[(9, 2, 6)]), Some(&web), now).is_empty());
+    assert!(ledger
+        .forgotten(&reading(&[(9, 2, 5)]), Some(&web), now)
+        .is_empty());
+    assert!(ledger
+        .forgotten(&reading(&[(9, 2, 6)]), Some(&web), now)
+        .is_empty());
     // "web" deleted, "db" created on the same inode before the next read.
     let db = HashMap::from([(9, pod("db", "s2"))]);
-    assert_eq!(ledger.forgotten(&reading(&[(9, 2, 7)]), Some(&db), now), [9].into());
-    assert!(ledger.forgotten(&reading(&[(9, 2, 1)]), Some(&db), now).is_empty());
+    assert_eq!(
+        ledger.forgotten(&reading(&[(9, 2, 7)]), Some(&db), now),
+        [9].into()
+    );
+    assert!(ledger
+        .forgotten(&reading(&[(9, 2, 1)]), Some(&db), now)
+        .is_empty());
     // The same pod with a new sandbox has a new namespace too.
     let db_again = HashMap::from([(9, pod("db", "s3"))]);
-    assert_eq!(ledger.forgotten(&reading(&[(9, 2, 2)]), Some(&db_again), now), [9].into());
+    assert_eq!(
+        ledger.forgotten(&reading(&[(9, 2, 2)]), Some(&db_again), now),
+        [9].into()
+    );
     // The pod gone: its namespace's counts go with it.
     let none = HashMap::new();
-    assert_eq!(ledger.forgotten(&reading(&[(9, 2, 2)]), Some(&none), now), [9].into());
+    assert_eq!(
+        ledger.forgotten(&reading(&[(9, 2, 2)]), Some(&none), now),
+        [9].into()
+    );
     // Counts served for a namespace no pod owned are not a new pod's.
-    assert!(ledger.forgotten(&reading(&[(9, 0, 1)]), Some(&none), now).is_empty());
-    assert_eq!(ledger.forgotten(&reading(&[(9, 0, 1)]), Some(&web), now), [9].into());
+    assert!(ledger
+        .forgotten(&reading(&[(9, 0, 1)]), Some(&none), now)
+        .is_empty());
+    assert_eq!(
+        ledger.forgotten(&reading(&[(9, 0, 1)]), Some(&web), now),
+        [9].into()
+    );
 }
 
 #[test]
 fn a_new_pods_drops_before_its_first_sighting_are_its_own() {
     let mut ledger = NamespaceLedger::default();
     let now = Instant::now();
-    assert!(ledger.forgotten(&reading(&[]), Some(&HashMap::new()), now).is_empty());
+    assert!(ledger
+        .forgotten(&reading(&[]), Some(&HashMap::new()), now)
+        .is_empty());
     // The pod's namespace was created, dropped packets, and its cache
     // file appeared, all between two collections.
     let web = HashMap::from([(9, pod("web", "s1"))]);
-    assert!(ledger.forgotten(&reading(&[(9, 2, 5)]), Some(&web), now).is_empty());
+    assert!(ledger
+        .forgotten(&reading(&[(9, 2, 5)]), Some(&web), now)
+        .is_empty());
 }
 
 #[test]
@@ -70,8 +94,12 @@ fn unread_pod_identity_changes_no_owner() {
     // The results directory unreadable for a collection: owners unknown,
     // not gone; the counts stay, and so does the owner after it.
     let later = now + IDLE_NAMESPACE * 2;
-    assert!(ledger.forgotten(&reading(&[(9, 2, 5)]), None, later).is_empty());
-    assert!(ledger.forgotten(&reading(&[(9, 2, 5)]), Some(&web), later).is_empty());
+    assert!(ledger
+        .forgotten(&reading(&[(9, 2, 5)]), None, later)
+        .is_empty());
+    assert!(ledger
+        .forgotten(&reading(&[(9, 2, 5)]), Some(&web), later)
+        .is_empty());
 }
 
 #[test]
@@ -80,14 +108,27 @@ fn a_namespace_no_pod_owns_is_forgotten_once_idle() {
     let start = Instant::now();
     let pods = HashMap::new();
     let at = |minutes: u64| start + Duration::from_secs(60 * minutes);
-    assert!(ledger.forgotten(&reading(&[(5, 0, 3)]), Some(&pods), at(0)).is_empty());
-    assert!(ledger.forgotten(&reading(&[(5, 0, 3)]), Some(&pods), at(10)).is_empty());
+    assert!(ledger
+        .forgotten(&reading(&[(5, 0, 3)]), Some(&pods), at(0))
+        .is_empty());
+    assert!(ledger
+        .forgotten(&reading(&[(5, 0, 3)]), Some(&pods), at(10))
+        .is_empty());
     // A new drop restarts the clock.
-    assert!(ledger.forgotten(&reading(&[(5, 0, 4)]), Some(&pods), at(14)).is_empty());
-    assert!(ledger.forgotten(&reading(&[(5, 0, 4)]), Some(&pods), at(28)).is_empty());
-    assert_eq!(ledger.forgotten(&reading(&[(5, 0, 4)]), Some(&pods), at(29)), [5].into());
+    assert!(ledger
+        .forgotten(&reading(&[(5, 0, 4)]), Some(&pods), at(14))
+        .is_empty());
+    assert!(ledger
+        .forgotten(&reading(&[(5, 0, 4)]), Some(&pods), at(28))
+        .is_empty());
+    assert_eq!(
+        ledger.forgotten(&reading(&[(5, 0, 4)]), Some(&pods), at(29)),
+        [5].into()
+    );
     // Forgotten entries were deleted: the next count starts a new clock.
-    assert!(ledger.forgotten(&reading(&[(5, 0, 1)]), Some(&pods), at(30)).is_empty());
+    assert!(ledger
+        .forgotten(&reading(&[(5, 0, 1)]), Some(&pods), at(30))
+        .is_empty());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Terminal table of a [`Snapshot`], the `ip -s link` replacement view.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::model::PodIdentity;
@@ -78,6 +79,57 @@ pub fn pod_column_width<'a>(pods: impl Iterator<Item = &'a str>) -> Option<usize
         .map(|len| len.clamp(3, 48))
 }
 
+/// Pods listed in the "drops inside pods" section, most drops first.
+const TOP_PODS: usize = 10;
+
+/// Each pod's drops inside its own network namespace, summed over its
+/// devices: `namespace/pod` (printable) -> reason -> packets.
+pub fn drops_by_pod(snapshot: &Snapshot) -> BTreeMap<String, BTreeMap<String, f64>> {
+    let mut pods: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for drops in &snapshot.namespace_drops {
+        let Some(pod) = &drops.pod else { continue };
+        let reasons = pods.entry(pod_label(Some(pod))).or_default();
+        for (reason, packets) in &drops.drops {
+            *reasons.entry(reason.clone()).or_default() += *packets as f64;
+        }
+    }
+    pods
+}
+
+/// The "drops inside pods" section: the pods with the most drops (or drop
+/// rate), each with its total and largest reasons; `None` when the drop
+/// probe is not attached.
+pub fn pod_drops_section(
+    snapshot: &Snapshot,
+    pods: &BTreeMap<String, BTreeMap<String, f64>>,
+    title: &str,
+    show: impl Fn(f64) -> String,
+) -> Option<String> {
+    let ebpf = &snapshot.sources.ebpf;
+    if !(ebpf.enabled && ebpf.attached(crate::model::Probe::Drop)) {
+        return None;
+    }
+    let mut totals: Vec<(&String, f64, &BTreeMap<String, f64>)> = pods
+        .iter()
+        .map(|(pod, reasons)| (pod, reasons.values().sum::<f64>(), reasons))
+        .filter(|(_, total, _)| *total > 0.0)
+        .collect();
+    if totals.is_empty() {
+        return Some(format!("\n{title}: none\n"));
+    }
+    totals.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+    let width = pod_column_width(totals.iter().map(|(pod, _, _)| pod.as_str())).unwrap_or(3);
+    let mut out = format!(
+        "\n{title}\n{:<width$} {:>10}  TOP REASONS\n",
+        "POD", "DROPS"
+    );
+    for (pod, total, reasons) in totals.into_iter().take(TOP_PODS) {
+        let top = top_reasons(reasons.iter(), &show);
+        let _ = writeln!(out, "{pod:<width$} {:>10}  {top}", show(total));
+    }
+    Some(out)
+}
+
 pub fn render(snapshot: &Snapshot) -> String {
     let mut out = String::new();
     let pods: Vec<String> = snapshot
@@ -123,6 +175,11 @@ pub fn render(snapshot: &Snapshot) -> String {
             c.rx_dropped + c.tx_dropped,
             top
         );
+    }
+    let pods = drops_by_pod(snapshot);
+    let title = "DROPS INSIDE PODS (eBPF, by kernel reason)";
+    if let Some(section) = pod_drops_section(snapshot, &pods, title, |n| format!("{n:.0}")) {
+        out.push_str(&section);
     }
     let ebpf = &snapshot.sources.ebpf;
     if !ebpf.enabled {
@@ -185,6 +242,70 @@ mod tests {
         };
         assert_eq!(pod_label(Some(&pod)), "ns/p\\x1b[2J");
         assert_eq!(pod_label(None), "");
+    }
+
+    #[test]
+    fn the_pods_with_most_drops_come_first_with_their_reasons() {
+        use crate::model::{Attachment, Flavour, NamespaceDrops, Netns, Probe};
+        let pod = |name: &str| PodIdentity {
+            namespace: "kube-system".into(),
+            pod: name.into(),
+            pod_uid: format!("uid-{name}"),
+            container_id: "c".into(),
+            pod_interface: None,
+            network: None,
+        };
+        let drops =
+            |pod: Option<PodIdentity>, ifindex: u32, reasons: &[(&str, u64)]| NamespaceDrops {
+                netns: Netns::Inode(7),
+                pod,
+                ifindex,
+                interface: None,
+                drops: reasons.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+            };
+        let mut snapshot = crate::model::tests::empty_snapshot();
+        snapshot.namespace_drops = vec![
+            drops(
+                Some(pod("coredns")),
+                2,
+                &[("SOCKET_RCVBUFF", 90), ("NO_SOCKET", 1)],
+            ),
+            drops(Some(pod("coredns")), 0, &[("SOCKET_RCVBUFF", 9)]),
+            drops(Some(pod("web")), 2, &[("NETFILTER_DROP", 3)]),
+            drops(Some(pod("idle")), 2, &[("NO_SOCKET", 0)]),
+            // Not a pod's: never in this section.
+            drops(None, 2, &[("NO_SOCKET", 500)]),
+        ];
+        let pods = drops_by_pod(&snapshot);
+        // The drop probe not attached: no section at all.
+        assert_eq!(
+            pod_drops_section(&snapshot, &pods, "T", |n| n.to_string()),
+            None
+        );
+        snapshot.sources.ebpf.enabled = true;
+        snapshot.sources.ebpf.attachments = vec![Attachment {
+            program: Probe::Drop.program().into(),
+            tracepoint: "skb:kfree_skb".into(),
+            flavour: Flavour::Btf,
+            attached: true,
+            error: None,
+        }];
+        let text = render(&snapshot);
+        let section: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("DROPS INSIDE PODS"))
+            .collect();
+        assert_eq!(
+            section,
+            [
+                "DROPS INSIDE PODS (eBPF, by kernel reason)",
+                "POD                      DROPS  TOP REASONS",
+                "kube-system/coredns        100  SOCKET_RCVBUFF=99 NO_SOCKET=1",
+                "kube-system/web              3  NETFILTER_DROP=3",
+            ]
+        );
+        snapshot.namespace_drops.truncate(0);
+        assert!(render(&snapshot).contains("DROPS INSIDE PODS (eBPF, by kernel reason): none"));
     }
 
     #[test]

@@ -115,6 +115,28 @@ pub fn rates(
     rates
 }
 
+/// Each pod's drops per second inside its namespace, by reason: a count
+/// that went down (the pod's namespace recreated) restarts from zero.
+pub fn pod_drop_rates(
+    before: &Snapshot,
+    now: &Snapshot,
+    seconds: f64,
+) -> BTreeMap<String, BTreeMap<String, f64>> {
+    let previous = crate::output::table::drops_by_pod(before);
+    let mut pods = crate::output::table::drops_by_pod(now);
+    for (pod, reasons) in &mut pods {
+        for (reason, count) in reasons.iter_mut() {
+            let earlier = previous.get(pod).and_then(|r| r.get(reason)).copied();
+            let delta = match earlier {
+                Some(earlier) if earlier <= *count => *count - earlier,
+                _ => *count,
+            };
+            *count = delta / seconds.max(1e-3);
+        }
+    }
+    pods
+}
+
 pub fn human_rate(bytes_per_second: f64) -> String {
     format!("{}/s", human_bytes(bytes_per_second))
 }
@@ -200,7 +222,13 @@ pub async fn run(
         let now = (collect(), Instant::now());
         let seconds = now.1.duration_since(previous.1).as_secs_f64();
         let rates = rates(&previous.0, &now.0, seconds, refresh.sort);
-        let frame = render(&rates, &now.0, seconds, refresh.terminal);
+        let mut frame = render(&rates, &now.0, seconds, refresh.terminal);
+        let pods = pod_drop_rates(&previous.0, &now.0, seconds);
+        let title = "DROPS INSIDE PODS/s (eBPF, by kernel reason)";
+        let show = |rate: f64| format!("{rate:.1}");
+        if let Some(section) = crate::output::table::pod_drops_section(&now.0, &pods, title, show) {
+            frame.push_str(&section);
+        }
         // On a terminal each frame replaces the last; piped output keeps
         // every frame, separated by a blank line.
         let text = if refresh.terminal {
@@ -255,6 +283,33 @@ mod tests {
             },
             collection_seconds: 0.0,
         }
+    }
+
+    #[test]
+    fn pod_drop_rates_are_deltas_per_second_and_restart_after_a_reset() {
+        use crate::model::{NamespaceDrops, Netns, PodIdentity};
+        let with = |count: u64| {
+            let mut s = snapshot(0, 0, 2);
+            s.namespace_drops = vec![NamespaceDrops {
+                netns: Netns::Inode(9),
+                pod: Some(PodIdentity {
+                    namespace: "ns".into(),
+                    pod: "dns".into(),
+                    pod_uid: "u".into(),
+                    container_id: "c".into(),
+                    pod_interface: None,
+                    network: None,
+                }),
+                ifindex: 2,
+                interface: Some("eth0".into()),
+                drops: BTreeMap::from([("SOCKET_RCVBUFF".to_string(), count)]),
+            }];
+            s
+        };
+        let rates = pod_drop_rates(&with(10), &with(30), 2.0);
+        assert_eq!(rates["ns/dns"]["SOCKET_RCVBUFF"], 10.0);
+        let reset = pod_drop_rates(&with(30), &with(4), 2.0);
+        assert_eq!(reset["ns/dns"]["SOCKET_RCVBUFF"], 2.0);
     }
 
     #[test]

@@ -64,7 +64,11 @@ pub(super) fn write(out: &mut String, snapshot: &Snapshot) {
     }
     for family in &FAMILIES {
         header(out, family.name, family.help, Kind::Counter);
-        for drops in snapshot.namespace_drops.iter().filter(|d| (family.holds)(d)) {
+        for drops in snapshot
+            .namespace_drops
+            .iter()
+            .filter(|d| (family.holds)(d))
+        {
             let mut identity = String::new();
             for (key, value) in (family.owner)(drops) {
                 let _ = write!(identity, "{key}=\"{}\",", super::escape(&value));

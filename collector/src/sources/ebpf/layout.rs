@@ -266,7 +266,11 @@ mod tests {
             // Names are the BTF's whatever the format says.
             assert_eq!(layout.drop_reason_names.name(3), "NO_SOCKET", "{kernel}");
             let has_rx_sk = matches!(kernel, "6.12" | "6.18");
-            assert_eq!(layout.globals.drop_has_rx_sk, u32::from(has_rx_sk), "{kernel}");
+            assert_eq!(
+                layout.globals.drop_has_rx_sk,
+                u32::from(has_rx_sk),
+                "{kernel}"
+            );
             assert_eq!(
                 (layout.globals.rx_len, layout.globals.tx_len),
                 (16, 36),

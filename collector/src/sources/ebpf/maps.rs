@@ -26,10 +26,9 @@ impl EbpfSource {
                 own if own == self.own_netns && key.ifindex != 0 => {
                     reading.drops.entry(key.ifindex).or_default()
                 }
-                own if own == self.own_netns => reading
-                    .namespace_drops
-                    .entry((Netns::Host, 0))
-                    .or_default(),
+                own if own == self.own_netns => {
+                    reading.namespace_drops.entry((Netns::Host, 0)).or_default()
+                }
                 NETNS_NONE => reading
                     .namespace_drops
                     .entry((Netns::Unknown, 0))
@@ -39,7 +38,9 @@ impl EbpfSource {
                     .entry((Netns::Inode(other), key.ifindex))
                     .or_default(),
             };
-            *reasons.entry(self.reason_names.name(key.reason)).or_default() += packets;
+            *reasons
+                .entry(self.reason_names.name(key.reason))
+                .or_default() += packets;
         }
         let counter = |slot: Counter| -> Result<u64, EbpfError> {
             let per_cpu =

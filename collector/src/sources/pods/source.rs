@@ -9,7 +9,9 @@ use std::time::SystemTime;
 
 use super::cache_file::parse_cache_file;
 use super::nsid::NsidSocket;
-use super::{match_links, netns_file, pod_namespaces, Attachment, LinkEnd, PodIdentity, PodNamespace};
+use super::{
+    match_links, netns_file, pod_namespaces, Attachment, LinkEnd, PodIdentity, PodNamespace,
+};
 use crate::sources::netlink::Link;
 
 /// Every `collector_pod_identity_errors_total` reason, all served from 0.
@@ -129,7 +131,13 @@ impl PodSource {
             .collect();
         let attachments: Vec<(u32, Option<i32>, &Attachment)> = found
             .iter()
-            .filter_map(|f| Some((f.inode, f.nsid, state.files.get(&f.path)?.attachment.as_ref()?)))
+            .filter_map(|f| {
+                Some((
+                    f.inode,
+                    f.nsid,
+                    state.files.get(&f.path)?.attachment.as_ref()?,
+                ))
+            })
             .collect();
         let with_nsid: Vec<(i32, &Attachment)> = attachments
             .iter()
