@@ -136,7 +136,8 @@ fn check_query(ns: &Netns, origin: &str, expr: &str, range: bool) {
         instant_query(ns, expr)
     };
     let selector =
-        regex::Regex::new(r"\b(?:network_interface|collector)_[a-z_]+(?:\{[^}]*\})?").unwrap();
+        regex::Regex::new(r"\b(?:network_interface|network_pod|collector)_[a-z_]+(?:\{[^}]*\})?")
+            .unwrap();
     for series in selector.find_iter(expr) {
         let matched = prometheus_api(
             ns,
@@ -274,6 +275,42 @@ fn queries_return_data_from_a_real_prometheus(profile: &[&str]) {
         &prometheus,
     );
 
+    // Inside the pod: a UDP socket that never reads, with the smallest
+    // receive buffer, flooded twice (SOCKET_RCVBUFF in the pod's namespace).
+    let starved = pod.netns.run_in(|| {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:5353").unwrap();
+        let size: libc::c_int = 0;
+        // SAFETY: valid socket fd, option value of the declared size.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &size as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+        socket
+    });
+    let in_pod =
+        r#"network_pod_drops_total{namespace="shop", pod="web-0", reason="SOCKET_RCVBUFF"}"#;
+    send_udp(&ns, &format!("{}:5353", pod.pod_address), 200, 64);
+    wait_for(
+        &ns,
+        &format!("{in_pod} > 0"),
+        "drops inside the pod",
+        &prometheus,
+    );
+    send_udp(&ns, &format!("{}:5353", pod.pod_address), 200, 64);
+    wait_for(
+        &ns,
+        &format!("increase({in_pod}[1m]) > 0"),
+        "more drops inside the pod in a later scrape",
+        &prometheus,
+    );
+    drop(starved);
+
     // The labels of the DaemonSet's COLLECTOR_LABEL reach Prometheus.
     for (key, value) in &labels {
         let values = prometheus_api(
@@ -354,7 +391,10 @@ fn queries_return_data_from_a_real_prometheus(profile: &[&str]) {
         check_query(&ns, &format!("dashboard {title:?}"), &expr, range);
     }
     // The pod panels name the test's pod through the join, and only it.
-    for title in ["Top pods by kernel drops", "Top pods by traffic"] {
+    for title in [
+        "Top pods by drops on their host veth",
+        "Top pods by traffic",
+    ] {
         let (_, target) = dashboard_targets(&dashboard)
             .into_iter()
             .find(|(t, _)| t == title)
@@ -371,6 +411,33 @@ fn queries_return_data_from_a_real_prometheus(profile: &[&str]) {
         let value: f64 = rows[0]["value"][1].as_str().unwrap().parse().unwrap();
         assert!(value > 0.0, "{title}: {value}");
     }
+
+    // The pod's drops by reason, inside its namespace, name it and its
+    // reason; the alert for a full receive buffer fires for it.
+    let (_, target) = dashboard_targets(&dashboard)
+        .into_iter()
+        .find(|(t, _)| t == "Drops inside pods, by reason")
+        .expect("the panel of drops inside pods");
+    let rows = instant_query(&ns, &substitute(target["expr"].as_str().unwrap()));
+    let named: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            let m = &r["metric"];
+            let label = |key: &str| m[key].as_str().unwrap();
+            (label("namespace"), label("pod"), label("reason"))
+        })
+        .collect();
+    assert_eq!(named, [("shop", "web-0", "SOCKET_RCVBUFF")], "{rows:?}");
+    let rule = alert_rules()["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().clone())
+        .find(|r| r["alert"] == "PodSocketReceiveBufferFull")
+        .expect("the SOCKET_RCVBUFF alert");
+    let firing = instant_query(&ns, rule["expr"].as_str().unwrap());
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    assert_eq!(firing[0]["metric"]["pod"], "web-0");
 
     // The alerts: all loaded, all evaluated by Prometheus without error,
     // and every expression runs.
