@@ -94,7 +94,7 @@ const KERNELS: [KernelSpec; 3] = [
 /// prove the probes on this kernel. (test binary, test name). Each runs with
 /// `--exact --include-ignored`: the VLAN and bond tests are `#[ignore]`d on
 /// the host, whose kernel has neither 802.1Q nor bonding.
-const TESTS: [(&str, &str); 9] = [
+const TESTS: [(&str, &str); 13] = [
     (
         "ebpf_probes",
         "probes_count_exact_udp_traffic_on_both_ends_of_a_veth_pair",
@@ -127,6 +127,22 @@ const TESTS: [(&str, &str); 9] = [
     (
         "stacked_devices",
         "bond_receive_is_counted_on_the_slave_only",
+    ),
+    (
+        "pod_drops",
+        "drops_inside_a_pod_are_its_own_by_kernel_reason_exactly",
+    ),
+    (
+        "pod_drops",
+        "drops_in_a_namespace_no_pod_owns_never_reach_a_pod",
+    ),
+    (
+        "pod_drops",
+        "a_pod_created_on_a_deleted_pods_namespace_inode_starts_at_zero",
+    ),
+    (
+        "pod_drops",
+        "without_tracefs_the_btf_typed_probe_names_pod_drops_from_btf",
     ),
 ];
 
