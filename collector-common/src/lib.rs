@@ -14,11 +14,11 @@ use bytemuck::{Pod, Zeroable};
 /// never the netlink ones. Maps are per-CPU and preallocated, so every
 /// entry costs memory on every possible CPU (see the README's formula).
 pub const TRAFFIC_MAP_ENTRIES: u32 = 1_024;
-/// Default bound of (namespace, interface, reason) triples in the drop map:
-/// eight per interface slot. A pod counts twice (its host veth in the host
-/// namespace, its `eth0` or no device in its own), so this leaves four
-/// reasons on each side of every pod (the README gives the formula).
-pub const DROP_MAP_ENTRIES: u32 = 8 * TRAFFIC_MAP_ENTRIES;
+/// Default bound of (namespace, device, reason) triples in the drop map:
+/// four per interface slot, so sixteen per pod at AKS's 250-pod maximum,
+/// shared between its host veth and its own namespace (`eth0`, no device,
+/// `lo`); the README gives the sizing.
+pub const DROP_MAP_ENTRIES: u32 = 4 * TRAFFIC_MAP_ENTRIES;
 /// `netns` of a drop no namespace could be found for (no receiving socket,
 /// no device, no socket): a node-level count by reason.
 pub const NETNS_NONE: u32 = 0;

@@ -86,8 +86,8 @@ pub struct KernelSources {
     /// Where to read tracepoint `format` files; `None`: the tracefs found
     /// (or mounted) at the usual places, which attaching needs in any case.
     pub tracefs_root: Option<String>,
-    /// Interfaces the traffic map holds; the drop map holds eight times as
-    /// many (namespace, interface, reason) triples.
+    /// Interfaces the traffic map holds; the drop map holds four times as
+    /// many (namespace, device, reason) triples.
     pub max_interfaces: u32,
     /// Probes to attach; the others are not loaded at all.
     pub probes: Vec<Probe>,
