@@ -77,6 +77,7 @@ fn snapshot() -> Snapshot {
             ("environment".into(), "aks".into()),
         ],
         interfaces: (0..INTERFACES).map(interface).collect(),
+        namespace_drops: Vec::new(),
         sources: SourceStatus {
             netlink_error: None,
             ebpf: EbpfStatus {

@@ -10,13 +10,16 @@ use std::fmt::Write;
 use super::{header, identity_labels, sample, Kind};
 use crate::model::{NamespaceDrops, Netns, Probe, Snapshot};
 
+/// Label names and values naming a namespace's owner.
+type OwnerLabels<'a> = Vec<(&'static str, Cow<'a, str>)>;
+
 struct NamespaceFamily {
     name: &'static str,
     help: &'static str,
     /// Whether a namespace's drops belong to this family.
     holds: fn(&NamespaceDrops) -> bool,
     /// The labels naming the namespace, before the identity labels.
-    owner: fn(&NamespaceDrops) -> Vec<(&'static str, Cow<'_, str>)>,
+    owner: fn(&NamespaceDrops) -> OwnerLabels<'_>,
 }
 
 const FAMILIES: [NamespaceFamily; 2] = [
