@@ -336,6 +336,56 @@ fn new_pod_on_a_reused_inode(flavour: &str) {
     send_udp(&node, &format!("{}:9", new.pod_address), 7, PAYLOAD);
     settle();
     assert_eq!(total(&collector.scrape(&node), &new), 7.0);
+
+    // The pod deleted for good: the next collection removes its entries
+    // from the kernel's map, not only from the output.
+    assert!(drop_map_namespaces(collector.pid()).contains(&old_inode));
+    drop(new);
+    settle();
+    collector.scrape(&node);
+    assert!(
+        !drop_map_namespaces(collector.pid()).contains(&old_inode),
+        "entries of a deleted pod's namespace stay in the drop map"
+    );
+}
+
+/// The namespaces (inode numbers) in the keys of the drop map a collector
+/// holds, as `bpftool map dump` shows them (the key starts with the inode,
+/// little-endian).
+fn drop_map_namespaces(pid: u32) -> std::collections::BTreeSet<u32> {
+    let mut namespaces = std::collections::BTreeSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let fd = fd.unwrap();
+        let is_map = std::fs::read_link(fd.path())
+            .is_ok_and(|target| target.to_string_lossy() == "anon_inode:bpf-map");
+        if !is_map {
+            continue;
+        }
+        let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+        let text = std::fs::read_to_string(&info).unwrap();
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("map_id:"))
+            .unwrap_or_else(|| panic!("{info} has no map_id"))
+            .trim()
+            .to_string();
+        let show = run("bpftool", &["-j", "map", "show", "id", &id]);
+        let map: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+        if map["name"] != "DROPS" {
+            continue;
+        }
+        let dump = run("bpftool", &["-j", "map", "dump", "id", &id]);
+        let entries: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap();
+        for entry in entries.as_array().unwrap() {
+            let byte = |i: usize| {
+                let hex = entry["key"][i].as_str().unwrap().trim_start_matches("0x");
+                u8::from_str_radix(hex, 16).unwrap()
+            };
+            namespaces.insert(u32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)]));
+        }
+        return namespaces;
+    }
+    panic!("collector {pid} holds no DROPS map");
 }
 
 #[test]
