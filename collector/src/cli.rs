@@ -185,7 +185,9 @@ pub struct CommonArgs {
     #[arg(long, env = "COLLECTOR_NETLINK_TIMEOUT", default_value = "5s", value_name = "DURATION", value_parser = parse_timeout)]
     pub netlink_timeout: Duration,
     /// Interfaces the eBPF traffic map can hold (each entry keeps 32 bytes per CPU);
-    /// beyond it updates are lost and counted in collector_ebpf_map_full_total.
+    /// the drop map holds four times as many (namespace, device, reason) triples
+    /// (8 bytes per CPU each). Beyond either, updates are lost and counted in
+    /// collector_ebpf_map_full_total.
     #[arg(long, env = "COLLECTOR_EBPF_MAX_INTERFACES", default_value_t = collector_common::TRAFFIC_MAP_ENTRIES, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub ebpf_max_interfaces: u32,
     /// Probes to attach (comma-separated). The default, `drops`, adds no cost to
