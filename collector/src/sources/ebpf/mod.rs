@@ -10,7 +10,8 @@
 //! - [`drop_reasons`]: the running kernel's names of drop reasons.
 //! - The kernel plumbing only this source uses: [`tracefs`] (format files),
 //!   [`btf_offsets`] (the kernel BTF), [`layout`] (-> `KernelLayout`),
-//!   [`netns`], [`map_batch`] and [`run_stats`] (the raw `bpf(2)` calls).
+//!   [`netns`], [`map_batch`] (the one raw `bpf(2)` call: aya has no batch
+//!   lookup) and [`run_stats`].
 
 pub mod btf_offsets;
 pub mod drop_reasons;
