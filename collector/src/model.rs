@@ -282,8 +282,9 @@ pub struct ProbeCounters {
 }
 
 /// The kernel's run-time statistics of one attached program, from its
-/// `/proc/self/fdinfo` entry. `run_time_ns` and `run_cnt` only advance while
-/// `kernel.bpf_stats_enabled` is 1 (or a BPF_ENABLE_STATS fd is open).
+/// `bpf_prog_info` (recursion misses from its fdinfo). `run_time_ns` and
+/// `run_cnt` only advance while `kernel.bpf_stats_enabled` is 1 (or a
+/// BPF_ENABLE_STATS fd is open).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct ProgramStats {
     pub program: String,

@@ -223,15 +223,7 @@ fn attach_btf(ebpf: &mut Ebpf, program: &str, event: &str, btf: &Btf) -> Result<
 /// Bytes of kernel memory a map holds, from its fdinfo `memlock` (what the
 /// kernel charges to the memory cgroup, or RLIMIT_MEMLOCK before 5.11).
 fn map_memlock(map: &MapData) -> Option<u64> {
-    use std::os::fd::{AsFd, AsRawFd};
-    let path = format!("/proc/self/fdinfo/{}", map.fd().as_fd().as_raw_fd());
-    std::fs::read_to_string(path)
-        .ok()?
-        .lines()
-        .find_map(|line| line.strip_prefix("memlock:"))?
-        .trim()
-        .parse()
-        .ok()
+    super::maps::fdinfo_field(map.fd().as_fd(), "memlock")
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, EbpfError>

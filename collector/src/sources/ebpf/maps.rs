@@ -1,5 +1,7 @@
 //! One read of the per-CPU maps and the attached programs' statistics.
 
+use std::os::fd::BorrowedFd;
+
 use super::*;
 
 impl EbpfSource {
@@ -76,12 +78,21 @@ impl EbpfSource {
                     Flavour::Btf => probe.btf_program(),
                     Flavour::Classic => probe.program(),
                 };
-                let fd = self.ebpf.program(object_name)?.fd().ok()?;
-                let path = format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd());
-                let mut stats = parse_fdinfo(&std::fs::read_to_string(path).ok()?)?;
-                stats.program = a.program.clone();
-                stats.flavour = Some(a.flavour);
-                Some(stats)
+                let program = self.ebpf.program(object_name)?;
+                let info = program.info().ok()?;
+                // bpf_prog_info has recursion_misses too, but aya does not
+                // expose it: the fdinfo line is the way to it.
+                let recursion_misses = program
+                    .fd()
+                    .ok()
+                    .and_then(|fd| fdinfo_field(fd.as_fd(), "recursion_misses"));
+                Some(ProgramStats {
+                    program: a.program.clone(),
+                    flavour: Some(a.flavour),
+                    run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                    run_cnt: info.run_count(),
+                    recursion_misses,
+                })
             })
             .collect()
     }
@@ -129,21 +140,19 @@ impl EbpfSource {
 
 const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
-/// The run-time fields of a BPF program's fdinfo (`run_time_ns:`,
-/// `run_cnt:`, `recursion_misses:`); `None` when it has none of them.
-fn parse_fdinfo(text: &str) -> Option<ProgramStats> {
-    let field = |name: &str| {
-        text.lines()
-            .filter_map(|line| line.split_once(':'))
-            .find(|(key, _)| key.trim() == name)
-            .and_then(|(_, value)| value.trim().parse::<u64>().ok())
-    };
-    Some(ProgramStats {
-        run_time_ns: field("run_time_ns")?,
-        run_cnt: field("run_cnt")?,
-        recursion_misses: field("recursion_misses"),
-        ..ProgramStats::default()
-    })
+/// One numeric field of a BPF object's `/proc/self/fdinfo` entry, for
+/// what the kernel reports there but aya does not (a map's `memlock`, a
+/// program's `recursion_misses`, 5.12+); `None` when the line is missing.
+pub(super) fn fdinfo_field(fd: BorrowedFd<'_>, name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    parse_fdinfo_field(&text, name)
+}
+
+fn parse_fdinfo_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(key, _)| key.trim() == name)
+        .and_then(|(_, value)| value.trim().parse::<u64>().ok())
 }
 
 #[cfg(test)]
@@ -156,14 +165,22 @@ mod tests {
         let text = "pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t2085\nprog_type:\t26\n\
             prog_jited:\t1\nprog_tag:\t1682ae166256d869\nmemlock:\t4096\nprog_id:\t15\n\
             run_time_ns:\t123456\nrun_cnt:\t789\nrecursion_misses:\t2\nverified_insns:\t91\n";
-        let stats = parse_fdinfo(text).unwrap();
+        let field = |name| parse_fdinfo_field(text, name);
         assert_eq!(
-            (stats.run_time_ns, stats.run_cnt, stats.recursion_misses),
-            (123456, 789, Some(2))
+            (
+                field("run_time_ns"),
+                field("run_cnt"),
+                field("recursion_misses")
+            ),
+            (Some(123456), Some(789), Some(2))
         );
+        assert_eq!(field("memlock"), Some(4096));
         // Before 5.12 there is no recursion_misses line.
-        let old = parse_fdinfo("run_time_ns:\t5\nrun_cnt:\t1\n").unwrap();
-        assert_eq!(old.recursion_misses, None);
-        assert!(parse_fdinfo("pos:\t0\nflags:\t02\n").is_none());
+        let old = "run_time_ns:\t5\nrun_cnt:\t1\n";
+        assert_eq!(parse_fdinfo_field(old, "recursion_misses"), None);
+        assert_eq!(
+            parse_fdinfo_field("pos:\t0\nflags:\t02\n", "run_time_ns"),
+            None
+        );
     }
 }

@@ -133,7 +133,7 @@ pub struct EbpfReading {
     /// Inode of the collector's own network namespace.
     pub own_netns: u32,
     pub counters: ProbeCounters,
-    /// Attached programs whose fdinfo could be read.
+    /// Attached programs whose `bpf_prog_info` could be read.
     pub programs: Vec<ProgramStats>,
     /// `kernel.bpf_stats_enabled`; `None` when unreadable.
     pub bpf_stats_enabled: Option<bool>,
