@@ -4,23 +4,22 @@
 //! one odd interface never blanks the others.
 
 use netlink_packet_core::{
-    NetlinkBuffer, NlaBuffer, NlasIterator, ParseableParametrized, NLMSG_DONE, NLMSG_ERROR,
-    NLM_F_DUMP_INTR,
+    Emitable, NetlinkBuffer, NlaBuffer, NlasIterator, Parseable, ParseableParametrized, NLMSG_DONE,
+    NLMSG_ERROR, NLM_F_DUMP_INTR,
 };
 use netlink_packet_route::link::{
     InfoKind, LinkAttribute, LinkFlags, LinkHeader, LinkInfo, LinkMessage, State,
 };
+use netlink_packet_route::stats::{StatsAttribute, StatsHeader};
 
 use super::{Link, LinkCounters, LinkDump, NetlinkError};
 
 pub const RTM_NEWLINK: u16 = 16;
 pub const RTM_NEWSTATS: u16 = 92;
 const LINK_HEADER_LEN: usize = 16;
-const STATS_HEADER_LEN: usize = 12;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
-const IFLA_STATS_LINK_64: u16 = 1;
 
 /// Where a dump stands after one datagram.
 #[derive(Debug, PartialEq, Eq)]
@@ -104,14 +103,18 @@ pub fn parse_link_datagram(
 }
 
 /// The ifindex and counters of one `RTM_NEWSTATS` message asked for with
-/// only `IFLA_STATS_LINK_64`; `None` when it carries neither.
+/// only `IFLA_STATS_LINK_64`; `None` when it carries neither. Each
+/// attribute is decoded on its own, so one that does not decode hides no
+/// other.
 pub fn stats_from_payload(payload: &[u8]) -> Option<(u32, LinkCounters)> {
-    // struct if_stats_msg: family, pad1, pad2 (u16), ifindex, filter_mask.
-    let ifindex = u32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?);
-    let stats = NlasIterator::new(payload.get(STATS_HEADER_LEN..)?)
+    let header = StatsHeader::parse(payload).ok()?;
+    let stats = NlasIterator::new(payload.get(header.buffer_len()..)?)
         .map_while(Result::ok)
-        .find(|nla: &NlaBuffer<&[u8]>| nla.kind() == IFLA_STATS_LINK_64)?;
-    Some((ifindex, LinkCounters::from_raw(stats.value())))
+        .find_map(|nla| match StatsAttribute::parse(&nla) {
+            Ok(StatsAttribute::Link64(stats)) => Some(stats),
+            _ => None,
+        })?;
+    Some((header.ifindex, LinkCounters::from(&stats)))
 }
 
 /// Parses the messages of a whole `RTM_GETLINK` dump reply (datagrams
@@ -320,6 +323,36 @@ mod tests {
         assert_eq!(link.mac_address.as_deref(), Some("02:00:00:00:00:ab"));
         assert_eq!(link.link_netnsid, Some(3));
         assert_eq!(link.link_ifindex, Some(2));
+    }
+
+    #[test]
+    fn stats_are_read_past_an_attribute_that_does_not_decode() {
+        use netlink_packet_route::stats::StatsMessage;
+        let payload = |attributes: Vec<StatsAttribute>| {
+            let mut message = StatsMessage::default();
+            message.header.ifindex = 7;
+            message.attributes = attributes;
+            let mut bytes = vec![0u8; message.buffer_len()];
+            message.emit(&mut bytes);
+            bytes
+        };
+        // IFLA_STATS_LINK_XSTATS whose nested attribute is cut short.
+        let broken = StatsAttribute::Other(netlink_packet_core::DefaultNla::new(2, vec![1, 2, 3]));
+        let mut stats = Stats64::default();
+        stats.rx_bytes = 1 << 40;
+        stats.tx_carrier_errors = 3;
+        let (ifindex, counters) = stats_from_payload(&payload(vec![
+            broken.clone(),
+            StatsAttribute::Link64(stats),
+        ]))
+        .expect("the counters after it are read");
+        assert_eq!(ifindex, 7);
+        assert_eq!(
+            (counters.rx_bytes, counters.tx_carrier_errors),
+            (1 << 40, 3)
+        );
+        assert_eq!(stats_from_payload(&payload(vec![broken])), None);
+        assert_eq!(stats_from_payload(&[0u8; 8]), None, "no whole header");
     }
 
     #[test]

@@ -65,48 +65,7 @@ impl NetlinkError {
 pub use crate::model::LinkCounters;
 
 // Decoding the kernel's struct is the netlink source's business, so the
-// model's type gets its constructors here.
-impl LinkCounters {
-    /// From a raw `struct rtnl_link_stats64`: native-endian u64s in the
-    /// field order above. Older kernels send fewer fields (rx_nohandler came
-    /// in 4.6) and newer ones more (rx_otherhost_dropped in 5.19): missing
-    /// ones read 0, extra ones are ignored.
-    pub fn from_raw(bytes: &[u8]) -> LinkCounters {
-        let mut values = [0u64; 24];
-        for (value, chunk) in values.iter_mut().zip(bytes.chunks_exact(8)) {
-            *value = u64::from_ne_bytes(chunk.try_into().expect("eight bytes"));
-        }
-        let [rx_packets, tx_packets, rx_bytes, tx_bytes, rx_errors, tx_errors, rx_dropped, tx_dropped, multicast, collisions, rx_length_errors, rx_over_errors, rx_crc_errors, rx_frame_errors, rx_fifo_errors, rx_missed_errors, tx_aborted_errors, tx_carrier_errors, tx_fifo_errors, tx_heartbeat_errors, tx_window_errors, rx_compressed, tx_compressed, rx_nohandler] =
-            values;
-        LinkCounters {
-            rx_packets,
-            tx_packets,
-            rx_bytes,
-            tx_bytes,
-            rx_errors,
-            tx_errors,
-            rx_dropped,
-            tx_dropped,
-            multicast,
-            collisions,
-            rx_length_errors,
-            rx_over_errors,
-            rx_crc_errors,
-            rx_frame_errors,
-            rx_fifo_errors,
-            rx_missed_errors,
-            tx_aborted_errors,
-            tx_carrier_errors,
-            tx_fifo_errors,
-            tx_heartbeat_errors,
-            tx_window_errors,
-            rx_compressed,
-            tx_compressed,
-            rx_nohandler,
-        }
-    }
-}
-
+// model's type gets its constructor here.
 impl From<&Stats64> for LinkCounters {
     fn from(s: &Stats64) -> Self {
         LinkCounters {

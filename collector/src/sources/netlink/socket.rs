@@ -4,6 +4,12 @@
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_route::link::LinkMessage;
+use netlink_packet_route::stats::{StatsFilterMask, StatsMessage};
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::decode::{self, parse_datagram, Progress};
@@ -14,14 +20,8 @@ pub const RECV_BUFFER_BYTES: usize = 64 * 1024;
 /// An interrupted dump (links changed while the kernel walked them) is
 /// retried this many times before its partial result is used.
 const DUMP_ATTEMPTS: u32 = 3;
-const RTM_GETLINK: u16 = 18;
-const RTM_GETSTATS: u16 = 94;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
 /// `RTNLGRP_LINK` as a bind-time group mask.
 const RTMGRP_LINK: u32 = 1;
-/// `IFLA_STATS_LINK_64` as an `if_stats_msg.filter_mask` bit.
-const STATS_FILTER_LINK_64: u32 = 1 << 0;
 
 /// A connected rtnetlink socket for dumps.
 pub struct DumpSocket {
@@ -41,18 +41,16 @@ pub(crate) fn connected_socket() -> Result<Socket, NetlinkError> {
     Ok(socket)
 }
 
-/// One netlink message: the 16-byte `nlmsghdr` (port 0: the kernel fills
-/// it in) followed by `payload`.
-pub(crate) fn framed(kind: u16, flags: u16, sequence: u32, payload: &[u8]) -> Vec<u8> {
-    let length = 16 + payload.len();
-    let mut message = Vec::with_capacity(length);
-    message.extend_from_slice(&(length as u32).to_ne_bytes());
-    message.extend_from_slice(&kind.to_ne_bytes());
-    message.extend_from_slice(&flags.to_ne_bytes());
-    message.extend_from_slice(&sequence.to_ne_bytes());
-    message.extend_from_slice(&0u32.to_ne_bytes());
-    message.extend_from_slice(payload);
-    message
+/// `message` as one request datagram: its `nlmsghdr` (port 0: the kernel
+/// fills it in) and the message as `netlink-packet-route` encodes it.
+pub(crate) fn request_bytes(message: RouteNetlinkMessage, flags: u16, sequence: u32) -> Vec<u8> {
+    let mut message = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(message));
+    message.header.flags = flags;
+    message.header.sequence_number = sequence;
+    message.finalize();
+    let mut bytes = vec![0u8; message.buffer_len()];
+    message.serialize(&mut bytes);
+    bytes
 }
 
 impl DumpSocket {
@@ -75,7 +73,8 @@ impl DumpSocket {
         let mut dump = LinkDump::default();
         for attempt in 1..=DUMP_ATTEMPTS {
             dump = LinkDump::default();
-            let sequence = self.request("RTM_GETLINK", RTM_GETLINK, &[0u8; 16])?;
+            let request = RouteNetlinkMessage::GetLink(LinkMessage::default());
+            let sequence = self.request("RTM_GETLINK", request)?;
             let (socket, buffer) = (&self.socket, &mut self.buffer);
             receive(
                 socket,
@@ -104,10 +103,10 @@ impl DumpSocket {
         deadline: Instant,
         timeout: Duration,
     ) -> Result<(Vec<(u32, LinkCounters)>, bool), NetlinkError> {
-        // struct if_stats_msg: family, pads, ifindex 0 (all), filter_mask.
-        let mut request = [0u8; 12];
-        request[8..12].copy_from_slice(&STATS_FILTER_LINK_64.to_ne_bytes());
-        let sequence = self.request("RTM_GETSTATS", RTM_GETSTATS, &request)?;
+        // ifindex 0: every link.
+        let mut request = StatsMessage::default();
+        request.header.filter_mask = StatsFilterMask::Link64;
+        let sequence = self.request("RTM_GETSTATS", RouteNetlinkMessage::GetStats(request))?;
         let mut counters = Vec::new();
         let mut interrupted = false;
         let (socket, buffer) = (&self.socket, &mut self.buffer);
@@ -137,11 +136,10 @@ impl DumpSocket {
     fn request(
         &mut self,
         name: &'static str,
-        kind: u16,
-        payload: &[u8],
+        message: RouteNetlinkMessage,
     ) -> Result<u32, NetlinkError> {
         self.sequence = self.sequence.wrapping_add(1);
-        let message = framed(kind, NLM_F_REQUEST | NLM_F_DUMP, self.sequence, payload);
+        let message = request_bytes(message, NLM_F_REQUEST | NLM_F_DUMP, self.sequence);
         self.socket
             .send(&message, 0)
             .map_err(|source| NetlinkError::Send {
@@ -273,6 +271,21 @@ impl LinkEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stats_request_asks_every_link_for_link_64_only() {
+        let mut request = StatsMessage::default();
+        request.header.filter_mask = StatsFilterMask::Link64;
+        let bytes = request_bytes(RouteNetlinkMessage::GetStats(request), NLM_F_REQUEST, 7);
+        // nlmsghdr, then struct if_stats_msg: family, pads, ifindex, filter_mask.
+        assert_eq!(bytes.len(), 16 + 12);
+        let word = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
+        assert_eq!(word(0), 28, "nlmsg_len");
+        assert_eq!(u16::from_ne_bytes([bytes[4], bytes[5]]), 94, "RTM_GETSTATS");
+        assert_eq!(word(8), 7, "sequence");
+        assert_eq!(word(20), 0, "ifindex 0: all links");
+        assert_eq!(word(24), 1, "IFLA_STATS_FILTER_BIT(IFLA_STATS_LINK_64)");
+    }
 
     #[test]
     fn a_dump_that_never_answers_times_out() {

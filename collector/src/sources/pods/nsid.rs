@@ -5,22 +5,18 @@
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use netlink_packet_core::{NlaBuffer, NlasIterator};
+use netlink_packet_core::{Emitable, NlasIterator, Parseable, NLM_F_REQUEST};
+use netlink_packet_route::nsid::{NsidAttribute, NsidHeader, NsidMessage};
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::Socket;
 
 use crate::sources::netlink::decode::parse_datagram;
 use crate::sources::netlink::socket::{
-    connected_socket, framed, set_receive_timeout, RECV_BUFFER_BYTES,
+    connected_socket, request_bytes, set_receive_timeout, RECV_BUFFER_BYTES,
 };
 use crate::sources::netlink::NetlinkError;
 
 const RTM_NEWNSID: u16 = 88;
-const RTM_GETNSID: u16 = 90;
-const NLM_F_REQUEST: u16 = 0x1;
-const NETNSA_NSID: u16 = 1;
-const NETNSA_FD: u16 = 3;
-/// struct rtgenmsg, padded to NLMSG_ALIGNTO.
-const RTGENMSG_LEN: usize = 4;
 /// One answer is a local round trip; a kernel that has not answered by then
 /// never will, and the scrape must not wait on it.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -47,12 +43,15 @@ impl NsidSocket {
     pub fn nsid_of(&mut self, netns: &impl AsRawFd) -> Result<Option<i32>, NetlinkError> {
         const REQUEST: &str = "RTM_GETNSID";
         self.sequence = self.sequence.wrapping_add(1);
-        let mut payload = Vec::with_capacity(RTGENMSG_LEN + 8);
-        payload.extend_from_slice(&[0u8; RTGENMSG_LEN]); // AF_UNSPEC
-        payload.extend_from_slice(&8u16.to_ne_bytes());
-        payload.extend_from_slice(&NETNSA_FD.to_ne_bytes());
-        payload.extend_from_slice(&(netns.as_raw_fd() as u32).to_ne_bytes());
-        let message = framed(RTM_GETNSID, NLM_F_REQUEST, self.sequence, &payload);
+        let mut request = NsidMessage::default();
+        request
+            .attributes
+            .push(NsidAttribute::Fd(netns.as_raw_fd() as u32));
+        let message = request_bytes(
+            RouteNetlinkMessage::GetNsId(request),
+            NLM_F_REQUEST,
+            self.sequence,
+        );
         self.socket
             .send(&message, 0)
             .map_err(|source| NetlinkError::Send {
@@ -97,17 +96,26 @@ impl NsidSocket {
     }
 }
 
-/// NETNSA_NSID of one RTM_NEWNSID payload (-1 is NETNSA_NSID_NOT_ASSIGNED).
+/// NETNSA_NSID of one RTM_NEWNSID payload (-1 is NETNSA_NSID_NOT_ASSIGNED),
+/// each attribute decoded on its own so that one that does not decode
+/// hides no other.
 fn nsid_from_payload(payload: &[u8]) -> Option<i32> {
-    NlasIterator::new(payload.get(RTGENMSG_LEN..)?)
+    let header = NsidHeader::parse(payload).ok()?;
+    NlasIterator::new(payload.get(header.buffer_len()..)?)
         .map_while(Result::ok)
-        .find(|nla: &NlaBuffer<&[u8]>| nla.kind() == NETNSA_NSID)
-        .and_then(|nla| Some(i32::from_ne_bytes(nla.value().get(..4)?.try_into().ok()?)))
+        .find_map(|nla| match NsidAttribute::parse(&nla) {
+            Ok(NsidAttribute::Id(id)) => Some(id),
+            _ => None,
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// struct rtgenmsg, padded to NLMSG_ALIGNTO.
+    const RTGENMSG_LEN: usize = 4;
+    const NETNSA_NSID: u16 = 1;
 
     #[test]
     fn reads_the_id_and_the_unassigned_marker() {
@@ -121,6 +129,13 @@ mod tests {
         assert_eq!(nsid_from_payload(&payload(7)), Some(7));
         assert_eq!(nsid_from_payload(&payload(-1)), Some(-1));
         assert_eq!(nsid_from_payload(&[0u8; 2]), None);
+        // A NETNSA_PID cut to two bytes does not hide the id after it.
+        let mut odd = vec![0u8; RTGENMSG_LEN];
+        odd.extend_from_slice(&6u16.to_ne_bytes());
+        odd.extend_from_slice(&2u16.to_ne_bytes());
+        odd.extend_from_slice(&[1, 2, 0, 0]);
+        odd.extend_from_slice(&payload(7)[RTGENMSG_LEN..]);
+        assert_eq!(nsid_from_payload(&odd), Some(7));
     }
 
     #[test]
