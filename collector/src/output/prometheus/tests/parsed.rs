@@ -1,43 +1,30 @@
-//! The exposition parsed back with a text-format parser (openmetrics-parser):
-//! values and labels round-trip, escapes are undone, the profiles differ
-//! only as intended.
+//! The exposition parsed back with a text-format parser
+//! (prometheus-exposition-format-rs): values and labels round-trip, escapes
+//! are undone, the profiles differ only as intended.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use openmetrics_parser::prometheus::parse_prometheus;
-use openmetrics_parser::{MetricNumber, PrometheusType, PrometheusValue};
+use prometheus_exposition_format_rs::parse_complete;
+use prometheus_exposition_format_rs::types::MetricType;
 
 use super::*;
 
 /// `name{labels}` -> value for every sample the parser returned.
 type Parsed = BTreeMap<(String, BTreeMap<String, String>), f64>;
 
-fn parse(text: &str) -> (Parsed, BTreeMap<String, PrometheusType>) {
-    let exposition =
-        parse_prometheus(text).unwrap_or_else(|e| panic!("not valid text format: {e:?}\n{text}"));
+fn parse(text: &str) -> (Parsed, BTreeMap<String, MetricType>) {
+    let metrics =
+        parse_complete(text).unwrap_or_else(|e| panic!("not valid text format: {e:?}\n{text}"));
     let mut samples = Parsed::new();
     let mut types = BTreeMap::new();
-    for (name, family) in &exposition.families {
-        types.insert(name.clone(), family.family_type.clone());
-        for sample in family.iter_samples() {
-            let labels = sample
-                .get_labelset()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let value = match &sample.value {
-                PrometheusValue::Counter(c) => c.value,
-                PrometheusValue::Gauge(v) | PrometheusValue::Unknown(v) => *v,
-                other => panic!("{name}: unexpected {other:?}"),
-            };
-            let value = match value {
-                MetricNumber::Int(i) => i as f64,
-                MetricNumber::Float(f) => f,
-            };
-            let previous = samples.insert((name.clone(), labels), value);
+    for metric in metrics {
+        let name = metric.name;
+        for sample in metric.samples {
+            let labels = sample.labels.into_iter().collect();
+            let previous = samples.insert((name.clone(), labels), sample.value);
             assert!(previous.is_none(), "{name}: a series twice");
         }
+        types.insert(name, metric.data_type);
     }
     (samples, types)
 }
@@ -90,7 +77,7 @@ fn render_parses_back_with_a_prometheus_parser_and_values_and_labels_round_trip(
                 counter(&link.counters) as f64,
                 "{name}"
             );
-            assert_eq!(types[name], PrometheusType::Counter);
+            assert_eq!(types[name], MetricType::Counter);
         }
         assert_eq!(
             value("network_interface_stats_mtu", &with_state),
@@ -177,7 +164,7 @@ fn render_parses_back_with_a_prometheus_parser_and_values_and_labels_round_trip(
     assert_eq!(value("collector_scrape_duration_seconds", &none), 0.25);
     assert_eq!(
         types["collector_scrape_duration_seconds"],
-        PrometheusType::Gauge
+        MetricType::Gauge
     );
     let source = |s: &str| BTreeMap::from([("source".to_string(), s.to_string())]);
     assert_eq!(
