@@ -165,7 +165,6 @@ impl EbpfSource {
             reason_names: layout.drop_reason_names,
             own_netns: layout.globals.netns_inum,
             attachments,
-            has_drop_reason,
             possible_cpus: aya::util::nr_cpus()
                 .map_err(|(what, error)| EbpfError::Cpus(format!("{what}: {error}")))?,
             batch_lookups: std::sync::atomic::AtomicBool::new(true),

@@ -147,7 +147,6 @@ pub struct EbpfSource {
     /// Inode of the namespace whose devices are the host's interfaces.
     own_netns: u32,
     attachments: Vec<Attachment>,
-    has_drop_reason: bool,
     /// CPUs the per-CPU values are laid out for.
     possible_cpus: usize,
     /// Cleared the first time the kernel turns a batch lookup down.
@@ -165,10 +164,6 @@ impl EbpfSource {
     /// fixed from load on).
     pub fn map_memory(&self) -> MapMemory {
         self.map_memory
-    }
-
-    pub fn has_drop_reason(&self) -> bool {
-        self.has_drop_reason
     }
 
     /// Whether the maps can be read with the capabilities held now (see

@@ -150,11 +150,6 @@ impl DumpSocket {
     }
 }
 
-/// One full `RTM_GETLINK` dump on a socket of its own.
-pub fn dump_links_within(timeout: Duration) -> Result<LinkDump, NetlinkError> {
-    DumpSocket::open()?.links(Instant::now() + timeout, timeout)
-}
-
 /// Sets the socket's receive timeout to what is left until the deadline, so
 /// a `recv` never blocks past it.
 pub(crate) fn set_receive_timeout(socket: &Socket, left: Duration) -> std::io::Result<()> {
