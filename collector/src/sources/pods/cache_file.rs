@@ -11,7 +11,7 @@ const KIND: &str = "cniCacheV1";
 
 /// One pod attachment from the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attachment {
+pub struct CniAttachment {
     pub container_id: String,
     pub network: String,
     pub if_name: String,
@@ -67,7 +67,7 @@ struct CniInterface {
 
 /// Parses one cache file. `Ok(None)`: a valid cache of something that is
 /// not a Kubernetes pod (no `K8S_POD_NAME`), which has no identity to give.
-pub fn parse_cache_file(bytes: &[u8]) -> Result<Option<Attachment>, CacheFileError> {
+pub fn parse_cache_file(bytes: &[u8]) -> Result<Option<CniAttachment>, CacheFileError> {
     let info: CachedInfo =
         serde_json::from_slice(bytes).map_err(|e| CacheFileError::Json(e.to_string()))?;
     if info.kind != KIND {
@@ -90,7 +90,7 @@ pub fn parse_cache_file(bytes: &[u8]) -> Result<Option<Attachment>, CacheFileErr
         .filter(|i| i.sandbox.is_empty() && !i.name.is_empty())
         .map(|i| i.name)
         .collect();
-    Ok(Some(Attachment {
+    Ok(Some(CniAttachment {
         namespace: arg("K8S_POD_NAMESPACE").unwrap_or_default(),
         pod,
         pod_uid: arg("K8S_POD_UID").unwrap_or_default(),

@@ -24,14 +24,14 @@ pub mod source;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-pub use cache_file::{parse_cache_file, Attachment};
+pub use cache_file::{parse_cache_file, CniAttachment};
 pub use source::{PodConfig, PodSource, PodStatus, PodView, ERROR_REASONS};
 
 pub use crate::model::PodIdentity;
 
 /// The identity of `attachment`'s pod, with the attachment's interface and
 /// network when it is known to be this one.
-fn identity_of(attachment: &Attachment, with_interface: bool) -> PodIdentity {
+fn identity_of(attachment: &CniAttachment, with_interface: bool) -> PodIdentity {
     PodIdentity {
         namespace: attachment.namespace.clone(),
         pod: attachment.pod.clone(),
@@ -69,7 +69,7 @@ pub struct PodNamespace {
 /// IFLA_LINK is the peer's ifindex there, the CNI result its name. Two pods
 /// claiming one namespace name neither.
 pub fn pod_namespaces(
-    attachments: &[(u32, Option<i32>, &Attachment)],
+    attachments: &[(u32, Option<i32>, &CniAttachment)],
     links: &[LinkEnd<'_>],
     by_link: &HashMap<u32, PodIdentity>,
 ) -> HashMap<u32, PodNamespace> {
@@ -123,9 +123,9 @@ pub fn pod_namespaces(
 /// they all belong to one pod (they always should), only not the attachment.
 pub fn match_links(
     links: &[LinkEnd<'_>],
-    attachments: &[(i32, &Attachment)],
+    attachments: &[(i32, &CniAttachment)],
 ) -> HashMap<u32, PodIdentity> {
-    let mut by_nsid: HashMap<i32, Vec<&Attachment>> = HashMap::new();
+    let mut by_nsid: HashMap<i32, Vec<&CniAttachment>> = HashMap::new();
     for (nsid, attachment) in attachments {
         by_nsid.entry(*nsid).or_default().push(attachment);
     }
@@ -174,8 +174,8 @@ pub fn netns_file(netns: &str, netns_dir: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn attachment(pod: &str, if_name: &str, hosts: &[&str]) -> Attachment {
-        Attachment {
+    fn attachment(pod: &str, if_name: &str, hosts: &[&str]) -> CniAttachment {
+        CniAttachment {
             container_id: format!("{pod}-sandbox"),
             network: format!("net-{if_name}"),
             if_name: if_name.into(),

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use super::cache_file::parse_cache_file;
 use super::nsid::NsidSocket;
 use super::{
-    match_links, netns_file, pod_namespaces, Attachment, LinkEnd, PodIdentity, PodNamespace,
+    match_links, netns_file, pod_namespaces, CniAttachment, LinkEnd, PodIdentity, PodNamespace,
 };
 use crate::sources::netlink::Link;
 
@@ -68,7 +68,7 @@ struct State {
 struct CachedFile {
     mtime: Option<SystemTime>,
     size: u64,
-    attachment: Option<Attachment>,
+    attachment: Option<CniAttachment>,
     netns_failing: bool,
     /// The netns file's inode (the namespace's, under its nsfs mount) and
     /// the id found for it. An id stays the same while both namespaces
@@ -129,7 +129,7 @@ impl PodSource {
                 peer_ifindex: l.link_ifindex,
             })
             .collect();
-        let attachments: Vec<(u32, Option<i32>, &Attachment)> = found
+        let attachments: Vec<(u32, Option<i32>, &CniAttachment)> = found
             .iter()
             .filter_map(|f| {
                 Some((
@@ -139,7 +139,7 @@ impl PodSource {
                 ))
             })
             .collect();
-        let with_nsid: Vec<(i32, &Attachment)> = attachments
+        let with_nsid: Vec<(i32, &CniAttachment)> = attachments
             .iter()
             .filter_map(|(_, nsid, attachment)| Some(((*nsid)?, *attachment)))
             .collect();
