@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use collector::model::{
-    Attachment, EbpfInterface, EbpfStatus, Flavour, HttpStats, Interface, LinkCounters, Snapshot,
-    SourceStatus,
+    EbpfInterface, EbpfStatus, Flavour, HttpStats, Interface, LinkCounters, ProbeAttachment,
+    Snapshot, SourceStatus,
 };
 use collector::output::prometheus::render;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -62,7 +62,7 @@ fn snapshot() -> Snapshot {
         ("kfree_skb", "skb/kfree_skb"),
     ]
     .into_iter()
-    .map(|(program, tracepoint)| Attachment {
+    .map(|(program, tracepoint)| ProbeAttachment {
         program: program.into(),
         tracepoint: tracepoint.into(),
         flavour: Flavour::Btf,

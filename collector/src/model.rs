@@ -172,7 +172,7 @@ pub struct EbpfStatus {
     pub disabled_reason: Option<String>,
     /// Error of this collection's map read, if any.
     pub read_error: Option<String>,
-    pub attachments: Vec<Attachment>,
+    pub attachments: Vec<ProbeAttachment>,
     pub probe_counters: ProbeCounters,
     pub traffic_map_entries: usize,
     pub drop_map_entries: usize,
@@ -256,7 +256,7 @@ impl Flavour {
 
 /// One program and its tracepoint, as reported in `collector_ebpf_probe_info`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Attachment {
+pub struct ProbeAttachment {
     pub program: String,
     pub tracepoint: String,
     /// The flavour attached, or the last one tried when none attached.

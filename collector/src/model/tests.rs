@@ -178,7 +178,7 @@ fn snapshot_json_has_exactly_the_documented_keys() {
         sources: SourceStatus {
             netlink_error: None,
             ebpf: EbpfStatus {
-                attachments: vec![Attachment {
+                attachments: vec![ProbeAttachment {
                     program: "kfree_skb".into(),
                     tracepoint: "skb:kfree_skb".into(),
                     flavour: Flavour::Btf,

@@ -246,7 +246,7 @@ mod tests {
 
     #[test]
     fn the_pods_with_most_drops_come_first_with_their_reasons() {
-        use crate::model::{Attachment, Flavour, NamespaceDrops, Netns, Probe};
+        use crate::model::{Flavour, NamespaceDrops, Netns, Probe, ProbeAttachment};
         let pod = |name: &str| PodIdentity {
             namespace: "kube-system".into(),
             pod: name.into(),
@@ -283,7 +283,7 @@ mod tests {
             None
         );
         snapshot.sources.ebpf.enabled = true;
-        snapshot.sources.ebpf.attachments = vec![Attachment {
+        snapshot.sources.ebpf.attachments = vec![ProbeAttachment {
             program: Probe::Drop.program().into(),
             tracepoint: "skb:kfree_skb".into(),
             flavour: Flavour::Btf,

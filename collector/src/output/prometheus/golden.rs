@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::*;
-use crate::model::{Attachment, Flavour, MapMemory, Probe, ProbeCounters, ProgramStats};
 use crate::model::{EbpfInterface, EbpfStatus, HttpStats, Interface, Snapshot, SourceStatus};
+use crate::model::{Flavour, MapMemory, Probe, ProbeAttachment, ProbeCounters, ProgramStats};
 use crate::model::{NamespaceDrops, Netns, PodIdentity, PodStatus};
 
 fn link(ifindex: u32, name: &str, kind: Option<&str>, seed: u64) -> Interface {
@@ -90,9 +90,9 @@ fn interface(ifindex: u32, name: &str, kind: Option<&str>, seed: u64, ebpf: bool
     }
 }
 
-fn attachment(probe: Probe, attached: bool, flavour: Flavour) -> Attachment {
+fn attachment(probe: Probe, attached: bool, flavour: Flavour) -> ProbeAttachment {
     let (category, event) = probe.tracepoint();
-    Attachment {
+    ProbeAttachment {
         program: probe.program().into(),
         tracepoint: format!("{category}:{event}"),
         flavour,

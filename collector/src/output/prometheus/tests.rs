@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 mod parsed;
 
 use super::*;
-use crate::model::{Attachment, Probe, ProbeCounters};
 use crate::model::{EbpfInterface, EbpfStatus, HttpStats, Interface, Snapshot, SourceStatus};
 use crate::model::{PodIdentity, PodStatus};
+use crate::model::{Probe, ProbeAttachment, ProbeCounters};
 
 /// An interface name with every character the text format escapes
 /// (Linux allows quotes and backslashes in names), and a label value
@@ -83,7 +83,7 @@ fn snapshot() -> Snapshot {
         .into_iter()
         .map(|probe| {
             let (category, event) = probe.tracepoint();
-            Attachment {
+            ProbeAttachment {
                 program: probe.program().into(),
                 tracepoint: format!("{category}:{event}"),
                 attached: true,

@@ -121,7 +121,7 @@ impl EbpfSource {
             if probe == Probe::Drop {
                 drop_flavour = flavour;
             }
-            attachments.push(Attachment {
+            attachments.push(ProbeAttachment {
                 program: program.to_string(),
                 tracepoint,
                 flavour: flavour.unwrap_or(Flavour::Classic),

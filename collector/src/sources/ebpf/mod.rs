@@ -35,7 +35,7 @@ use collector_common::{
     Counter, DropKey, IfTraffic, DROP_MAP_ENTRIES, NETNS_NONE, TRAFFIC_MAP_ENTRIES,
 };
 
-pub use crate::model::{Attachment, Flavour, MapMemory, Netns, ProbeCounters, ProgramStats};
+pub use crate::model::{Flavour, MapMemory, Netns, ProbeAttachment, ProbeCounters, ProgramStats};
 use btf_offsets::{BtfError, KernelBtf, VMLINUX_BTF};
 use drop_reasons::ReasonNames;
 use layout::{probe_layout, LayoutError, Probe, ProbeLayout, TracepointFormats};
@@ -146,7 +146,7 @@ pub struct EbpfSource {
     reason_names: ReasonNames,
     /// Inode of the namespace whose devices are the host's interfaces.
     own_netns: u32,
-    attachments: Vec<Attachment>,
+    attachments: Vec<ProbeAttachment>,
     /// CPUs the per-CPU values are laid out for.
     possible_cpus: usize,
     /// Cleared the first time the kernel turns a batch lookup down.
@@ -156,7 +156,7 @@ pub struct EbpfSource {
     ebpf: Ebpf,
 }
 impl EbpfSource {
-    pub fn attachments(&self) -> &[Attachment] {
+    pub fn attachments(&self) -> &[ProbeAttachment] {
         &self.attachments
     }
 
