@@ -13,7 +13,7 @@ use collector::model::HttpStats;
 use collector::output::{prometheus, table, watch};
 use collector::privileges::{self, Kept};
 use collector::share::Scraper;
-use collector::sources::ebpf::{EbpfSource, KernelSources};
+use collector::sources::ebpf::{EbpfConfig, EbpfSource};
 use collector::sources::pods::PodSource;
 
 fn main() -> std::process::ExitCode {
@@ -75,7 +75,7 @@ fn build_collector(common: &CommonArgs) -> Collector {
             reason: "disabled by --no-ebpf".to_string(),
         }
     } else {
-        let sources = KernelSources {
+        let config = EbpfConfig {
             btf_path: common.btf.clone(),
             tracefs_root: common.tracefs.clone(),
             max_interfaces: common.ebpf_max_interfaces,
@@ -86,7 +86,7 @@ fn build_collector(common: &CommonArgs) -> Collector {
                 .collect(),
             flavour: common.ebpf_flavour.policy(),
         };
-        match EbpfSource::start(&sources) {
+        match EbpfSource::start(&config) {
             Ok(source) => {
                 let attached: Vec<_> = source
                     .attachments()

@@ -6,13 +6,13 @@ use super::*;
 impl EbpfSource {
     /// Reads the kernel layout, loads the embedded object and attaches every
     /// probe it can. Fails only when nothing useful could be attached.
-    pub fn start(sources: &KernelSources) -> Result<Self, EbpfError> {
+    pub fn start(config: &EbpfConfig) -> Result<Self, EbpfError> {
         // Only classic tracepoints need tracefs: aya resolves their ids
         // under the standard mount points, so it must be there even when
         // formats are read from elsewhere. `tp_btf` programs need none, so
         // without it they alone are tried.
         let system_tracefs = locate_or_mount_tracefs();
-        let tracefs = match &sources.tracefs_root {
+        let tracefs = match &config.tracefs_root {
             Some(root) => {
                 let tracefs = Tracefs::at(root);
                 match tracefs.root().join("events").is_dir() {
@@ -24,17 +24,17 @@ impl EbpfSource {
         };
         let formats = match tracefs {
             Ok(tracefs) => TracepointFormats::read(&tracefs),
-            Err(error) if sources.flavour == FlavourPolicy::Auto => {
+            Err(error) if config.flavour == FlavourPolicy::Auto => {
                 tracing::info!(%error, "no tracefs: only BTF-typed tracepoints can attach");
                 TracepointFormats::unavailable(&error.to_string())
             }
             Err(error) => return Err(error.into()),
         };
-        let btf = KernelBtf::from_file(Path::new(&sources.btf_path))?;
+        let btf = KernelBtf::from_file(Path::new(&config.btf_path))?;
         let netns_inum = own_netns_inum().map_err(EbpfError::Netns)?;
         let layout = probe_layout(&formats, &btf, netns_inum)?;
         drop(btf);
-        let source = Self::load(BPF_OBJECT, layout, sources);
+        let source = Self::load(BPF_OBJECT, layout, config);
         release_freed_heap();
         source
     }
@@ -42,13 +42,13 @@ impl EbpfSource {
     pub(super) fn load(
         object: &[u8],
         layout: ProbeLayout,
-        sources: &KernelSources,
+        config: &EbpfConfig,
     ) -> Result<Self, EbpfError> {
-        let max_interfaces = sources.max_interfaces;
+        let max_interfaces = config.max_interfaces;
         // The traffic map serves the rx and tx probes only; with drops
         // alone (the default) a one-entry map keeps the object valid and
         // costs nothing per CPU.
-        let traffic_entries = if sources.probes.iter().any(|p| *p != Probe::Drop) {
+        let traffic_entries = if config.probes.iter().any(|p| *p != Probe::Drop) {
             max_interfaces
         } else {
             1
@@ -70,26 +70,23 @@ impl EbpfSource {
         // again: only when some probe will try tp_btf, after our reader's
         // bytes were freed, and dropped once the programs are loaded, so no
         // two parses hold memory at the same time (~45 ms of CPU each).
-        let wants_btf = sources.flavour == FlavourPolicy::Auto
-            && sources
+        let wants_btf = config.flavour == FlavourPolicy::Auto
+            && config
                 .probes
                 .iter()
                 .any(|p| !layout.btf_unavailable.contains_key(p));
         let kernel_btf = wants_btf.then(|| {
-            Btf::parse_file(&sources.btf_path, Endianness::default())
-                .map_err(|e| format!("parsing {}: {e}", sources.btf_path))
+            Btf::parse_file(&config.btf_path, Endianness::default())
+                .map_err(|e| format!("parsing {}: {e}", config.btf_path))
         });
         let mut attachments = Vec::new();
         let mut drop_flavour = None;
-        for probe in Probe::ALL
-            .into_iter()
-            .filter(|p| sources.probes.contains(p))
-        {
+        for probe in Probe::ALL.into_iter().filter(|p| config.probes.contains(p)) {
             let (program, (category, name)) = (probe.program(), probe.tracepoint());
             let tracepoint = format!("{category}:{name}");
             let mut errors = Vec::new();
             let mut flavour = None;
-            if sources.flavour == FlavourPolicy::Auto {
+            if config.flavour == FlavourPolicy::Auto {
                 let outcome = match (layout.btf_unavailable.get(&probe), &kernel_btf) {
                     (Some(why), _) => Err(format!("not supported by this kernel: {why}")),
                     (None, Some(Ok(btf))) => attach_btf(&mut ebpf, probe.btf_program(), name, btf),

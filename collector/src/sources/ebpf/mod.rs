@@ -79,10 +79,11 @@ pub enum EbpfError {
     },
 }
 
-/// Where to look for the kernel's self-description (tests point these at
-/// missing paths to exercise the degraded start-up), and map sizes.
+/// How the eBPF source starts: where to look for the kernel's
+/// self-description (tests point these at missing paths to exercise the
+/// degraded start-up), map sizes, probes and flavours.
 #[derive(Debug, Clone)]
-pub struct KernelSources {
+pub struct EbpfConfig {
     pub btf_path: String,
     /// Where to read tracepoint `format` files; `None`: the tracefs found
     /// (or mounted) at the usual places, which attaching needs in any case.
@@ -106,9 +107,9 @@ pub enum FlavourPolicy {
     Classic,
 }
 
-impl Default for KernelSources {
+impl Default for EbpfConfig {
     fn default() -> Self {
-        KernelSources {
+        EbpfConfig {
             btf_path: VMLINUX_BTF.to_string(),
             tracefs_root: None,
             max_interfaces: TRAFFIC_MAP_ENTRIES,
