@@ -42,6 +42,7 @@ fn interface(index: usize) -> Interface {
         carrier_changes: Some(2),
         counters,
         link_netnsid: None,
+        link_ifindex: None,
         master: None,
         speed_bytes: None,
         ebpf: Some(EbpfInterface {

@@ -264,19 +264,7 @@ fn merge(
                 pod: pods.remove(&link.ifindex),
                 master,
                 ebpf,
-                ifindex: link.ifindex,
-                name: link.name,
-                admin_up: link.admin_up,
-                lower_up: link.lower_up,
-                carrier: link.carrier,
-                oper_state: link.oper_state,
-                mtu: link.mtu,
-                kind: link.kind,
-                master_ifindex: link.master_ifindex,
-                mac_address: link.mac_address,
-                carrier_changes: link.carrier_changes,
-                counters: link.counters,
-                link_netnsid: link.link_netnsid,
+                ..link
             }
         })
         .collect();

@@ -30,7 +30,9 @@ pub struct Snapshot {
 }
 
 /// One interface: its link attributes and counters (rtnetlink), and what
-/// the other sources add to it.
+/// the other sources add to it. The netlink source fills the former (its
+/// `Link` is this type, the rest left empty) and `collect` adds the latter,
+/// so the link's fields are declared and copied in no other place.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Interface {
     pub ifindex: u32,
@@ -50,9 +52,16 @@ pub struct Interface {
     pub mac_address: Option<String>,
     pub carrier_changes: Option<u32>,
     pub counters: LinkCounters,
-    /// IFLA_LINK_NETNSID: the id of the network namespace the link's peer
-    /// lives in; `None` when the peer is local or the kind has none.
+    /// IFLA_LINK_NETNSID: the id, in the collector's namespace, of the
+    /// network namespace the link's peer lives in (a pod-side veth's
+    /// namespace); `None` when the peer is local or the kind has none.
     pub link_netnsid: Option<i32>,
+    /// IFLA_LINK: the ifindex of the device this one is linked to (a
+    /// veth's peer, a VLAN's lower device), in the namespace
+    /// `link_netnsid` names when that is set. Only for matching pods: not
+    /// in the snapshot.
+    #[serde(skip)]
+    pub link_ifindex: Option<u32>,
     /// Name of the master device, resolved from `master_ifindex`.
     pub master: Option<String>,
     pub speed_bytes: Option<u64>,

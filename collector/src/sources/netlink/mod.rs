@@ -97,35 +97,9 @@ impl From<&Stats64> for LinkCounters {
     }
 }
 
-/// One interface as the kernel describes it in RTM_NEWLINK.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Link {
-    pub ifindex: u32,
-    pub name: String,
-    /// IFF_UP: the administrative state `ip link set up/down` changes.
-    pub admin_up: bool,
-    /// IFF_LOWER_UP: the driver reports a usable physical layer.
-    pub lower_up: bool,
-    pub carrier: Option<bool>,
-    /// RFC 2863 operational state, lower case as `ip` prints it.
-    pub oper_state: String,
-    pub mtu: u32,
-    /// `rtnl_link_ops` kind (veth, bridge, vxlan...); `None` for physical NICs.
-    pub kind: Option<String>,
-    /// ifindex of the master (bridge, bond, vrf) device.
-    pub master_ifindex: Option<u32>,
-    pub mac_address: Option<String>,
-    pub carrier_changes: Option<u32>,
-    pub counters: LinkCounters,
-    /// IFLA_LINK_NETNSID: the id, in the collector's namespace, of the
-    /// network namespace the link's peer lives in (a pod-side veth's
-    /// namespace); `None` when the peer is local or the kind has none.
-    pub link_netnsid: Option<i32>,
-    /// IFLA_LINK: the ifindex of the device this one is linked to (a
-    /// veth's peer, a VLAN's lower device), in the namespace
-    /// `link_netnsid` names when that is set.
-    pub link_ifindex: Option<u32>,
-}
+/// One interface as the kernel describes it in RTM_NEWLINK: the model's
+/// interface with only its link attributes and counters filled in.
+pub use crate::model::Interface as Link;
 
 /// Result of one collection: the links and whether the kernel flagged the
 /// dump as interrupted on every attempt (then the list may miss a link that
