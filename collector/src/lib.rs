@@ -14,3 +14,9 @@ pub mod output;
 pub mod privileges;
 pub mod share;
 pub mod sources;
+
+// The snapshot builders under tests/fixtures/ are shared by the integration
+// tests and the unit tests (included by path); this lets both name the
+// crate `collector`.
+#[cfg(test)]
+extern crate self as collector;

@@ -13,8 +13,6 @@
 //! writes the text format.
 
 mod counters;
-#[cfg(test)]
-mod golden;
 mod interface;
 mod namespace;
 mod node;

@@ -4,11 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 mod parsed;
+#[path = "../../../tests/fixtures/snapshots.rs"]
+mod snapshots;
 
 use super::*;
-use crate::model::{EbpfInterface, EbpfStatus, HttpStats, Interface, Snapshot, SourceStatus};
-use crate::model::{PodIdentity, PodStatus};
-use crate::model::{Probe, ProbeAttachment, ProbeCounters};
+use crate::model::{EbpfStatus, Flavour, HttpStats, Interface, Snapshot};
+use crate::model::{NamespaceDrops, Netns, PodIdentity, PodStatus, Probe, ProbeCounters};
 
 /// An interface name with every character the text format escapes
 /// (Linux allows quotes and backslashes in names), and a label value
@@ -16,140 +17,74 @@ use crate::model::{Probe, ProbeAttachment, ProbeCounters};
 const ODD_INTERFACE: &str = "we\"ird\\if";
 const ODD_LABEL: &str = "line1\nline2 \"q\" back\\slash tab\tsoh\u{1}del\u{7f} é";
 
+/// The shared builder's interface, up and with a MAC; one counter beyond
+/// 2^53 checks that large counters survive as integers.
 fn interface(ifindex: u32, name: &str, kind: Option<&str>, seed: u64) -> Interface {
-    let mut link = Interface {
-        ifindex,
-        name: name.into(),
-        admin_up: ifindex.is_multiple_of(2),
-        lower_up: true,
-        carrier: Some(true),
-        oper_state: "up".into(),
-        mtu: 1500 + ifindex,
-        kind: kind.map(String::from),
-        master_ifindex: None,
-        mac_address: Some(format!("02:00:00:00:00:{ifindex:02x}")),
-        carrier_changes: Some(3 * ifindex),
-        ..Interface::default()
-    };
-    // Distinct values per counter and interface, so a value rendered
-    // under the wrong name or interface is caught; one beyond 2^53
-    // checks that large counters survive as integers.
-    let c = &mut link.counters;
-    c.rx_bytes = (1 << 60) + seed;
-    c.rx_packets = seed + 1;
-    c.rx_errors = seed + 2;
-    c.rx_dropped = seed + 3;
-    c.rx_missed_errors = seed + 4;
-    c.multicast = seed + 5;
-    c.tx_bytes = seed + 6;
-    c.tx_packets = seed + 7;
-    c.tx_errors = seed + 8;
-    c.tx_dropped = seed + 9;
-    c.tx_carrier_errors = seed + 10;
-    c.collisions = seed + 11;
-    c.rx_crc_errors = seed + 12;
-    c.tx_window_errors = seed + 13;
-    let drops = BTreeMap::from([
-        ("NO_SOCKET".to_string(), seed + 20),
-        ("NETFILTER_DROP".to_string(), seed + 21),
-    ]);
     Interface {
-        master: kind.map(|_| "br0".to_string()),
-        speed_bytes: kind.is_none().then_some(125_000_000),
-        ebpf: Some(EbpfInterface {
-            rx_packets: seed + 30,
-            rx_bytes: seed + 31,
-            tx_packets: seed + 32,
-            tx_bytes: seed + 33,
-            drops,
-        }),
-        // The veth is a pod's; the NIC is the node's own.
-        pod: kind.map(|_| PodIdentity {
-            namespace: "team-a".into(),
-            pod: "web-7d9f\"x".into(),
-            pod_uid: "0f7c2a5e-7e0b-4b3a-9d1e-2f6c8a4b1d33".into(),
-            container_id: "5c1f0a".into(),
-            pod_interface: Some("eth0".into()),
-            network: Some("azure".into()),
-        }),
-        ..link
+        oper_state: "up".into(),
+        master_ifindex: None,
+        link_netnsid: None,
+        ..snapshots::interface(ifindex, name, kind, seed, true)
     }
 }
 
 /// A snapshot exercising every family: eBPF on with all probes
 /// attached, a physical NIC and a veth with an awkward name.
 fn snapshot() -> Snapshot {
-    let attachments = [Probe::Rx, Probe::Tx, Probe::Drop]
-        .into_iter()
-        .map(|probe| {
-            let (category, event) = probe.tracepoint();
-            ProbeAttachment {
-                program: probe.program().into(),
-                tracepoint: format!("{category}:{event}"),
-                attached: true,
-                error: None,
-                flavour: crate::model::Flavour::Btf,
-            }
-        })
-        .collect();
-    Snapshot {
-        node: "node-1".into(),
-        labels: vec![
-            ("cluster".into(), "aks \"prod\"".into()),
-            ("environment".into(), ODD_LABEL.into()),
-        ],
-        interfaces: vec![
-            interface(2, "eth0", None, 1000),
-            interface(7, ODD_INTERFACE, Some("veth"), 2000),
-        ],
-        namespace_drops: vec![
-            crate::model::NamespaceDrops {
-                netns: crate::model::Netns::Inode(4026532001),
-                pod: Some(PodIdentity {
-                    namespace: "team-a".into(),
-                    pod: "web-7d9f\"x".into(),
-                    pod_uid: "0f7c2a5e".into(),
-                    container_id: "5c1f0a".into(),
-                    pod_interface: None,
-                    network: None,
-                }),
-                ifindex: 2,
-                interface: Some("eth0".into()),
-                drops: BTreeMap::from([("SOCKET_RCVBUFF".to_string(), 3)]),
-            },
-            crate::model::NamespaceDrops {
-                netns: crate::model::Netns::Host,
-                drops: BTreeMap::from([("NO_SOCKET".to_string(), 4)]),
-                ..crate::model::NamespaceDrops::default()
-            },
-        ],
-        sources: SourceStatus {
-            netlink_error: None,
-            ebpf: EbpfStatus {
-                enabled: true,
-                attachments,
-                probe_counters: ProbeCounters {
-                    traffic_map_full: 4,
-                    drop_map_full: 5,
-                    kernel_read_errors: 6,
-                },
-                traffic_map_entries: 2,
-                drop_map_entries: 4,
-                ..EbpfStatus::default()
-            },
-            errors_total: BTreeMap::from([("netlink", 1), ("ebpf", 0)]),
-            netlink_timeouts_total: 1,
-            netlink_skipped_attributes_total: 2,
-            collections_total: 9,
-            pod_identity: PodStatus {
-                enabled: true,
-                up: true,
-                errors_total: BTreeMap::from([("malformed", 3), ("netns", 0)]),
-                ..PodStatus::default()
-            },
+    let ebpf = EbpfStatus {
+        enabled: true,
+        attachments: [Probe::Rx, Probe::Tx, Probe::Drop]
+            .into_iter()
+            .map(|probe| snapshots::attachment(probe, true, Flavour::Btf))
+            .collect(),
+        probe_counters: ProbeCounters {
+            traffic_map_full: 4,
+            drop_map_full: 5,
+            kernel_read_errors: 6,
         },
-        collection_seconds: 0.25,
-    }
+        traffic_map_entries: 2,
+        drop_map_entries: 4,
+        ..EbpfStatus::default()
+    };
+    let pods = PodStatus {
+        enabled: true,
+        up: true,
+        errors_total: BTreeMap::from([("malformed", 3), ("netns", 0)]),
+        ..PodStatus::default()
+    };
+    let interfaces = vec![
+        interface(2, "eth0", None, 1000),
+        interface(7, ODD_INTERFACE, Some("veth"), 2000),
+    ];
+    let mut snapshot = snapshots::base(interfaces, snapshots::source_status(ebpf, pods));
+    snapshot.node = "node-1".into();
+    snapshot.labels = vec![
+        ("cluster".into(), "aks \"prod\"".into()),
+        ("environment".into(), ODD_LABEL.into()),
+    ];
+    snapshot.namespace_drops = vec![
+        NamespaceDrops {
+            netns: Netns::Inode(4026532001),
+            pod: Some(PodIdentity {
+                namespace: "team-a".into(),
+                pod: "web-7d9f\"x".into(),
+                pod_uid: "0f7c2a5e".into(),
+                container_id: "5c1f0a".into(),
+                pod_interface: None,
+                network: None,
+            }),
+            ifindex: 2,
+            interface: Some("eth0".into()),
+            drops: BTreeMap::from([("SOCKET_RCVBUFF".to_string(), 3)]),
+        },
+        NamespaceDrops {
+            netns: Netns::Host,
+            drops: BTreeMap::from([("NO_SOCKET".to_string(), 4)]),
+            ..NamespaceDrops::default()
+        },
+    ];
+    snapshot.collection_seconds = 0.25;
+    snapshot
 }
 
 #[test]

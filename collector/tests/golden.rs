@@ -1,134 +1,20 @@
-//! Golden bodies: hand-built snapshots rendered by the code as it was
-//! before the layout change (b3b6eda), kept under
+//! Golden bodies: hand-built snapshots rendered to the files under
 //! `collector/tests/fixtures/golden/`. A difference in a byte of the
 //! Prometheus body or a JSON key fails here; regenerate only for an
-//! intended change, with `GOLDEN_BLESS=1 cargo test -p collector --lib golden`.
+//! intended change, with `GOLDEN_BLESS=1 cargo test -p collector --test golden`.
+
+#[path = "fixtures/snapshots.rs"]
+mod snapshots;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::*;
-use crate::model::{EbpfInterface, EbpfStatus, HttpStats, Interface, Snapshot, SourceStatus};
-use crate::model::{Flavour, MapMemory, Probe, ProbeAttachment, ProbeCounters, ProgramStats};
-use crate::model::{NamespaceDrops, Netns, PodIdentity, PodStatus};
-
-fn link(ifindex: u32, name: &str, kind: Option<&str>, seed: u64) -> Interface {
-    let mut link = Interface {
-        ifindex,
-        name: name.into(),
-        admin_up: ifindex.is_multiple_of(2),
-        lower_up: !ifindex.is_multiple_of(3),
-        carrier: (ifindex != 5).then_some(!ifindex.is_multiple_of(3)),
-        oper_state: ["up", "down", "lowerlayerdown", "dormant", "weird"][ifindex as usize % 5]
-            .into(),
-        mtu: 1500 + ifindex,
-        kind: kind.map(String::from),
-        master_ifindex: kind.map(|_| 3),
-        mac_address: (ifindex != 5).then(|| format!("02:00:00:00:00:{ifindex:02x}")),
-        carrier_changes: (ifindex != 5).then_some(3 * ifindex),
-        link_netnsid: kind.map(|_| ifindex as i32 - 7),
-        ..Interface::default()
-    };
-    // Every counter distinct, so a value under the wrong name shows.
-    let c = &mut link.counters;
-    let fields: [&mut u64; 24] = [
-        &mut c.rx_packets,
-        &mut c.tx_packets,
-        &mut c.rx_bytes,
-        &mut c.tx_bytes,
-        &mut c.rx_errors,
-        &mut c.tx_errors,
-        &mut c.rx_dropped,
-        &mut c.tx_dropped,
-        &mut c.multicast,
-        &mut c.collisions,
-        &mut c.rx_length_errors,
-        &mut c.rx_over_errors,
-        &mut c.rx_crc_errors,
-        &mut c.rx_frame_errors,
-        &mut c.rx_fifo_errors,
-        &mut c.rx_missed_errors,
-        &mut c.tx_aborted_errors,
-        &mut c.tx_carrier_errors,
-        &mut c.tx_fifo_errors,
-        &mut c.tx_heartbeat_errors,
-        &mut c.tx_window_errors,
-        &mut c.rx_compressed,
-        &mut c.tx_compressed,
-        &mut c.rx_nohandler,
-    ];
-    for (n, field) in fields.into_iter().enumerate() {
-        *field = seed + n as u64;
-    }
-    c.rx_bytes = (1 << 60) + seed;
-    link
-}
-
-fn interface(ifindex: u32, name: &str, kind: Option<&str>, seed: u64, ebpf: bool) -> Interface {
-    Interface {
-        master: kind.map(|_| "br0".to_string()),
-        speed_bytes: kind.is_none().then_some(125_000_000),
-        ebpf: ebpf.then(|| EbpfInterface {
-            rx_packets: seed + 30,
-            rx_bytes: seed + 31,
-            tx_packets: seed + 32,
-            tx_bytes: seed + 33,
-            drops: BTreeMap::from([
-                ("NO_SOCKET".to_string(), seed + 20),
-                ("NETFILTER_DROP".to_string(), seed + 21),
-            ]),
-        }),
-        pod: (kind == Some("veth")).then(|| PodIdentity {
-            namespace: "team-a".into(),
-            pod: "web-7d9f\"x".into(),
-            pod_uid: "0f7c2a5e-7e0b-4b3a-9d1e-2f6c8a4b1d33".into(),
-            container_id: "5c1f0a".into(),
-            pod_interface: (ifindex != 9).then(|| "eth0".into()),
-            network: (ifindex != 9).then(|| "azure".into()),
-        }),
-        ..link(ifindex, name, kind, seed)
-    }
-}
-
-fn attachment(probe: Probe, attached: bool, flavour: Flavour) -> ProbeAttachment {
-    let (category, event) = probe.tracepoint();
-    ProbeAttachment {
-        program: probe.program().into(),
-        tracepoint: format!("{category}:{event}"),
-        flavour,
-        attached,
-        error: (!attached).then(|| "tracepoint \"x\" missing".into()),
-    }
-}
-
-fn source_status(ebpf: EbpfStatus, pod_identity: PodStatus) -> SourceStatus {
-    SourceStatus {
-        netlink_error: None,
-        ebpf,
-        errors_total: BTreeMap::from([("netlink", 1), ("ebpf", 0), ("pods", 2)]),
-        netlink_timeouts_total: 1,
-        netlink_skipped_attributes_total: 2,
-        collections_total: 9,
-        pod_identity,
-    }
-}
-
-fn base(interfaces: Vec<Interface>, sources: SourceStatus) -> Snapshot {
-    Snapshot {
-        node: "node-\"1\"".into(),
-        labels: vec![
-            ("cluster".into(), "aks \"prod\"".into()),
-            (
-                "environment".into(),
-                "line1\nline2 back\\slash\ttab é".into(),
-            ),
-        ],
-        interfaces,
-        namespace_drops: Vec::new(),
-        sources,
-        collection_seconds: 0.0125,
-    }
-}
+use collector::model::{
+    EbpfStatus, Flavour, HttpStats, MapMemory, NamespaceDrops, Netns, PodIdentity, PodStatus,
+    Probe, ProbeCounters, ProgramStats, Snapshot,
+};
+use collector::output::prometheus::{render, render_profile, Profile};
+use snapshots::{attachment, base, interface, source_status};
 
 /// Everything on: all probes attached, program statistics, pod identity.
 fn full() -> Snapshot {
