@@ -295,8 +295,8 @@ impl Drop for RunRoot {
 }
 
 /// The per-run root is an ext4 image on a loop device, not a directory:
-/// removing a tree of some 150,000 files took 7 minutes on this machine
-/// (discard on the host filesystem), removing one image file takes seconds.
+/// removing a tree of a whole toolchain's and target's files is slow where
+/// the host filesystem discards, removing one image file is not.
 /// It also makes / a mount point in the root, as on a machine, which `ip
 /// netns exec` needs.
 fn mount_image(root: &Path) -> Result<()> {

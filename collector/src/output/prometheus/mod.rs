@@ -1,9 +1,9 @@
 //! Prometheus text exposition (format 0.0.4) of a [`Snapshot`].
 //!
-//! Written directly into one `String`: a 1,000-interface node yields ~40,000
-//! samples per scrape, and building the `prometheus` crate's protobuf model
-//! for each (a struct and owned strings per label) costs more than the
-//! netlink dump itself.
+//! Written directly into one `String`: a node has tens of samples per
+//! interface and up to thousands of interfaces, and building the
+//! `prometheus` crate's protobuf model for each sample (a struct and owned
+//! strings per label) would cost more than the netlink dump itself.
 //!
 //! Every family is a row of a table: its name, help, type, when it is
 //! served, and a function from the model to its samples and their labels.

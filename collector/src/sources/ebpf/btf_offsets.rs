@@ -7,9 +7,9 @@
 //!
 //! The reader is deliberately small: it keeps the file's bytes and one
 //! offset per type id, and decodes only the records a lookup touches. A
-//! general BTF library that materialises every type (btf-rs did) peaks near
-//! 57 MiB on a 6.18 vmlinux for the handful of offsets the probes need; this
-//! one holds the 5-6 MiB file plus 4 bytes per type.
+//! general BTF library materialises every type, many times the file's
+//! size, for the handful of offsets the probes need; this one holds the
+//! file plus 4 bytes per type.
 
 mod format;
 

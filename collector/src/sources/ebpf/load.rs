@@ -69,7 +69,7 @@ impl EbpfSource {
         // always makes one) was dropped by `.btf(None)` above, so parse
         // again: only when some probe will try tp_btf, after our reader's
         // bytes were freed, and dropped once the programs are loaded, so no
-        // two parses hold memory at the same time (~45 ms of CPU each).
+        // two parses hold memory at the same time.
         let wants_btf = config.flavour == FlavourPolicy::Auto
             && config
                 .probes

@@ -63,7 +63,7 @@ pub fn parse_datagram(
                     .get(..4)
                     .map(|b| i32::from_ne_bytes(b.try_into().expect("four bytes")))
                     .unwrap_or(0);
-                // Saturating: a forged i32::MIN must not overflow (found by fuzzing).
+                // Saturating: a forged i32::MIN must not overflow.
                 return Err(NetlinkError::Kernel {
                     request,
                     errno: code.saturating_neg(),

@@ -6,8 +6,8 @@
 //! - [`decode`]: lenient decoding: each attribute on its own, so one odd
 //!   interface (a name that is not UTF-8) never blanks the others.
 //! - [`cache`]: what a scrape costs. Counters come from `RTM_GETSTATS` with
-//!   only `IFLA_STATS_LINK_64` (0.7 ms of CPU at 1,000 veths here, against
-//!   9 ms for the full `RTM_GETLINK` dump); the link attributes come from a
+//!   only `IFLA_STATS_LINK_64`, a fraction of the full `RTM_GETLINK` dump's
+//!   cost (docs/bench has the figures); the link attributes come from a
 //!   cache refreshed by a full dump only when an `RTNLGRP_LINK` notification
 //!   says something changed.
 
@@ -22,8 +22,9 @@ use netlink_packet_route::link::Stats64;
 pub use cache::LinkCache;
 pub use decode::{link_from_message, name_from_bytes, parse_dump};
 
-/// How long one whole dump may take by default. 10,000 interfaces dump in
-/// well under a second here; a reply that has not come by then never will.
+/// How long one whole dump may take by default: many times what the
+/// largest node's dump needs, so a reply that has not come by then never
+/// will.
 pub const DEFAULT_DUMP_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]

@@ -101,8 +101,8 @@ pub(super) struct Sections {
 
 /// Bounds-checks the BTF header: every offset and length in it comes from
 /// the file, so a truncated or corrupt header must be rejected before any
-/// section is read (an unchecked header addition in the previous parser
-/// was found by `cargo xtask fuzz`).
+/// section is read, and every addition of them checked (`cargo xtask fuzz`
+/// feeds it such headers).
 pub(super) fn check_header(bytes: &[u8]) -> Result<Sections, String> {
     const HEADER_BYTES: usize = 24;
     let header = bytes
