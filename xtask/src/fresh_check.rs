@@ -12,16 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{describe, run_command, setup, workspace_root};
+use crate::debian_base::{self, UNSHARE};
+use crate::{describe, output, run_command, setup, workspace_root};
 
 /// Outside the repository, so neither `git clean` nor a new clone throws the
 /// base away, and outside /tmp, which may be a size-capped tmpfs.
 const CACHE: &str = "/var/tmp/collector-fresh-check";
-const SUITE: &str = "bookworm";
 const DEBOOTSTRAP_ARGS: &str = "--variant=minbase --include=git,ca-certificates,gcc,libc6-dev";
-/// Isolates a process tree: its mounts and processes end with it, and with
-/// `unshare` when that is killed.
-const UNSHARE: &str = "--mount --propagation private --pid --fork --kill-child --";
 const ENV_PREFIXES: [&str; 3] = ["SSL_", "PIP_", "RUSTUP_"];
 const PATH_INSIDE: &str =
     "/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -170,64 +167,15 @@ fn test_in_root(phases: &mut Phases, base: &Path, root: &Path, extra: &[String])
     })
 }
 
-/// The pristine base, a tarball named after everything that went into it,
-/// built once; each run unpacks its own copy, so no run can change it.
+/// The pristine base, built once; each run unpacks its own copy, so no run
+/// can change it.
 fn ensure_base(cache: &Path) -> Result<PathBuf> {
-    if Command::new("debootstrap")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        run_command(Command::new("apt-get").args(["install", "-y", "-q", "debootstrap"]))?;
-    }
-    // The mirror apt uses here for the suite, so debootstrap goes the same way.
-    let sites =
-        output(Command::new("apt-get").args(["indextargets", "--format", "$(SITE) $(RELEASE)"]))?;
-    let mirror = sites
-        .lines()
-        .find_map(|l| l.strip_suffix(&format!(" {SUITE}")));
-    let key = format!(
-        "{} {DEBOOTSTRAP_ARGS} {SUITE} {} {}",
-        output(Command::new("debootstrap").arg("--version"))?.trim(),
-        mirror.unwrap_or("(default mirror)"),
-        output(Command::new("dpkg").arg("--print-architecture"))?.trim()
-    );
-    let digest =
-        output(Command::new("sh").args(["-c", "printf %s \"$1\" | sha256sum", "-", &key]))?;
-    let tarball = cache.join(format!("base-{}.tar", &digest[..16]));
-    if tarball.exists() {
-        eprintln!(
-            "xtask fresh-check: cached base {} ({key})",
-            tarball.display()
-        );
-        return Ok(tarball);
-    }
-    eprintln!("xtask fresh-check: building the base ({key})");
-    let staging = RunRoot(cache.join(format!("debootstrap-{}", std::process::id())));
-    let mut debootstrap = Command::new("unshare");
-    debootstrap
-        .args(UNSHARE.split(' '))
-        .arg("debootstrap")
-        .args(DEBOOTSTRAP_ARGS.split(' '));
-    guarded(debootstrap.arg(SUITE).arg(&staging.0).args(mirror))?;
-    let partial = tarball.with_extension(format!("partial-{}", std::process::id()));
-    let mut tar = Command::new("tar");
-    guarded(
-        tar.arg("-cf")
-            .arg(&partial)
-            .args(["--numeric-owner", "-C"])
-            .arg(&staging.0)
-            .arg("."),
-    )?;
-    for old in fs::read_dir(cache)? {
-        let old = old?.path();
-        if old.extension().is_some_and(|e| e == "tar" || e == "key") {
-            fs::remove_file(old)?;
-        }
-    }
-    fs::write(tarball.with_extension("key"), &key)?;
-    fs::rename(&partial, &tarball)?;
-    Ok(tarball)
+    let base = debian_base::Base {
+        cache,
+        options: DEBOOTSTRAP_ARGS,
+        finish: None,
+    };
+    base.tarball(&guarded)
 }
 
 /// Fills the root (see [`SETUP_SCRIPT`]) and returns the README's test command.
@@ -356,16 +304,6 @@ fn remove_stale_roots(cache: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn output(command: &mut Command) -> Result<String> {
-    let out = command
-        .output()
-        .with_context(|| format!("starting {}", describe(command)))?;
-    if !out.status.success() {
-        bail!("{} failed with {}", describe(command), out.status);
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 static CHILD: AtomicI32 = AtomicI32::new(0);

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::{run_command, setup, workspace_root};
+use crate::{debian_base, output, run_command, setup, workspace_root};
 
 /// Debian packages the image tasks run.
 pub const PACKAGES: [&str; 2] = ["podman", "runc"];
@@ -320,45 +320,33 @@ pub fn build_dockerfile() -> Result<()> {
     Ok(())
 }
 
-/// `debian:bookworm` in the workspace's storage, from a debootstrap root
-/// (cached as a tarball under /var/tmp, like fresh-check's).
+/// `debian:bookworm` in the workspace's storage, imported from the shared
+/// debootstrap base (cached under /var/tmp, like fresh-check's).
 fn ensure_base() -> Result<()> {
     let exists = podman().args(["image", "exists", BASE]).status()?;
     if exists.success() {
         return Ok(());
     }
-    let cache = Path::new("/var/tmp/collector-image");
-    let tarball = cache.join("bookworm-minbase.tar");
-    if !tarball.exists() {
-        let root = cache.join("bookworm");
-        if root.exists() {
-            std::fs::remove_dir_all(&root)?;
-        }
-        std::fs::create_dir_all(cache)?;
-        run_command(
-            Command::new("debootstrap")
-                .args(["--variant=minbase", "bookworm"])
-                .arg(&root)
-                .arg("http://deb.debian.org/debian"),
-        )?;
-        // The machine's sources (bookworm-security carries the 1.96
-        // rustc-web the builder installs).
-        std::fs::copy(
-            "/etc/apt/sources.list.d/debian.sources",
-            root.join("etc/apt/sources.list.d/debian.sources"),
-        )
-        .context("copying this machine's apt sources into the base")?;
+    // The machine's sources (bookworm-security carries the 1.96
+    // rustc-web the builder installs).
+    let sources = Path::new("/etc/apt/sources.list.d/debian.sources");
+    let digest = output(Command::new("sha256sum").arg(sources))
+        .context("reading this machine's apt sources")?;
+    let copy_sources = |root: &Path| -> Result<()> {
+        std::fs::copy(sources, root.join("etc/apt/sources.list.d/debian.sources"))
+            .context("copying this machine's apt sources into the base")?;
         let _ = std::fs::remove_file(root.join("etc/apt/sources.list"));
-        run_command(
-            Command::new("tar")
-                .arg("-C")
-                .arg(&root)
-                .arg("-cf")
-                .arg(&tarball)
-                .arg("."),
-        )?;
-        std::fs::remove_dir_all(&root)?;
-    }
+        Ok(())
+    };
+    let base = debian_base::Base {
+        cache: Path::new("/var/tmp/collector-image"),
+        options: "--variant=minbase",
+        finish: Some((
+            format!("its apt sources {}", digest.split(' ').next().unwrap_or("")),
+            &copy_sources,
+        )),
+    };
+    let tarball = base.tarball(&run_command)?;
     run_command(podman().arg("import").arg(&tarball).arg(BASE))
 }
 

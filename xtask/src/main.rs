@@ -4,6 +4,7 @@
 //! which `test` and `run` call first, so the README's two commands work from
 //! a clean clone.
 
+mod debian_base;
 mod ebpf_toolchain;
 mod fresh_check;
 mod fuzz;
@@ -153,6 +154,17 @@ pub fn run_command(command: &mut Command) -> Result<()> {
         bail!("{} failed with {status}", describe(command));
     }
     Ok(())
+}
+
+/// A command's standard output; its failure is an error.
+pub fn output(command: &mut Command) -> Result<String> {
+    let out = command
+        .output()
+        .with_context(|| format!("starting {}", describe(command)))?;
+    if !out.status.success() {
+        bail!("{} failed with {}", describe(command), out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn describe(command: &Command) -> String {
