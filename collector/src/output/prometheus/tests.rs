@@ -128,17 +128,7 @@ fn other_control_characters_are_written_as_they_are() {
 
 #[test]
 fn every_family_has_help_then_type_once_before_its_samples() {
-    let text = render(
-        &snapshot(),
-        &HttpStats {
-            connections_rejected: 3,
-            plain_responses: 4,
-            gzip_responses: 5,
-            stalled_responses_cut: 2,
-            evicted_responses_cut: 1,
-            retained_bodies: 1,
-        },
-    );
+    let text = render(&snapshot(), &snapshots::http());
     assert!(text.ends_with('\n'), "the last line is terminated");
     let lines: Vec<&str> = text.lines().collect();
     let mut declared = BTreeSet::new();

@@ -42,18 +42,7 @@ fn identity(snapshot: &Snapshot, interface: &str) -> BTreeMap<String, String> {
 #[test]
 fn render_parses_back_with_a_prometheus_parser_and_values_and_labels_round_trip() {
     let snapshot = snapshot();
-    let text = render_profile(
-        &snapshot,
-        &HttpStats {
-            connections_rejected: 3,
-            plain_responses: 4,
-            gzip_responses: 5,
-            stalled_responses_cut: 2,
-            evicted_responses_cut: 1,
-            retained_bodies: 1,
-        },
-        Profile::Detailed,
-    );
+    let text = render_profile(&snapshot, &snapshots::http(), Profile::Detailed);
     let (samples, types) = parse(&text);
     let sample_lines = text.lines().filter(|l| !l.starts_with('#')).count();
     assert_eq!(samples.len(), sample_lines, "the parser kept every sample");
