@@ -334,26 +334,27 @@ pub fn run(collector: &Path, rounds: usize, seconds: f64, logs: &Path) -> Result
 /// closing detached round, so every attached round has a detached
 /// neighbour on both sides.
 pub fn schedule(cycles: usize) -> Vec<Config> {
-    schedule_of(cycles, &Config::ATTACHED)
+    schedule_of(cycles, Config::Detached, &Config::ATTACHED)
 }
 
-/// [`schedule`] over any list of attached configurations.
-pub fn schedule_of(cycles: usize, attached: &[Config]) -> Vec<Config> {
+/// [`schedule`] over any kinds of rounds: `detached` and a list of
+/// attached ones.
+pub fn schedule_of<T: Copy>(cycles: usize, detached: T, attached: &[T]) -> Vec<T> {
     let mut rounds = Vec::with_capacity(cycles * attached.len() * 2 + 1);
     for cycle in 0..cycles {
         for slot in 0..attached.len() {
-            rounds.push(Config::Detached);
+            rounds.push(detached);
             rounds.push(attached[(cycle + slot) % attached.len()]);
         }
     }
-    rounds.push(Config::Detached);
+    rounds.push(detached);
     rounds
 }
 
-/// A round about to be measured.
-pub struct Slot {
+/// A round about to be measured, of the kind `T` the schedule names.
+pub struct Slot<T> {
     pub index: usize,
-    pub config: Config,
+    pub config: T,
     /// Probe programs loaded after the settling pause (see [`probe_programs_loaded`]).
     pub programs_loaded: Option<usize>,
 }
@@ -362,10 +363,10 @@ pub struct Slot {
 /// runs beside the traffic (a collector, stopped when the value it returns
 /// is dropped, at the latest when `measure` returns); then the machine
 /// settles and `measure` runs the round.
-pub fn run_rounds<S, R>(
-    schedule: &[Config],
-    mut prepare: impl FnMut(usize, Config) -> Result<S>,
-    mut measure: impl FnMut(Slot, S) -> Result<R>,
+pub fn run_rounds<T: Copy, S, R>(
+    schedule: &[T],
+    mut prepare: impl FnMut(usize, T) -> Result<S>,
+    mut measure: impl FnMut(Slot<T>, S) -> Result<R>,
 ) -> Result<Vec<R>> {
     let mut results = Vec::with_capacity(schedule.len());
     for (index, &config) in schedule.iter().enumerate() {

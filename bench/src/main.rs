@@ -62,8 +62,9 @@ struct Args {
     /// Idle window, seconds (the scrape interval is half of it: two scrapes).
     #[arg(long)]
     idle_seconds: Option<f64>,
-    /// Drop-storm cycles: an attached round (drops only) after a detached
-    /// one, and a closing detached round.
+    /// Drop-storm cycles: an attached round as deployed (drops only) and
+    /// one with BPF run-time statistics on, each after a detached round;
+    /// then a closing detached round.
     #[arg(long)]
     storm_pairs: Option<usize>,
     /// Seconds per drop-storm round.
@@ -398,7 +399,7 @@ fn real_main() -> Result<()> {
 
     if args.runs(Phase::Storm) {
         eprintln!(
-            "bench: drop storm: {} drops-only rounds between detached ones, {} s each",
+            "bench: drop storm: {} cycles of drops-only rounds without and with run-time statistics between detached ones, {} s each",
             plan.storm_pairs, plan.storm_seconds
         );
         report.storm = Some(storm::run(
