@@ -16,9 +16,9 @@
 //! round: as deployed, whose rate is the cost, and with the kernel's BPF
 //! run-time statistics on, whose kfree_skb run count and run time give the
 //! program's time per drop and show that it ran for every drop the kernel
-//! counted. The statistics cost every run two clock reads, which can be
-//! more than the program itself, so the rate of those rounds is shown
-//! beside the cost, never taken for it.
+//! counted. The statistics add their own time to every run (clock reads
+//! around it), which can be more than the program's, so the rate of those
+//! rounds is shown beside the cost, never taken for it.
 
 use std::path::Path;
 use std::time::Duration;
