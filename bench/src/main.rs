@@ -76,7 +76,8 @@ struct Args {
     skip_storm: bool,
     #[arg(long)]
     skip_idle: bool,
-    /// Run this phase alone (never copied to --docs), e.g. `--only storm`.
+    /// Run this phase alone, e.g. `--only storm`. Only `storm` is published
+    /// alone (to <docs>/storm/): the other phases belong to the full report.
     #[arg(long, value_enum)]
     only: Option<Phase>,
     /// Do not copy the results to --docs even on a full run.
@@ -417,7 +418,8 @@ fn real_main() -> Result<()> {
     report.load_average_end = sys::loadavg();
     report.duration_seconds = started.elapsed().as_secs_f64();
     report.evaluate_targets();
-    write_outputs(&args, &report, !args.quick && args.only.is_none())?;
+    let publish = !args.quick && matches!(args.only, None | Some(Phase::Storm));
+    write_outputs(&args, &report, publish)?;
     Ok(())
 }
 
@@ -735,7 +737,22 @@ fn write_outputs(args: &Args, report: &Report, full_run: bool) -> Result<()> {
     }
     eprintln!("bench: wrote {}", args.out.display());
     println!("{markdown}");
+    let storm_alone = args.only == Some(Phase::Storm) && report.storm.is_some();
     match &args.docs {
+        // The drop storm measures the one probe that runs per drop, apart
+        // from the scrapes and the datapath: its full run has a report of
+        // its own, so publishing it never replaces the full report's.
+        Some(docs) if full_run && storm_alone && !args.no_publish => {
+            let dir = docs.join("storm");
+            std::fs::create_dir_all(&dir)?;
+            for (name, _) in &files {
+                std::fs::copy(args.out.join(name), dir.join(name))?;
+            }
+            eprintln!(
+                "bench: copied report.md and report.json to {}",
+                dir.display()
+            );
+        }
         Some(docs) if full_run && scraped && !args.no_publish => {
             std::fs::create_dir_all(docs)?;
             for (name, _) in &files {
