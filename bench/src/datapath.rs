@@ -15,6 +15,11 @@
 //! Packets lost between the two sockets (sent - received, e.g. a full
 //! receive buffer) are counted per round: each one is a kfree_skb, which
 //! the drops-only probe pays for while it pays nothing for delivered ones.
+//!
+//! The drop storm (`storm.rs`) runs its rounds on the same pieces: the
+//! veth pair, the schedule and round loop, the collector start, the sender
+//! loop, the run-time statistics and the comparison of each attached round
+//! with the detached rounds beside it.
 
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
@@ -160,13 +165,9 @@ impl Round {
     }
 }
 
-/// One attached configuration against the detached rounds around it.
+/// Rounds of one configuration against the detached rounds around them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Attached {
-    pub label: String,
-    /// The collector's `--ebpf-probes`.
-    pub ebpf_probes: String,
-    pub rounds: usize,
+pub struct Versus {
     pub pps_median: f64,
     pub pps_min_max: (f64, f64),
     /// Each round's packets/s over the mean of the nearest detached round
@@ -180,6 +181,17 @@ pub struct Attached {
     /// Median over the rounds of 1e9/attached - 1e9/neighbouring detached:
     /// extra time per packet on the sender's path.
     pub ns_per_packet: f64,
+}
+
+/// One attached configuration against the detached rounds around it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Attached {
+    pub label: String,
+    /// The collector's `--ebpf-probes`.
+    pub ebpf_probes: String,
+    pub rounds: usize,
+    #[serde(flatten)]
+    pub versus: Versus,
     pub thread_cpu_ns_per_packet: f64,
     pub sent: u64,
     /// Sent but not received over these rounds (each a kfree_skb).
@@ -243,76 +255,57 @@ pub struct ProgramRuntime {
 pub fn run(collector: &Path, rounds: usize, seconds: f64, logs: &Path) -> Result<Datapath> {
     let tx = Netns::create("dptx")?;
     let rx = Netns::create("dprx")?;
-    tx.ip(&[
-        "link", "add", "dpa", "type", "veth", "peer", "name", "dpb", "netns", &rx.name,
-    ])?;
-    tx.ip(&["addr", "add", &format!("{TX_ADDR}/24"), "dev", "dpa"])?;
-    rx.ip(&["addr", "add", &format!("{RX_ADDR}/24"), "dev", "dpb"])?;
-    tx.ip(&["link", "set", "dpa", "up"])?;
-    rx.ip(&["link", "set", "dpb", "up"])?;
-    let (mac_a, mac_b) = (tx.mac("dpa")?, rx.mac("dpb")?);
-    tx.ip(&[
-        "neigh",
-        "replace",
-        RX_ADDR,
-        "lladdr",
-        &mac_b,
-        "dev",
-        "dpa",
-        "nud",
-        "permanent",
-    ])?;
-    rx.ip(&[
-        "neigh",
-        "replace",
-        TX_ADDR,
-        "lladdr",
-        &mac_a,
-        "dev",
-        "dpb",
-        "nud",
-        "permanent",
-    ])?;
+    veth_pair((&tx, "dpa", TX_ADDR), (&rx, "dpb", RX_ADDR))?;
 
-    let mut results = Vec::new();
-    for (index, config) in schedule(rounds).into_iter().enumerate() {
-        sys::check_interrupted()?;
-        let collector_process = match config {
-            Config::Detached => None,
-            _ => Some(start_collector(&tx, collector, logs, index, config)?),
-        };
-        let test_drops = match config {
-            Config::DropsOnly => Some(test_drops(&tx, &rx)?),
-            _ => None,
-        };
-        let before = match config {
-            Config::AllProbes | Config::Classic => Some(probe_tx_packets(&tx)?),
-            _ => None,
-        };
-        // Let the previous round's collector teardown and the load settle.
-        sys::sleep_checked(Duration::from_millis(500))?;
-        let loaded = probe_programs_loaded();
-        let mut round = measure(&tx, &rx, Duration::from_secs_f64(seconds))?;
-        round.index = index;
-        round.attached = config != Config::Detached;
-        round.ebpf_probes = config.ebpf_probes().map(str::to_string);
-        round.ebpf_flavour = config.ebpf_flavour().map(str::to_string);
-        round.probe_programs_loaded = loaded;
-        round.probe_counted_test_drops = test_drops;
-        if let Some(before) = before {
-            round.probe_counted_tx_packets = Some(probe_tx_packets(&tx)?.saturating_sub(before));
-        }
-        drop(collector_process);
-        eprintln!(
-            "bench: datapath round {index} ({}): {:.0} pkt/s sent, {:.0} pkt/s received, {} lost, {:.0} thread-CPU ns/pkt",
-            config.label(),
-            round.sent_pps,
-            round.received_pps,
-            round.lost(),
-            round.thread_cpu_ns_per_packet
-        );
-        results.push(round);
-    }
+    let duration = Duration::from_secs_f64(seconds);
+    let results = run_rounds(
+        &schedule(rounds),
+        |index, config| {
+            let collector_process = match config {
+                Config::Detached => None,
+                _ => Some(start_collector(
+                    &tx,
+                    collector,
+                    &logs.join(format!("datapath-collector-{index}.log")),
+                    config,
+                )?),
+            };
+            let test_drops = match config {
+                Config::DropsOnly => Some(test_drops(&tx, &rx)?),
+                _ => None,
+            };
+            let before = match config {
+                Config::AllProbes | Config::Classic => Some(probe_tx_packets(&tx)?),
+                _ => None,
+            };
+            Ok((collector_process, test_drops, before))
+        },
+        |slot, (collector_process, test_drops, before)| {
+            let config = slot.config;
+            let mut round = measure(&tx, &rx, duration)?;
+            round.index = slot.index;
+            round.attached = config != Config::Detached;
+            round.ebpf_probes = config.ebpf_probes().map(str::to_string);
+            round.ebpf_flavour = config.ebpf_flavour().map(str::to_string);
+            round.probe_programs_loaded = slot.programs_loaded;
+            round.probe_counted_test_drops = test_drops;
+            if let Some(before) = before {
+                round.probe_counted_tx_packets =
+                    Some(probe_tx_packets(&tx)?.saturating_sub(before));
+            }
+            drop(collector_process);
+            eprintln!(
+                "bench: datapath round {} ({}): {:.0} pkt/s sent, {:.0} pkt/s received, {} lost, {:.0} thread-CPU ns/pkt",
+                slot.index,
+                config.label(),
+                round.sent_pps,
+                round.received_pps,
+                round.lost(),
+                round.thread_cpu_ns_per_packet
+            );
+            Ok(round)
+        },
+    )?;
     let mut summary = summarize(results);
     for (index, config) in (summary.rounds.len()..).zip(Config::ATTACHED) {
         sys::check_interrupted()?;
@@ -335,31 +328,96 @@ pub fn run(collector: &Path, rounds: usize, seconds: f64, logs: &Path) -> Result
     Ok(summary)
 }
 
-/// `cycles` rounds of each configuration: detached, then each attached one
-/// (their order rotated every cycle so none always follows the same
+/// `cycles` rounds of each attached configuration, each after a detached
+/// round (their order rotated every cycle so none always follows the same
 /// collector teardown or sits next to the same detached round), and a
-/// closing detached round. Detached rounds also sit between the attached
-/// ones, so every attached round has a detached neighbour on both sides.
+/// closing detached round, so every attached round has a detached
+/// neighbour on both sides.
 pub fn schedule(cycles: usize) -> Vec<Config> {
-    let attached = Config::ATTACHED.len();
-    let mut rounds = Vec::with_capacity(cycles * attached * 2 + 1);
+    schedule_of(cycles, Config::Detached, &Config::ATTACHED)
+}
+
+/// [`schedule`] over any kinds of rounds: `detached` and a list of
+/// attached ones.
+pub fn schedule_of<T: Copy>(cycles: usize, detached: T, attached: &[T]) -> Vec<T> {
+    let mut rounds = Vec::with_capacity(cycles * attached.len() * 2 + 1);
     for cycle in 0..cycles {
-        for slot in 0..attached {
-            rounds.push(Config::Detached);
-            rounds.push(Config::ATTACHED[(cycle + slot) % attached]);
+        for slot in 0..attached.len() {
+            rounds.push(detached);
+            rounds.push(attached[(cycle + slot) % attached.len()]);
         }
     }
-    rounds.push(Config::Detached);
+    rounds.push(detached);
     rounds
 }
 
-fn start_collector(
-    tx: &Netns,
-    collector: &Path,
-    logs: &Path,
-    index: usize,
-    config: Config,
-) -> Result<Server> {
+/// A round about to be measured, of the kind `T` the schedule names.
+pub struct Slot<T> {
+    pub index: usize,
+    pub config: T,
+    /// Probe programs loaded after the settling pause (see [`probe_programs_loaded`]).
+    pub programs_loaded: Option<usize>,
+}
+
+/// Runs the rounds of `schedule` in order. `prepare` starts what the round
+/// runs beside the traffic (a collector, stopped when the value it returns
+/// is dropped, at the latest when `measure` returns); then the machine
+/// settles and `measure` runs the round.
+pub fn run_rounds<T: Copy, S, R>(
+    schedule: &[T],
+    mut prepare: impl FnMut(usize, T) -> Result<S>,
+    mut measure: impl FnMut(Slot<T>, S) -> Result<R>,
+) -> Result<Vec<R>> {
+    let mut results = Vec::with_capacity(schedule.len());
+    for (index, &config) in schedule.iter().enumerate() {
+        sys::check_interrupted()?;
+        let prepared = prepare(index, config)?;
+        // Let the previous round's collector teardown and the load settle.
+        sys::sleep_checked(Duration::from_millis(500))?;
+        let slot = Slot {
+            index,
+            config,
+            programs_loaded: probe_programs_loaded(),
+        };
+        results.push(measure(slot, prepared)?);
+    }
+    Ok(results)
+}
+
+/// A veth pair between two namespaces, each end (namespace, device name,
+/// IPv4 address in a /24) up and addressed, with permanent neighbour
+/// entries so that no ARP runs during a round.
+pub fn veth_pair(a: (&Netns, &str, &str), b: (&Netns, &str, &str)) -> Result<()> {
+    let ((a_ns, a_dev, a_addr), (b_ns, b_dev, b_addr)) = (a, b);
+    a_ns.ip(&[
+        "link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", &b_ns.name,
+    ])?;
+    for (ns, dev, addr) in [a, b] {
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev])?;
+        ns.ip(&["link", "set", dev, "up"])?;
+    }
+    let (a_mac, b_mac) = (a_ns.mac(a_dev)?, b_ns.mac(b_dev)?);
+    for (ns, dev, peer_addr, peer_mac) in
+        [(a_ns, a_dev, b_addr, &b_mac), (b_ns, b_dev, a_addr, &a_mac)]
+    {
+        ns.ip(&[
+            "neigh",
+            "replace",
+            peer_addr,
+            "lladdr",
+            peer_mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])?;
+    }
+    Ok(())
+}
+
+/// `collector serve` in `tx` as `config` asks, checked to run exactly the
+/// configuration's probes in its flavour.
+pub fn start_collector(tx: &Netns, collector: &Path, log: &Path, config: Config) -> Result<Server> {
     let mut args: Vec<String> = [
         "serve",
         "--listen",
@@ -377,15 +435,8 @@ fn start_collector(
     if config == Config::Classic {
         args.extend(["--ebpf-flavour".to_string(), "classic".to_string()]);
     }
-    let log = logs.join(format!("datapath-collector-{index}.log"));
-    let server = Server::start(
-        tx,
-        "collector (datapath)",
-        collector,
-        &args,
-        COLLECTOR_PORT,
-        &log,
-    )?;
+    let label = format!("collector ({})", config.label());
+    let server = Server::start(tx, &label, collector, &args, COLLECTOR_PORT, log)?;
     let text = scrape_collector(tx)?;
     if !text.lines().any(|l| l == "collector_ebpf_enabled 1") {
         bail!(
@@ -460,9 +511,8 @@ fn test_drops(tx: &Netns, rx: &Netns) -> Result<u64> {
     }
 }
 
-/// An attached round with the kernel's BPF run-time statistics enabled
-/// through a BPF_ENABLE_STATS fd (they switch off when it closes, also if
-/// this process dies), reading the collector's own programs' run_time_ns.
+/// An attached round with the kernel's BPF run-time statistics on,
+/// reading the collector's own programs' run_time_ns.
 fn bpf_stats_round(
     tx: &Netns,
     rx: &Netns,
@@ -472,38 +522,12 @@ fn bpf_stats_round(
     index: usize,
     config: Config,
 ) -> Result<BpfStats> {
-    let before_start = probe_programs()?;
-    let server = start_collector(tx, collector, logs, index, config)?;
-    let ours: Vec<u64> = probe_programs()?
-        .into_iter()
-        .filter(|p| !before_start.iter().any(|b| b.0 == p.0))
-        .map(|p| p.0)
-        .collect();
-    if ours.is_empty() {
-        bail!("cannot tell the collector's programs apart (bpftool shows none new)");
-    }
-    // Run-time statistics stay on while this fd is open.
-    let stats_fd =
-        collector::sources::ebpf::run_stats::enable_run_time_stats().context("BPF_ENABLE_STATS")?;
+    let log = logs.join(format!("datapath-collector-{index}.log"));
+    let (server, ours) = start_collector_tracked(tx, collector, &log, config)?;
     sys::sleep_checked(Duration::from_millis(500))?;
-    let start = probe_programs()?;
-    let round = measure(tx, rx, Duration::from_secs_f64(seconds))?;
-    let end = probe_programs()?;
-    drop(stats_fd);
+    let (round, programs) =
+        with_run_time_stats(&ours, || measure(tx, rx, Duration::from_secs_f64(seconds)))?;
     drop(server);
-    let mut programs = Vec::new();
-    for id in ours {
-        let find = |list: &[(u64, String, u64, u64)]| list.iter().find(|p| p.0 == id).cloned();
-        if let (Some(a), Some(b)) = (find(&start), find(&end)) {
-            let runs = b.3.saturating_sub(a.3);
-            programs.push(ProgramRuntime {
-                id,
-                name: b.1,
-                runs,
-                ns_per_run: b.2.saturating_sub(a.2) as f64 / runs.max(1) as f64,
-            });
-        }
-    }
     let total_ns: f64 = programs.iter().map(|p| p.ns_per_run * p.runs as f64).sum();
     eprintln!(
         "bench: BPF statistics round ({}): {:.0} pkt/s, {} lost, the collector's programs ran {:.1} ns per packet ({})",
@@ -526,93 +550,87 @@ fn bpf_stats_round(
     })
 }
 
+/// [`start_collector`], and the ids of the BPF programs it loaded: those
+/// bpftool lists after its start and did not before.
+pub fn start_collector_tracked(
+    tx: &Netns,
+    collector: &Path,
+    log: &Path,
+    config: Config,
+) -> Result<(Server, Vec<u64>)> {
+    let before_start = probe_programs()?;
+    let server = start_collector(tx, collector, log, config)?;
+    let ours: Vec<u64> = probe_programs()?
+        .into_iter()
+        .filter(|p| !before_start.iter().any(|b| b.0 == p.0))
+        .map(|p| p.0)
+        .collect();
+    if ours.is_empty() {
+        bail!("cannot tell the collector's programs apart (bpftool shows none new)");
+    }
+    Ok((server, ours))
+}
+
+/// Runs `f` with the kernel's BPF run-time statistics on, through a
+/// BPF_ENABLE_STATS fd (they switch off when it closes, also if this
+/// process dies); returns what `f` returned and the runs and run time the
+/// programs `ids` gained meanwhile.
+pub fn with_run_time_stats<T>(
+    ids: &[u64],
+    f: impl FnOnce() -> Result<T>,
+) -> Result<(T, Vec<ProgramRuntime>)> {
+    let stats_fd =
+        collector::sources::ebpf::run_stats::enable_run_time_stats().context("BPF_ENABLE_STATS")?;
+    let start = probe_programs()?;
+    let value = f()?;
+    let end = probe_programs()?;
+    drop(stats_fd);
+    let find = |list: &[(u64, String, u64, u64)], id: u64| list.iter().find(|p| p.0 == id).cloned();
+    let programs = ids
+        .iter()
+        .filter_map(|&id| {
+            let (a, b) = (find(&start, id)?, find(&end, id)?);
+            let runs = b.3.saturating_sub(a.3);
+            Some(ProgramRuntime {
+                id,
+                name: b.1,
+                runs,
+                ns_per_run: b.2.saturating_sub(a.2) as f64 / runs.max(1) as f64,
+            })
+        })
+        .collect();
+    Ok((value, programs))
+}
+
 /// Ratios, medians and spread of the rounds (also used by `--render`).
 pub fn summarize(rounds: Vec<Round>) -> Datapath {
-    let min_max = |v: &[f64]| {
-        (
-            v.iter().copied().fold(f64::INFINITY, f64::min),
-            v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        )
-    };
     let of = |config: Config| rounds.iter().filter(move |r| r.config() == config);
     let detached: Vec<f64> = of(Config::Detached).map(|r| r.sent_pps).collect();
     let detached_cpu: Vec<f64> = of(Config::Detached)
         .map(|r| r.thread_cpu_ns_per_packet)
         .collect();
-    let detached_median = median(&detached);
-    // The mean of the nearest detached round on each side that exists.
-    let neighbours = |position: usize| -> Option<f64> {
-        let before = rounds[..position]
-            .iter()
-            .rev()
-            .find(|r| r.config() == Config::Detached);
-        let after = rounds[position + 1..]
-            .iter()
-            .find(|r| r.config() == Config::Detached);
-        let sides: Vec<f64> = before
-            .into_iter()
-            .chain(after)
-            .map(|r| r.sent_pps)
-            .collect();
-        (!sides.is_empty()).then(|| sides.iter().sum::<f64>() / sides.len() as f64)
-    };
+    let rates: Vec<(bool, f64)> = rounds
+        .iter()
+        .map(|r| (r.config() == Config::Detached, r.sent_pps))
+        .collect();
     let attached = |config: Config| -> Option<Attached> {
-        let mut pps = Vec::new();
-        let mut ratios = Vec::new();
-        let mut ns = Vec::new();
-        let mut cpu = Vec::new();
-        let (mut sent, mut lost) = (0, 0);
-        for (position, r) in rounds.iter().enumerate() {
-            if r.config() != config {
-                continue;
-            }
-            pps.push(r.sent_pps);
-            cpu.push(r.thread_cpu_ns_per_packet);
-            sent += r.sent;
-            lost += r.lost();
-            if let Some(d) = neighbours(position) {
-                ratios.push(r.sent_pps / d);
-                ns.push(1e9 / r.sent_pps - 1e9 / d);
-            }
-        }
-        if pps.is_empty() {
-            return None;
-        }
-        let ratio_median = median(&ratios);
-        let (ratio_min, ratio_max) = min_max(&ratios);
+        let versus = Versus::of(&rates, |position| rounds[position].config() == config)?;
+        let cpu: Vec<f64> = of(config).map(|r| r.thread_cpu_ns_per_packet).collect();
         Some(Attached {
             label: config.label().to_string(),
             ebpf_probes: config.ebpf_probes().unwrap_or_default().to_string(),
-            rounds: pps.len(),
-            pps_median: median(&pps),
-            pps_min_max: min_max(&pps),
-            ratios,
-            ratio_median,
-            ratio_min,
-            ratio_max,
-            cost_percent: (1.0 - ratio_median) * 100.0,
-            ns_per_packet: median(&ns),
+            rounds: cpu.len(),
+            versus,
             thread_cpu_ns_per_packet: median(&cpu),
-            sent,
-            lost,
+            sent: of(config).map(|r| r.sent).sum(),
+            lost: of(config).map(|r| r.lost()).sum(),
         })
     };
-    let foreign: Vec<String> = rounds
-        .iter()
-        .filter(|r| match r.probe_programs_loaded {
-            Some(n) => n != r.config().programs(),
-            None => false,
-        })
-        .map(|r| {
-            format!(
-                "round {} ({}) saw {} probe programs, expected {}",
-                r.index,
-                r.config().label(),
-                r.probe_programs_loaded.unwrap_or(0),
-                r.config().programs()
-            )
-        })
-        .collect();
+    let foreign = unexpected_programs(
+        rounds
+            .iter()
+            .map(|r| (r.index, r.config(), r.probe_programs_loaded)),
+    );
     let unproven: Vec<String> = rounds
         .iter()
         .filter_map(|r| match r.config() {
@@ -637,25 +655,96 @@ pub fn summarize(rounds: Vec<Round>) -> Datapath {
         })
         .collect();
     Datapath {
-        detached_pps_median: detached_median,
+        detached_pps_median: median(&detached),
         detached_pps_min_max: min_max(&detached),
         thread_cpu_ns_per_packet_detached: median(&detached_cpu),
         detached_lost: of(Config::Detached).map(|r| r.lost()).sum(),
         all_probes: attached(Config::AllProbes).unwrap_or_default(),
         classic: attached(Config::Classic),
         drops_only: attached(Config::DropsOnly),
-        foreign_probe_warning: (!foreign.is_empty()).then(|| {
-            format!(
-                "other programs with the collector's probe names were loaded, or ours were missing (another collector or test running?): {}",
-                foreign.join(", ")
-            )
-        }),
+        foreign_probe_warning: foreign,
         probe_check_warning: (!unproven.is_empty()).then(|| unproven.join("; ")),
         rounds,
         bpf_stats: None,
         bpf_stats_classic: None,
         bpf_stats_drops_only: None,
     }
+}
+
+impl Versus {
+    /// `rates` holds every round in order: whether it was detached, and its
+    /// rate. Compares the rounds at the positions `chosen` picks; `None`
+    /// when it picks none.
+    pub fn of(rates: &[(bool, f64)], chosen: impl Fn(usize) -> bool) -> Option<Versus> {
+        // The mean of the nearest detached round on each side that exists.
+        let neighbours = |position: usize| -> Option<f64> {
+            let before = rates[..position].iter().rev().find(|r| r.0);
+            let after = rates[position + 1..].iter().find(|r| r.0);
+            let sides: Vec<f64> = before.into_iter().chain(after).map(|r| r.1).collect();
+            (!sides.is_empty()).then(|| sides.iter().sum::<f64>() / sides.len() as f64)
+        };
+        let mut pps = Vec::new();
+        let mut ratios = Vec::new();
+        let mut ns = Vec::new();
+        for (position, &(_, rate)) in rates.iter().enumerate() {
+            if !chosen(position) {
+                continue;
+            }
+            pps.push(rate);
+            if let Some(d) = neighbours(position) {
+                ratios.push(rate / d);
+                ns.push(1e9 / rate - 1e9 / d);
+            }
+        }
+        if pps.is_empty() {
+            return None;
+        }
+        let ratio_median = median(&ratios);
+        let (ratio_min, ratio_max) = min_max(&ratios);
+        Some(Versus {
+            pps_median: median(&pps),
+            pps_min_max: min_max(&pps),
+            ratios,
+            ratio_median,
+            ratio_min,
+            ratio_max,
+            cost_percent: (1.0 - ratio_median) * 100.0,
+            ns_per_packet: median(&ns),
+        })
+    }
+}
+
+/// Smallest and largest value (infinities when there are none).
+pub fn min_max(values: &[f64]) -> (f64, f64) {
+    (
+        values.iter().copied().fold(f64::INFINITY, f64::min),
+        values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    )
+}
+
+/// A warning naming the rounds (index, configuration, probe programs
+/// loaded) that did not see exactly their configuration's programs: a
+/// collector or test of someone else's running beside the bench.
+pub fn unexpected_programs(
+    rounds: impl Iterator<Item = (usize, Config, Option<usize>)>,
+) -> Option<String> {
+    let foreign: Vec<String> = rounds
+        .filter(|&(_, config, loaded)| loaded.is_some_and(|n| n != config.programs()))
+        .map(|(index, config, loaded)| {
+            format!(
+                "round {index} ({}) saw {} probe programs, expected {}",
+                config.label(),
+                loaded.unwrap_or(0),
+                config.programs()
+            )
+        })
+        .collect();
+    (!foreign.is_empty()).then(|| {
+        format!(
+            "other programs with the collector's probe names were loaded, or ours were missing (another collector or test running?): {}",
+            foreign.join(", ")
+        )
+    })
 }
 
 /// network_interface_ebpf_tx_packets_total of dpa, from the collector in `tx`.
@@ -737,7 +826,7 @@ fn measure(tx: &Netns, rx: &Netns, duration: Duration) -> Result<Round> {
             // Both threads reach the barrier even when their setup failed.
             barrier.wait();
             let socket = setup?;
-            let rcvbuf_errors_start = udp_rcvbuf_errors();
+            let rcvbuf_errors_start = snmp_counter("Udp", "RcvbufErrors");
             let cpu_start = thread_cpu();
             let mut received = 0u64;
             let mut buffers = vec![[0u8; 2048]; BATCH];
@@ -759,29 +848,17 @@ fn measure(tx: &Netns, rx: &Netns, duration: Duration) -> Result<Round> {
             }
             let cpu = thread_cpu() - cpu_start;
             let rcvbuf_errors = rcvbuf_errors_start
-                .zip(udp_rcvbuf_errors())
+                .zip(snmp_counter("Udp", "RcvbufErrors"))
                 .map(|(start, end)| end.saturating_sub(start));
             Ok((received, rcvbuf_errors, cpu))
         });
-        let sender = scope.spawn(|| -> Result<(u64, Duration, Duration)> {
+        let sender = scope.spawn(|| -> Result<Sent> {
             let result = (|| {
-                let setup = (|| -> Result<UdpSocket> {
-                    tx.enter()?;
-                    let socket = UdpSocket::bind((TX_ADDR, 0)).context("binding sender")?;
-                    socket.connect((RX_ADDR, PORT))?;
-                    Ok(socket)
-                })();
+                let setup = tx
+                    .enter()
+                    .and_then(|()| sender_socket(TX_ADDR, (RX_ADDR, PORT)));
                 barrier.wait();
-                let socket = setup?;
-                let payload = [0x5au8; PAYLOAD];
-                let cpu_start = thread_cpu();
-                let start = Instant::now();
-                let deadline = start + duration;
-                let mut sent = 0u64;
-                while Instant::now() < deadline {
-                    sent += send_batch(&socket, &payload)? as u64;
-                }
-                Ok((sent, start.elapsed(), thread_cpu() - cpu_start))
+                send_for(&setup?, duration)
             })();
             sender_done.store(true, Ordering::SeqCst);
             result
@@ -792,7 +869,11 @@ fn measure(tx: &Netns, rx: &Netns, duration: Duration) -> Result<Round> {
         let received = receiver
             .join()
             .map_err(|_| anyhow::anyhow!("receiver panicked"))?;
-        let (sent, elapsed, sender_cpu) = sent?;
+        let Sent {
+            datagrams: sent,
+            elapsed,
+            cpu: sender_cpu,
+        } = sent?;
         let (received, udp_rcvbuf_errors, receiver_cpu) = received?;
         let seconds = elapsed.as_secs_f64();
         Ok(Round {
@@ -815,13 +896,54 @@ fn measure(tx: &Netns, rx: &Netns, duration: Duration) -> Result<Round> {
     })
 }
 
-/// Udp RcvbufErrors of the calling thread's network namespace.
-fn udp_rcvbuf_errors() -> Option<u64> {
+/// What one sender thread did in a round.
+pub struct Sent {
+    /// Datagrams sendmmsg took.
+    pub datagrams: u64,
+    pub elapsed: Duration,
+    /// The thread's CPU time, softirq work done in its context included
+    /// unless the kernel accounts softirq time apart.
+    pub cpu: Duration,
+}
+
+/// A UDP socket of the calling thread's namespace, bound to `from` and
+/// connected to `to`.
+pub fn sender_socket(from: &str, to: (&str, u16)) -> Result<UdpSocket> {
+    let socket = UdpSocket::bind((from, 0)).context("binding sender")?;
+    socket.connect(to).context("connecting sender")?;
+    Ok(socket)
+}
+
+/// Sends PAYLOAD-byte datagrams in sendmmsg batches of BATCH for `duration`.
+pub fn send_for(socket: &UdpSocket, duration: Duration) -> Result<Sent> {
+    let payload = [0x5au8; PAYLOAD];
+    let cpu_start = thread_cpu();
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut datagrams = 0u64;
+    while Instant::now() < deadline {
+        datagrams += send_batch(socket, &payload)? as u64;
+    }
+    Ok(Sent {
+        datagrams,
+        elapsed: start.elapsed(),
+        cpu: thread_cpu() - cpu_start,
+    })
+}
+
+/// A counter of the calling thread's network namespace from
+/// /proc/net/snmp, by protocol (`Udp`, `Icmp`, ...) and column name.
+pub fn snmp_counter(protocol: &str, column: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/thread-self/net/snmp").ok()?;
-    let mut udp = text.lines().filter(|l| l.starts_with("Udp: "));
-    let (names, values) = (udp.next()?, udp.next()?);
-    let column = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
-    values.split_whitespace().nth(column)?.parse().ok()
+    parse_snmp(&text, protocol, column)
+}
+
+fn parse_snmp(text: &str, protocol: &str, column: &str) -> Option<u64> {
+    let prefix = format!("{protocol}: ");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let position = names.split_whitespace().position(|n| n == column)?;
+    values.split_whitespace().nth(position)?.parse().ok()
 }
 
 fn set_int_option(socket: &UdpSocket, option: libc::c_int, value: libc::c_int) -> Result<()> {
@@ -934,6 +1056,23 @@ mod tests {
     }
 
     #[test]
+    fn snmp_counters_by_protocol_and_column() {
+        let text = "Icmp: InMsgs OutRateLimitGlobal OutDestUnreachs\n\
+                    Icmp: 1 250000 3\n\
+                    IcmpMsg: InType3\n\
+                    IcmpMsg: 1\n\
+                    Udp: InDatagrams NoPorts RcvbufErrors\n\
+                    Udp: 101 250000 7\n\
+                    UdpLite: InDatagrams NoPorts RcvbufErrors\n\
+                    UdpLite: 0 0 0\n";
+        assert_eq!(parse_snmp(text, "Udp", "NoPorts"), Some(250_000));
+        assert_eq!(parse_snmp(text, "Udp", "RcvbufErrors"), Some(7));
+        assert_eq!(parse_snmp(text, "Icmp", "OutDestUnreachs"), Some(3));
+        assert_eq!(parse_snmp(text, "Udp", "MemErrors"), None);
+        assert_eq!(parse_snmp(text, "Tcp", "InSegs"), None);
+    }
+
+    #[test]
     fn schedule_brackets_every_attached_round() {
         use Config::*;
         assert_eq!(
@@ -959,14 +1098,14 @@ mod tests {
             round(6, Detached, 1_000_000.0),
         ]);
         let all = &summary.all_probes;
-        assert_eq!(all.ratios, vec![0.98, 0.96]);
-        assert!((all.ratio_median - 0.97).abs() < 1e-9);
-        assert!((all.cost_percent - 3.0).abs() < 1e-9);
+        assert_eq!(all.versus.ratios, vec![0.98, 0.96]);
+        assert!((all.versus.ratio_median - 0.97).abs() < 1e-9);
+        assert!((all.versus.cost_percent - 3.0).abs() < 1e-9);
         let ns = ((1e9 / 980_000.0 - 1e3) + (1e9 / 960_000.0 - 1e3)) / 2.0;
-        assert!((all.ns_per_packet - ns).abs() < 1e-6);
+        assert!((all.versus.ns_per_packet - ns).abs() < 1e-6);
         let drops = summary.drops_only.as_ref().unwrap();
-        assert_eq!(drops.ratios, vec![1.0, 0.99]);
-        assert!((drops.cost_percent - 0.5).abs() < 1e-9);
+        assert_eq!(drops.versus.ratios, vec![1.0, 0.99]);
+        assert!((drops.versus.cost_percent - 0.5).abs() < 1e-9);
         assert_eq!(drops.lost, 0);
         assert!(summary.foreign_probe_warning.is_none());
         assert!(summary.probe_check_warning.is_none());
@@ -984,7 +1123,7 @@ mod tests {
         rounds[1].received = 890_000;
         let summary = summarize(rounds);
         let drops = summary.drops_only.unwrap();
-        assert_eq!(drops.ratios, vec![1.0]);
+        assert_eq!(drops.versus.ratios, vec![1.0]);
         assert_eq!(drops.lost, 10_000);
         assert!(summary.foreign_probe_warning.unwrap().contains("round 1"));
     }
@@ -999,7 +1138,7 @@ mod tests {
         // Their probes were classic tracepoints (there was no tp_btf yet).
         assert_eq!(attached.config(), Config::Classic);
         let summary = summarize(vec![round(0, Config::Detached, 1000.0), attached]);
-        assert_eq!(summary.classic.unwrap().ratios, vec![0.98]);
+        assert_eq!(summary.classic.unwrap().versus.ratios, vec![0.98]);
         assert!(summary.drops_only.is_none());
     }
 }

@@ -8,6 +8,7 @@ mod datapath;
 mod report;
 mod scrape;
 mod seed;
+mod storm;
 mod sys;
 
 use std::path::{Path, PathBuf};
@@ -41,8 +42,8 @@ struct Args {
     /// Veth interface counts, ascending (default 100,1000,10000; quick 10,100).
     #[arg(long, value_delimiter = ',')]
     sizes: Option<Vec<usize>>,
-    /// Smoke run: small sizes, few iterations, short datapath and idle phases;
-    /// never copied to --docs.
+    /// Smoke run: small sizes, few iterations, short datapath, storm and
+    /// idle phases; never copied to --docs.
     #[arg(long)]
     quick: bool,
     /// Scrapes per tool and size (after warm-up), unless the time cap ends it first.
@@ -61,10 +62,24 @@ struct Args {
     /// Idle window, seconds (the scrape interval is half of it: two scrapes).
     #[arg(long)]
     idle_seconds: Option<f64>,
+    /// Drop-storm cycles: an attached round as deployed (drops only) and
+    /// one with BPF run-time statistics on, each after a detached round;
+    /// then a closing detached round.
+    #[arg(long)]
+    storm_pairs: Option<usize>,
+    /// Seconds per drop-storm round.
+    #[arg(long)]
+    storm_seconds: Option<f64>,
     #[arg(long)]
     skip_datapath: bool,
     #[arg(long)]
+    skip_storm: bool,
+    #[arg(long)]
     skip_idle: bool,
+    /// Run this phase alone, e.g. `--only storm`. Only `storm` is published
+    /// alone (to <docs>/storm/): the other phases belong to the full report.
+    #[arg(long, value_enum)]
+    only: Option<Phase>,
     /// Do not copy the results to --docs even on a full run.
     #[arg(long)]
     no_publish: bool,
@@ -72,6 +87,28 @@ struct Args {
     /// report.json (e.g. after a change of the report format).
     #[arg(long, value_name = "REPORT_JSON")]
     render: Option<PathBuf>,
+}
+
+/// The parts of a run, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Phase {
+    /// The datapath cost (all configurations).
+    Datapath,
+    /// The drop storm.
+    Storm,
+    /// Scrape latency, CPU and memory of every tool, and the idle window.
+    Scrapes,
+}
+
+impl Args {
+    fn runs(&self, phase: Phase) -> bool {
+        match (self.only, phase) {
+            (Some(only), _) => only == phase,
+            (None, Phase::Datapath) => !self.skip_datapath,
+            (None, Phase::Storm) => !self.skip_storm,
+            (None, Phase::Scrapes) => true,
+        }
+    }
 }
 
 /// File name of the seed document in shared/seeds/.
@@ -100,6 +137,8 @@ struct Plan {
     script_seconds: f64,
     datapath_pairs: usize,
     datapath_seconds: f64,
+    storm_pairs: usize,
+    storm_seconds: f64,
     idle_seconds: f64,
     idle_interval_seconds: f64,
 }
@@ -117,6 +156,8 @@ impl Plan {
                 script_seconds: 10.0,
                 datapath_pairs: 2,
                 datapath_seconds: 1.0,
+                storm_pairs: 2,
+                storm_seconds: 2.0,
                 idle_seconds: 6.0,
                 idle_interval_seconds: 3.0,
             }
@@ -131,6 +172,8 @@ impl Plan {
                 script_seconds: 30.0,
                 datapath_pairs: 4,
                 datapath_seconds: 5.0,
+                storm_pairs: 6,
+                storm_seconds: 5.0,
                 idle_seconds: 60.0,
                 idle_interval_seconds: 30.0,
             }
@@ -151,6 +194,12 @@ impl Plan {
         }
         if let Some(s) = args.datapath_seconds {
             plan.datapath_seconds = s;
+        }
+        if let Some(n) = args.storm_pairs {
+            plan.storm_pairs = n.max(1);
+        }
+        if let Some(s) = args.storm_seconds {
+            plan.storm_seconds = s;
         }
         if let Some(s) = args.idle_seconds {
             plan.idle_seconds = s;
@@ -273,6 +322,9 @@ fn real_main() -> Result<()> {
             summary.bpf_stats_drops_only = old.bpf_stats_drops_only;
             report.datapath = Some(summary);
         }
+        if let Some(old) = report.storm.take() {
+            report.storm = Some(storm::summarize(old.rounds, old.sender_cpu));
+        }
         report.evaluate_targets();
         std::fs::create_dir_all(&args.out)?;
         let publish = !report.quick;
@@ -288,13 +340,15 @@ fn real_main() -> Result<()> {
     std::fs::create_dir_all(&logs)?;
     std::fs::create_dir_all(&tmp)?;
     let script_path = tmp.join("parse_ip_stats.sh");
-    let document = std::fs::read_to_string(&args.seed).with_context(|| {
-        format!(
-            "reading the seed document {} (give its path with --seed)",
-            args.seed.display()
-        )
-    })?;
-    std::fs::write(&script_path, seed::extract_script(&document)?)?;
+    if args.runs(Phase::Scrapes) {
+        let document = std::fs::read_to_string(&args.seed).with_context(|| {
+            format!(
+                "reading the seed document {} (give its path with --seed)",
+                args.seed.display()
+            )
+        })?;
+        std::fs::write(&script_path, seed::extract_script(&document)?)?;
+    }
 
     let mut report = Report {
         command: std::iter::once("bench".to_string())
@@ -321,6 +375,7 @@ fn real_main() -> Result<()> {
         scrapes: Vec::new(),
         script: Vec::new(),
         datapath: None,
+        storm: None,
         idle: None,
         targets: Vec::new(),
         notes: vec![
@@ -330,7 +385,7 @@ fn real_main() -> Result<()> {
         ],
     };
 
-    if !args.skip_datapath {
+    if args.runs(Phase::Datapath) {
         eprintln!(
             "bench: datapath: {} cycles of all probes (tp_btf) / classic / drops-only rounds between detached ones, {} s each",
             plan.datapath_pairs, plan.datapath_seconds
@@ -343,12 +398,28 @@ fn real_main() -> Result<()> {
         )?);
     }
 
-    scrape_phase(&args, &plan, &mut report, &script_path, &logs)?;
+    if args.runs(Phase::Storm) {
+        eprintln!(
+            "bench: drop storm: {} cycles of drops-only rounds without and with run-time statistics between detached ones, {} s each",
+            plan.storm_pairs, plan.storm_seconds
+        );
+        report.storm = Some(storm::run(
+            &args.collector,
+            plan.storm_pairs,
+            plan.storm_seconds,
+            &logs,
+        )?);
+    }
+
+    if args.runs(Phase::Scrapes) {
+        scrape_phase(&args, &plan, &mut report, &script_path, &logs)?;
+    }
 
     report.load_average_end = sys::loadavg();
     report.duration_seconds = started.elapsed().as_secs_f64();
     report.evaluate_targets();
-    write_outputs(&args, &report, !args.quick)?;
+    let publish = !args.quick && matches!(args.only, None | Some(Phase::Storm));
+    write_outputs(&args, &report, publish)?;
     Ok(())
 }
 
@@ -362,15 +433,23 @@ fn preflight(args: &Args) -> Result<()> {
             args.collector.display()
         );
     }
-    if !args.node_exporter.is_file() {
+    if args.runs(Phase::Scrapes) && !args.node_exporter.is_file() {
         bail!(
             "no node_exporter at {}: `apt-get install prometheus-node-exporter` (then `systemctl disable --now prometheus-node-exporter` if you do not want the service)",
             args.node_exporter.display()
         );
     }
-    for tool in ["ip", "bash", "awk", "hostname", "date"] {
+    let mut tools = vec!["ip"];
+    if args.runs(Phase::Scrapes) {
+        tools.extend(["bash", "awk", "hostname", "date"]);
+    }
+    // The storm's program time comes from bpftool's run_time_ns.
+    if args.runs(Phase::Storm) {
+        tools.push("bpftool");
+    }
+    for tool in tools {
         if sys::which(tool).is_none() {
-            bail!("{tool} is not on PATH (parse_ip_stats.sh and the setup need it)");
+            bail!("{tool} is not on PATH (the setup, parse_ip_stats.sh or the storm's program time need it)");
         }
     }
     Ok(())
@@ -650,11 +729,31 @@ fn write_outputs(args: &Args, report: &Report, full_run: bool) -> Result<()> {
         std::fs::write(args.out.join(name), bytes)?;
     }
     let chart_path = args.out.join("scrape-latency.png");
-    chart::draw(report, &chart_path)?;
+    // Without scrapes (e.g. `--only storm`) there is nothing to chart, and
+    // the report is partial: it never replaces the published one.
+    let scraped = !report.scrapes.is_empty();
+    if scraped {
+        chart::draw(report, &chart_path)?;
+    }
     eprintln!("bench: wrote {}", args.out.display());
     println!("{markdown}");
+    let storm_alone = args.only == Some(Phase::Storm) && report.storm.is_some();
     match &args.docs {
-        Some(docs) if full_run && !args.no_publish => {
+        // The drop storm measures the one probe that runs per drop, apart
+        // from the scrapes and the datapath: its full run has a report of
+        // its own, so publishing it never replaces the full report's.
+        Some(docs) if full_run && storm_alone && !args.no_publish => {
+            let dir = docs.join("storm");
+            std::fs::create_dir_all(&dir)?;
+            for (name, _) in &files {
+                std::fs::copy(args.out.join(name), dir.join(name))?;
+            }
+            eprintln!(
+                "bench: copied report.md and report.json to {}",
+                dir.display()
+            );
+        }
+        Some(docs) if full_run && scraped && !args.no_publish => {
             std::fs::create_dir_all(docs)?;
             for (name, _) in &files {
                 std::fs::copy(args.out.join(name), docs.join(name))?;
@@ -666,7 +765,7 @@ fn write_outputs(args: &Args, report: &Report, full_run: bool) -> Result<()> {
             );
         }
         Some(_) => eprintln!(
-            "bench: quick or --no-publish run: {} left unchanged",
+            "bench: quick, partial or --no-publish run: {} left unchanged",
             args.docs
                 .as_ref()
                 .map(|d| d.display().to_string())

@@ -333,19 +333,23 @@ fn include_and_exclude_filter_interfaces_unanchored() {
 fn missing_btf_or_tracefs_degrades_to_netlink_with_one_log_line() {
     require_root();
     let ns = Netns::new("degr");
-    for (variable, value, needle) in [
+    // Without tracefs only the classic programs are lost (the BTF-typed
+    // ones need none: pod_drops.rs), so that case forces them.
+    let cases: [(&[(&str, &str)], &str); 2] = [
         (
-            "COLLECTOR_BTF",
-            "/nonexistent/vmlinux",
+            &[("COLLECTOR_BTF", "/nonexistent/vmlinux")],
             "kernel BTF unavailable",
         ),
         (
-            "COLLECTOR_TRACEFS",
-            "/nonexistent/tracing",
+            &[
+                ("COLLECTOR_TRACEFS", "/nonexistent/tracing"),
+                ("COLLECTOR_EBPF_FLAVOUR", "classic"),
+            ],
             "tracefs unavailable",
         ),
-    ] {
-        let collector = CollectorProcess::start_with_env(&ns, &[(variable, value)], &[]);
+    ];
+    for (env, needle) in cases {
+        let collector = CollectorProcess::start_with_env(&ns, env, &[]);
         let metrics = collector.scrape(&ns);
         assert_eq!(metrics.value("collector_ebpf_enabled", &[]), 0.0);
         assert!(metrics.value("network_interface_stats_mtu", &[("interface", "lo")]) > 0.0);

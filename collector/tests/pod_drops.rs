@@ -8,8 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
@@ -105,26 +104,6 @@ fn nft_counter(ns: &Netns) -> f64 {
     after.split_whitespace().next().unwrap().parse().unwrap()
 }
 
-/// A UDP socket in `ns` with the smallest receive buffer the kernel
-/// allows, never read.
-fn starved_udp_socket(ns: &Netns, address: &str) -> UdpSocket {
-    let address = address.to_string();
-    let socket = ns.run_in(move || UdpSocket::bind(&address).unwrap());
-    let bytes: libc::c_int = 0;
-    // SAFETY: valid socket fd, option value of the declared size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &bytes as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
-    socket
-}
-
 /// No IPv6 in `namespaces`: a link coming up sends router solicitations
 /// and MLD reports, which the other end may drop, and a test comparing
 /// every count of a namespace with one kernel counter must see only what
@@ -133,6 +112,16 @@ fn without_ipv6(namespaces: &[&Netns]) {
     for ns in namespaces {
         ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
     }
+}
+
+/// A node namespace and a CNI results directory with one pod in it, IPv6
+/// off in both namespaces.
+fn node_with_pod(pod: (&str, &str), veth: &str, subnet: u8) -> (Netns, tempfile::TempDir, CniPod) {
+    let node = Netns::new("pdnode");
+    let results = tempfile::tempdir().unwrap();
+    let pod = CniPod::start(&node, results.path(), pod, "azure", veth, subnet);
+    without_ipv6(&[&node, &pod.netns]);
+    (node, results, pod)
 }
 
 fn settle() {
@@ -146,17 +135,8 @@ fn drops_inside_a_pod_are_its_own_by_kernel_reason_exactly() {
 }
 
 fn pod_drops_match_the_kernel(flavour: &str, has_reason: bool) {
-    let node = Netns::new("pdnode");
-    let results = tempfile::tempdir().unwrap();
-    let pod = CniPod::start(
-        &node,
-        results.path(),
-        ("kube-system", "coredns-5d78c9869d-x2x8p"),
-        "azure",
-        "azvpd0",
-        40,
-    );
-    without_ipv6(&[&node, &pod.netns]);
+    let (node, results, pod) =
+        node_with_pod(("kube-system", "coredns-5d78c9869d-x2x8p"), "azvpd0", 40);
     let collector = start(&node, results.path(), flavour);
     let scrape = || pod_drops(&collector.scrape(&node), &pod);
 
@@ -204,7 +184,8 @@ fn pod_drops_match_the_kernel(flavour: &str, has_reason: bool) {
     assert_eq!(netfilter, on_eth0("NETFILTER_DROP", rule_drops, has_reason));
 
     // A DNS-like socket whose receive buffer is full.
-    let _socket = starved_udp_socket(&pod.netns, &format!("{}:5353", pod.pod_address));
+    // The kernel's smallest receive buffer, never read.
+    let _socket = udp_socket(&pod.netns, &format!("{}:5353", pod.pod_address), 0);
     let before = scrape();
     send_udp(
         &node,
@@ -231,16 +212,7 @@ fn drops_in_a_namespace_no_pod_owns_never_reach_a_pod() {
 }
 
 fn namespace_without_pod(flavour: &str) {
-    let node = Netns::new("pdnode");
-    let results = tempfile::tempdir().unwrap();
-    let pod = CniPod::start(
-        &node,
-        results.path(),
-        ("team-a", "web"),
-        "azure",
-        "azvpd1",
-        41,
-    );
+    let (node, results, pod) = node_with_pod(("team-a", "web"), "azvpd1", 41);
     // A sandbox with a veth but no cache file: no pod anyone knows.
     let stray = Netns::new("stray");
     let pair = VethPair::new(&node, "vstray", &stray, "eth0", 42);
@@ -392,17 +364,7 @@ fn drop_map_namespaces(pid: u32) -> std::collections::BTreeSet<u32> {
 fn without_tracefs_the_btf_typed_probe_names_pod_drops_from_btf() {
     require_root();
     let has_reason = kfree_skb_has_reason();
-    let node = Netns::new("pdnode");
-    let results = tempfile::tempdir().unwrap();
-    let pod = CniPod::start(
-        &node,
-        results.path(),
-        ("team-b", "api"),
-        "azure",
-        "azvpd4",
-        45,
-    );
-    without_ipv6(&[&node, &pod.netns]);
+    let (node, results, pod) = node_with_pod(("team-b", "api"), "azvpd4", 45);
     // `ip netns exec` gives the collector a /sys without tracefs, and
     // without CAP_SYS_ADMIN it cannot mount one: nothing but BTF to go by.
     let wrapper = [
@@ -446,17 +408,7 @@ fn without_tracefs_the_btf_typed_probe_names_pod_drops_from_btf() {
 fn snapshot_lists_the_pods_with_most_drops_and_their_reasons() {
     require_root();
     let has_reason = kfree_skb_has_reason();
-    let node = Netns::new("pdnode");
-    let results = tempfile::tempdir().unwrap();
-    let pod = CniPod::start(
-        &node,
-        results.path(),
-        ("team-c", "busy"),
-        "azure",
-        "azvpd5",
-        46,
-    );
-    without_ipv6(&[&node, &pod.netns]);
+    let (node, results, pod) = node_with_pod(("team-c", "busy"), "azvpd5", 46);
     let snapshot = collector_command("ip")
         .args(["netns", "exec", &node.name, COLLECTOR, "snapshot"])
         .args(["--window", "3s", "--format", "table"])

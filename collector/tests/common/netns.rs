@@ -171,13 +171,11 @@ pub fn send_udp(ns: &Netns, destination: &str, count: usize, payload: usize) {
     });
 }
 
-/// A UDP socket bound inside `ns`; counts what arrives.
-pub fn udp_listener(ns: &Netns, address: &str) -> UdpSocket {
+/// A UDP socket bound inside `ns` with a receive buffer of `bytes` (root
+/// may force past rmem_max; 0 gives the kernel's minimum).
+pub fn udp_socket(ns: &Netns, address: &str, bytes: libc::c_int) -> UdpSocket {
     let address = address.to_string();
     let socket = ns.run_in(move || UdpSocket::bind(&address).unwrap());
-    // Room for every datagram a test sends before it reads (root may force
-    // past rmem_max), so counts never depend on the reader keeping up.
-    let bytes: libc::c_int = 16 << 20;
     // SAFETY: valid socket fd, option value of the declared size.
     let rc = unsafe {
         libc::setsockopt(
@@ -189,6 +187,14 @@ pub fn udp_listener(ns: &Netns, address: &str) -> UdpSocket {
         )
     };
     assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+    socket
+}
+
+/// A UDP socket bound inside `ns`; counts what arrives.
+pub fn udp_listener(ns: &Netns, address: &str) -> UdpSocket {
+    // Room for every datagram a test sends before it reads, so counts
+    // never depend on the reader keeping up.
+    let socket = udp_socket(ns, address, 16 << 20);
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();

@@ -43,20 +43,28 @@ pub(crate) fn alert_rules() -> Value {
         .clone()
 }
 
+/// `promtool <args> <file>` must succeed and say SUCCESS.
+fn promtool_succeeds(args: &[&str], file: &Path) {
+    let mut all = args.to_vec();
+    all.push(file.to_str().unwrap());
+    let output = tool("promtool", &all, None);
+    let report = text(&output);
+    assert!(output.status.success(), "promtool {args:?}:\n{report}");
+    assert!(report.contains("SUCCESS"), "{report}");
+}
+
+/// The shipped alert rules, as a rule file in `dir`.
+fn rules_file(dir: &Path) -> PathBuf {
+    let rules = dir.join("rules.json");
+    std::fs::write(&rules, serde_json::to_vec_pretty(&alert_rules()).unwrap()).unwrap();
+    rules
+}
+
 #[test]
 fn alert_rules_pass_promtool() {
     require_python_modules();
     let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.json");
-    std::fs::write(&rules, serde_json::to_vec_pretty(&alert_rules()).unwrap()).unwrap();
-    let output = tool(
-        "promtool",
-        &["check", "rules", rules.to_str().unwrap()],
-        None,
-    );
-    let report = text(&output);
-    assert!(output.status.success(), "promtool check rules:\n{report}");
-    assert!(report.contains("SUCCESS"), "{report}");
+    promtool_succeeds(&["check", "rules"], &rules_file(dir.path()));
 }
 
 /// The alerts about pods and the collector's own health fire on the
@@ -66,8 +74,7 @@ fn alert_rules_pass_promtool() {
 fn pod_and_collector_alerts_fire_on_what_they_name() {
     require_python_modules();
     let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules.json");
-    std::fs::write(&rules, serde_json::to_vec_pretty(&alert_rules()).unwrap()).unwrap();
+    let rules = rules_file(dir.path());
     let pod =
         r#"cluster="c",host="node-1",namespace="kube-system",pod="coredns-1",interface="eth0""#;
     let collector =
@@ -153,14 +160,7 @@ fn pod_and_collector_alerts_fire_on_what_they_name() {
     });
     let test_file = dir.path().join("alerts.test.json");
     std::fs::write(&test_file, serde_json::to_vec_pretty(&tests).unwrap()).unwrap();
-    let output = tool(
-        "promtool",
-        &["test", "rules", test_file.to_str().unwrap()],
-        None,
-    );
-    let report = text(&output);
-    assert!(output.status.success(), "promtool test rules:\n{report}");
-    assert!(report.contains("SUCCESS"), "{report}");
+    promtool_succeeds(&["test", "rules"], &test_file);
 }
 
 pub(crate) fn dashboard() -> Value {

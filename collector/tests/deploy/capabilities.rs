@@ -384,17 +384,43 @@ fn manifest_capabilities_are_sufficient_each_is_needed_and_uid_0_is_required() {
         );
     }
 
-    // uid 0 is what makes tracefs (mode 0700, root's) readable: a non-root
-    // uid with the same capabilities, even as ambient ones, gets no probes.
-    // The mode of a tracefs mounted for the purpose: the host's
-    // /sys/kernel/tracing is only an empty sysfs directory where nothing
-    // mounted tracefs, which would print the wrong mode.
-    let tracefs_mode = with_private_tracefs(|tracefs| std::fs::metadata(tracefs).unwrap());
-    println!(
-        "tracefs mode {:o}",
-        std::os::unix::fs::PermissionsExt::mode(&tracefs_mode.permissions()) & 0o7777
-    );
+    // uid 0 is what reads the CNI result cache (0600 files in a 0700
+    // directory, root's) and, for the classic fallback, tracefs (0700,
+    // root's). Another uid with the same capabilities, even as ambient
+    // ones, loads the BTF-typed probes (they need neither) but names no
+    // pod, and gets no classic probe.
     let (metrics, log) = context.snapshot(&ns, &capabilities, 65534);
+    assert_eq!(metrics.value("collector_ebpf_enabled", &[]), 1.0, "{log}");
+    assert!(
+        metrics
+            .select("network_interface_pod_info", &[])
+            .next()
+            .is_none(),
+        "a pod named without reading its cache file: {log}"
+    );
+    assert!(
+        metrics.value("collector_pod_identity_errors_total", &[("reason", "file")]) >= 1.0,
+        "{log}"
+    );
+    let classic = context
+        .command(
+            &ns,
+            &capabilities,
+            65534,
+            &[
+                "snapshot",
+                "--format",
+                "prometheus",
+                "--window",
+                "0s",
+                "--ebpf-flavour",
+                "classic",
+            ],
+        )
+        .output()
+        .expect("starting confined collector");
+    let log = String::from_utf8_lossy(&classic.stderr);
+    let metrics = Metrics::parse(&String::from_utf8_lossy(&classic.stdout));
     assert_eq!(metrics.value("collector_ebpf_enabled", &[]), 0.0, "{log}");
     assert!(log.contains("tracefs"), "non-root fails on tracefs: {log}");
 }

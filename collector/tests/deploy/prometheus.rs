@@ -277,22 +277,7 @@ fn queries_return_data_from_a_real_prometheus(profile: &[&str]) {
 
     // Inside the pod: a UDP socket that never reads, with the smallest
     // receive buffer, flooded twice (SOCKET_RCVBUFF in the pod's namespace).
-    let starved = pod.netns.run_in(|| {
-        let socket = std::net::UdpSocket::bind("0.0.0.0:5353").unwrap();
-        let size: libc::c_int = 0;
-        // SAFETY: valid socket fd, option value of the declared size.
-        let rc = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&socket),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                &size as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
-        socket
-    });
+    let starved = udp_socket(&pod.netns, "0.0.0.0:5353", 0);
     let in_pod =
         r#"network_pod_drops_total{namespace="shop", pod="web-0", reason="SOCKET_RCVBUFF"}"#;
     send_udp(&ns, &format!("{}:5353", pod.pod_address), 200, 64);
