@@ -252,7 +252,11 @@ pub fn net_dev_start_xmit_btf(ctx: BtfTracePointContext) -> i32 {
 
 /// Namespace and device of a drop, read with helper calls (classic flavour).
 #[inline(always)]
-unsafe fn drop_place(layout: &KernelLayout, skb: *const u8, rx_sk: *const u8) -> Result<(u32, u32), ()> {
+unsafe fn drop_place(
+    layout: &KernelLayout,
+    skb: *const u8,
+    rx_sk: *const u8,
+) -> Result<(u32, u32), ()> {
     let mut netns = NETNS_NONE;
     if !rx_sk.is_null() {
         netns = sock_netns(layout, rx_sk)?;

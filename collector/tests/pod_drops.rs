@@ -9,7 +9,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -201,11 +200,6 @@ fn pod_drops_match_the_kernel(flavour: &str, has_reason: bool) {
     assert_eq!(rcvbuf, on_eth0("SOCKET_RCVBUFF", socket_drops, has_reason));
 }
 
-fn netns_inode(netns: &Netns) -> u32 {
-    let path = format!("/var/run/netns/{}", netns.name);
-    std::fs::metadata(&path).unwrap().ino() as u32
-}
-
 #[test]
 fn drops_in_a_namespace_no_pod_owns_never_reach_a_pod() {
     each_flavour(namespace_without_pod);
@@ -217,7 +211,7 @@ fn namespace_without_pod(flavour: &str) {
     let stray = Netns::new("stray");
     let pair = VethPair::new(&node, "vstray", &stray, "eth0", 42);
     let collector = start(&node, results.path(), flavour);
-    let inode = netns_inode(&stray).to_string();
+    let inode = stray.inode().to_string();
     let stray_drops = |m: &Metrics| -> f64 {
         m.select("network_netns_drops_total", &[("netns", inode.as_str())])
             .map(|s| s.value)
@@ -266,7 +260,7 @@ fn new_pod_on_a_reused_inode(flavour: &str) {
         "azvpd2",
         43,
     );
-    let old_inode = netns_inode(&old.netns);
+    let old_inode = old.netns.inode();
     send_udp(&node, &format!("{}:9", old.pod_address), DATAGRAMS, PAYLOAD);
     settle();
     // Seen once while it lives, so the collector knows its owner.
@@ -287,7 +281,7 @@ fn new_pod_on_a_reused_inode(flavour: &str) {
             &format!("azvpd3{attempt}"),
             44,
         );
-        if netns_inode(&pod.netns) == old_inode {
+        if pod.netns.inode() == old_inode {
             new = Some(pod);
             break;
         }
@@ -311,53 +305,18 @@ fn new_pod_on_a_reused_inode(flavour: &str) {
 
     // The pod deleted for good: the next collection removes its entries
     // from the kernel's map, not only from the output.
-    assert!(drop_map_namespaces(collector.pid()).contains(&old_inode));
+    assert!(drop_map_keys(collector.pid())
+        .iter()
+        .any(|k| k.netns == old_inode));
     drop(new);
     settle();
     collector.scrape(&node);
     assert!(
-        !drop_map_namespaces(collector.pid()).contains(&old_inode),
+        !drop_map_keys(collector.pid())
+            .iter()
+            .any(|k| k.netns == old_inode),
         "entries of a deleted pod's namespace stay in the drop map"
     );
-}
-
-/// The namespaces (inode numbers) in the keys of the drop map a collector
-/// holds, as `bpftool map dump` shows them (the key starts with the inode,
-/// little-endian).
-fn drop_map_namespaces(pid: u32) -> std::collections::BTreeSet<u32> {
-    let mut namespaces = std::collections::BTreeSet::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
-        let fd = fd.unwrap();
-        let is_map = std::fs::read_link(fd.path())
-            .is_ok_and(|target| target.to_string_lossy() == "anon_inode:bpf-map");
-        if !is_map {
-            continue;
-        }
-        let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
-        let text = std::fs::read_to_string(&info).unwrap();
-        let id = text
-            .lines()
-            .find_map(|l| l.strip_prefix("map_id:"))
-            .unwrap_or_else(|| panic!("{info} has no map_id"))
-            .trim()
-            .to_string();
-        let show = run("bpftool", &["-j", "map", "show", "id", &id]);
-        let map: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
-        if map["name"] != "DROPS" {
-            continue;
-        }
-        let dump = run("bpftool", &["-j", "map", "dump", "id", &id]);
-        let entries: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap();
-        for entry in entries.as_array().unwrap() {
-            let byte = |i: usize| {
-                let hex = entry["key"][i].as_str().unwrap().trim_start_matches("0x");
-                u8::from_str_radix(hex, 16).unwrap()
-            };
-            namespaces.insert(u32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)]));
-        }
-        return namespaces;
-    }
-    panic!("collector {pid} holds no DROPS map");
 }
 
 #[test]

@@ -278,3 +278,60 @@ pub fn start_flavour(ns: &super::Netns, flavour: &str, args: &[&str]) -> super::
     }
     collector
 }
+
+/// One key of the drop map: namespace inode, ifindex in it, reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropMapKey {
+    pub netns: u32,
+    pub ifindex: u32,
+    pub reason: u32,
+}
+
+/// The keys of the drop map a collector holds, as `bpftool map dump`
+/// shows them. Read from the kernel, so a test can tell entries of its own
+/// namespaces from those of every other namespace the probe counts in.
+pub fn drop_map_keys(pid: u32) -> Vec<DropMapKey> {
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let fd = fd.unwrap();
+        let is_map = std::fs::read_link(fd.path())
+            .is_ok_and(|target| target.to_string_lossy() == "anon_inode:bpf-map");
+        if !is_map {
+            continue;
+        }
+        let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+        let text = std::fs::read_to_string(&info).unwrap();
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("map_id:"))
+            .unwrap_or_else(|| panic!("{info} has no map_id"))
+            .trim()
+            .to_string();
+        let show = run("bpftool", &["-j", "map", "show", "id", &id]);
+        let map: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+        if map["name"] != "DROPS" {
+            continue;
+        }
+        let dump = run("bpftool", &["-j", "map", "dump", "id", &id]);
+        let entries: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap();
+        return entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| {
+                let word = |at: usize| {
+                    let byte = |i: usize| {
+                        let hex = entry["key"][at + i].as_str().unwrap();
+                        u8::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap()
+                    };
+                    u32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)])
+                };
+                DropMapKey {
+                    netns: word(0),
+                    ifindex: word(4),
+                    reason: word(8),
+                }
+            })
+            .collect();
+    }
+    panic!("collector {pid} holds no DROPS map");
+}

@@ -73,6 +73,21 @@ impl Netns {
     }
 
     /// `ip -s -s -j link` of this namespace, by interface name.
+    /// The namespace's inode number: the kernel's `ns.inum`, which the
+    /// probes key drops by.
+    pub fn inode(&self) -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        let path = format!("/var/run/netns/{}", self.name);
+        std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .ino() as u32
+    }
+
+    /// The ifindex of `interface` in this namespace.
+    pub fn ifindex(&self, interface: &str) -> u32 {
+        self.ip_links()[interface]["ifindex"].as_u64().unwrap() as u32
+    }
+
     pub fn ip_links(&self) -> BTreeMap<String, serde_json::Value> {
         let output = self.ip(&["-s", "-s", "-j", "link", "show"]);
         let links: Vec<serde_json::Value> =
