@@ -24,6 +24,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+mod encoding;
+
 use crate::output::prometheus;
 use crate::share::{Encoding, Scraper, SharedBody};
 
@@ -142,23 +144,15 @@ pub async fn route(scraper: &Arc<Scraper>, request: &Request<Incoming>) -> Respo
     }
 }
 
-/// Whether the request's `Accept-Encoding` admits gzip (RFC 9110 12.5.3:
-/// `gzip` or `*` with a non-zero q-value).
+/// Whether the request's `Accept-Encoding` admits gzip.
 fn accepts_gzip(request: &Request<Incoming>) -> bool {
-    request
-        .headers()
-        .get_all(ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|item| {
-            let mut parts = item.split(';').map(str::trim);
-            let coding = parts.next().unwrap_or_default();
-            let q = parts
-                .find_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
-                .map_or(Some(1.0), |q| q.parse::<f32>().ok());
-            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && q.is_some_and(|q| q > 0.0)
-        })
+    encoding::accepts_gzip(
+        request
+            .headers()
+            .get_all(ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|value| value.to_str().ok()),
+    )
 }
 
 /// Binds `address` (before capabilities are dropped, so a privileged port
