@@ -59,6 +59,8 @@ fn a_name_that_is_not_utf8_hides_no_interface() {
     require_root();
     let ns = Netns::new("utf8");
     add_veth_named(&ns, &[0xff, 0xfe], "okpeer");
+    // The eight characters `\xff\xfe`: legal, and a different interface.
+    add_veth_named(&ns, b"\\xff\\xfe", "lit");
     // An alias that is not UTF-8 either: that attribute is skipped, the link is not.
     let status = Command::new("ip")
         .args(["-n", &ns.name, "link", "set", "dev", "okpeer", "alias"])
@@ -75,8 +77,13 @@ fn a_name_that_is_not_utf8_hides_no_interface() {
         .iter()
         .map(|i| i["name"].as_str().unwrap())
         .collect();
-    // Sorted by name; the policy turns each byte that is not UTF-8 into `\xNN`.
-    assert_eq!(names, ["\\xff\\xfe", "lo", "okpeer"], "{names:?}");
+    // Sorted by name; the policy turns each byte that is not UTF-8 into
+    // `\xNN` and a backslash into `\\`, so the two odd names stay apart.
+    assert_eq!(
+        names,
+        ["\\\\xff\\\\xfe", "\\xff\\xfe", "lit", "lo", "okpeer"],
+        "{names:?}"
+    );
     assert!(snapshot["sources"]["netlink_error"].is_null());
     assert!(snapshot["sources"]["netlink_skipped_attributes_total"].as_u64() >= Some(1));
 
@@ -87,6 +94,8 @@ fn a_name_that_is_not_utf8_hides_no_interface() {
         text.contains("network_interface_stats_mtu{interface=\"\\\\xff\\\\xfe\""),
         "{text:.2000}"
     );
+    let literal = r#"network_interface_stats_mtu{interface="\\\\xff\\\\xfe""#;
+    assert!(text.contains(literal), "{text:.2000}");
     let metrics = Metrics::parse(&text);
     assert_eq!(
         metrics.value("network_interface_stats_mtu", &[("interface", "okpeer")]),
