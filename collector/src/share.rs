@@ -84,7 +84,7 @@ fn gzip(text: &[u8]) -> Bytes {
         .expect("gzip into memory")
 }
 
-type SharedCollection = Shared<BoxFuture<'static, Arc<Collected>>>;
+type SharedCollection = Shared<BoxFuture<'static, Option<Arc<Collected>>>>;
 
 /// Counters of the HTTP layer itself, served beside the snapshot.
 #[derive(Debug, Default)]
@@ -167,8 +167,13 @@ impl Scraper {
         Ok(())
     }
 
-    /// The result of the in-flight collection, or of a new one.
-    pub async fn collect(self: &Arc<Self>) -> Arc<Collected> {
+    /// The result of the in-flight collection, or of a new one; `None` only
+    /// if the collection task itself failed (it never panics by design).
+    ///
+    /// The collection runs in a task of its own, so it completes, records
+    /// its outcome and clears the slot even when every scrape waiting for
+    /// it has gone: a waiter that disconnects strands nothing.
+    pub async fn collect(self: &Arc<Self>) -> Option<Arc<Collected>> {
         let shared = {
             // Held while spawning so the task's own clean-up cannot run
             // before its future is published in the slot.
@@ -176,45 +181,46 @@ impl Scraper {
             match slot.as_ref() {
                 Some((_, shared)) => shared.clone(),
                 None => {
-                    let this = Arc::clone(self);
-                    let shared = async move {
-                        let collector = Arc::clone(&this.collector);
-                        let (http, profile) = (this.http_stats(), this.profile);
-                        let collected = tokio::task::spawn_blocking(move || {
-                            Collected::new(collector.collect(), &http, profile)
-                        })
-                        .await;
-                        this.in_flight
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .take();
-                        // A collection never panics by design; if one did,
-                        // serve what a failed netlink read would, from the
-                        // blocking pool, instead of nothing.
-                        let collected = match collected {
-                            Ok(collected) => collected,
-                            Err(error) => {
-                                tracing::error!(%error, "collection task failed");
-                                let collector = Arc::clone(&this.collector);
-                                let (http, profile) = (this.http_stats(), this.profile);
-                                tokio::task::spawn_blocking(move || {
-                                    Collected::new(collector.collect(), &http, profile)
-                                })
-                                .await
-                                .expect("a second collection after a panic")
-                            }
-                        };
-                        this.record_outcome(&collected.snapshot);
-                        Arc::new(collected)
-                    }
-                    .boxed()
-                    .shared();
+                    let task = tokio::spawn(Arc::clone(self).run_collection());
+                    let shared = async move { task.await.ok().flatten() }.boxed().shared();
                     *slot = Some((Instant::now(), shared.clone()));
                     shared
                 }
             }
         };
         shared.await
+    }
+
+    async fn run_collection(self: Arc<Self>) -> Option<Arc<Collected>> {
+        let collected = self.collect_blocking().await;
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        // If a collection panicked, serve what a failed netlink read would,
+        // from a second one, instead of nothing.
+        let collected = match collected {
+            Ok(collected) => collected,
+            Err(error) => {
+                tracing::error!(%error, "collection task failed");
+                match self.collect_blocking().await {
+                    Ok(collected) => collected,
+                    Err(error) => {
+                        tracing::error!(%error, "the second collection failed too");
+                        return None;
+                    }
+                }
+            }
+        };
+        self.record_outcome(&collected.snapshot);
+        Some(Arc::new(collected))
+    }
+
+    async fn collect_blocking(&self) -> Result<Collected, tokio::task::JoinError> {
+        let collector = Arc::clone(&self.collector);
+        let (http, profile) = (self.http_stats(), self.profile);
+        tokio::task::spawn_blocking(move || Collected::new(collector.collect(), &http, profile))
+            .await
     }
 
     fn record_outcome(&self, snapshot: &Snapshot) {

@@ -106,7 +106,9 @@ pub async fn route(scraper: &Arc<Scraper>, request: &Request<Incoming>) -> Respo
                 Encoding::Identity => &scraper.http.plain_responses,
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            let collected = scraper.collect().await;
+            let Some(collected) = scraper.collect().await else {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "the collection failed\n");
+            };
             if encoding == Encoding::Gzip {
                 let prepare = Arc::clone(&collected);
                 // Compression takes milliseconds: off the async workers.
