@@ -364,6 +364,8 @@ fn start_collector(
         "serve",
         "--listen",
         &format!("127.0.0.1:{COLLECTOR_PORT}"),
+        "--health-listen",
+        &format!("127.0.0.1:{}", COLLECTOR_PORT + 100),
         "--node-name",
         "bench",
     ]

@@ -213,16 +213,29 @@ impl Tool {
 
     fn args(self) -> Vec<String> {
         let listen = format!("127.0.0.1:{}", self.port());
+        // Each collector's health listener beside its own port, so two
+        // collectors never contend for the default one.
+        let health = format!("127.0.0.1:{}", self.port() + 100);
         let list: Vec<&str> = match self {
             Tool::CollectorNoEbpf => vec![
                 "serve",
                 "--listen",
                 &listen,
+                "--health-listen",
+                &health,
                 "--node-name",
                 "bench",
                 "--no-ebpf",
             ],
-            Tool::CollectorEbpf => vec!["serve", "--listen", &listen, "--node-name", "bench"],
+            Tool::CollectorEbpf => vec![
+                "serve",
+                "--listen",
+                &listen,
+                "--health-listen",
+                &health,
+                "--node-name",
+                "bench",
+            ],
             Tool::NodeExporterNetdev => vec![
                 "--web.listen-address",
                 &listen,

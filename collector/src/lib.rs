@@ -13,3 +13,4 @@ pub mod output;
 pub mod privileges;
 pub mod share;
 pub mod sources;
+pub mod web_config;

@@ -1,90 +1,85 @@
-//! HTTP surface: `/metrics`, `/healthz`, `/readyz`, on hyper directly.
+//! HTTP surface on hyper directly: `/metrics`, `/healthz`, `/readyz` on the
+//! main listener (optionally TLS and basic auth), and `/healthz`, `/readyz`
+//! alone on a health listener of their own for the kubelet's probes.
 //!
 //! Three read-only paths need no router framework, and owning the accept
-//! loop and the connection gives what the scrape path must bound: a
-//! connection cap, a header timeout, small socket send buffers, and a cut
-//! for responses whose client stopped reading (see [`StallGuard`]).
+//! loop and the connection gives what a port every pod can reach must
+//! bound: a few connections, each with small kernel buffers, the one quiet
+//! longest given up for a newcomer ([`slots`]), header and stall timeouts,
+//! and resets instead of orphaned sockets ([`stall`]).
 
-use std::convert::Infallible;
-use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod auth;
+mod encoding;
+mod server;
+mod slots;
+mod stall;
+mod tls;
+
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use http_body_util::{Either, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY};
-use hyper::server::conn::http1;
+use hyper::header::{
+    HeaderValue, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, VARY,
+    WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
-mod encoding;
+pub use auth::BasicAuth;
+pub use server::{bind, serve, Endpoint, ListenError, ServerLimits};
+pub use tls::{ReloadingTls, TlsError};
 
 use crate::output::prometheus;
 use crate::share::{Encoding, Scraper, SharedBody};
 
 pub type Body = Either<SharedBody, Full<Bytes>>;
 
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {address}: {source}")]
-pub struct ListenError {
-    pub address: SocketAddr,
-    #[source]
-    pub source: std::io::Error,
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routes {
+    /// `/metrics`, `/healthz` and `/readyz`.
+    All,
+    /// `/healthz` and `/readyz` only: the kubelet's probes.
+    Health,
 }
 
-/// Bounds that keep slow or greedy clients from exhausting the collector.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerLimits {
-    /// Open connections served at once; more are closed on accept.
-    pub max_connections: usize,
-    /// A client must send its request headers within this time.
-    pub header_read_timeout: Duration,
-    /// Longest life of one connection, keep-alive included.
-    pub connection_lifetime: Duration,
-    /// Largest request head (line plus headers) read; bigger ones get 431.
-    pub max_request_bytes: usize,
-    /// A response none of whose bytes the client took for this long is cut.
-    pub write_stall_timeout: Duration,
-    /// Kernel send buffer per connection (the kernel doubles it). Socket
-    /// memory is charged to the pod's memory cgroup, so a client that never
-    /// reads must not be able to park megabytes there.
-    pub send_buffer_bytes: usize,
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        ServerLimits {
-            max_connections: 512,
-            header_read_timeout: Duration::from_secs(5),
-            connection_lifetime: Duration::from_secs(300),
-            max_request_bytes: 16 * 1024,
-            // Prometheus' default scrape timeout: a scraper that has not read
-            // anything for that long has given up on this scrape already.
-            write_stall_timeout: Duration::from_secs(10),
-            send_buffer_bytes: 128 * 1024,
+impl Routes {
+    fn serves(self, path: &str) -> bool {
+        match self {
+            Routes::All => matches!(path, "/metrics" | "/healthz" | "/readyz"),
+            Routes::Health => matches!(path, "/healthz" | "/readyz"),
         }
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
-        body.as_bytes(),
-    ))));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Either::Right(Full::new(body.into())));
     *response.status_mut() = status;
     response
 }
 
-/// GET/HEAD on the three paths; other paths 404, other methods 405.
-pub async fn route(scraper: &Arc<Scraper>, request: &Request<Incoming>) -> Response<Body> {
+/// Basic auth first (as exporter-toolkit does, on every path), then GET or
+/// HEAD on the listener's paths; other paths 404, other methods 405.
+pub async fn route(
+    scraper: &Arc<Scraper>,
+    routes: Routes,
+    auth: Option<&BasicAuth>,
+    request: &Request<Incoming>,
+) -> Response<Body> {
+    if let Some(auth) = auth {
+        let header = request.headers().get(AUTHORIZATION);
+        if !auth.admits(header.map(HeaderValue::as_bytes)).await {
+            let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"collector\""),
+            );
+            return response;
+        }
+    }
     let path = request.uri().path();
-    if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
+    if !routes.serves(path) {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -95,48 +90,13 @@ pub async fn route(scraper: &Arc<Scraper>, request: &Request<Incoming>) -> Respo
         return response;
     }
     match path {
-        "/metrics" => {
-            let encoding = if accepts_gzip(request) {
-                Encoding::Gzip
-            } else {
-                Encoding::Identity
-            };
-            let counter = match encoding {
-                Encoding::Gzip => &scraper.http.gzip_responses,
-                Encoding::Identity => &scraper.http.plain_responses,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            let Some(collected) = scraper.collect().await else {
-                return text(StatusCode::SERVICE_UNAVAILABLE, "the collection failed\n");
-            };
-            if encoding == Encoding::Gzip {
-                let prepare = Arc::clone(&collected);
-                // Compression takes milliseconds: off the async workers.
-                let _ = tokio::task::spawn_blocking(move || {
-                    prepare.encoded(Encoding::Gzip);
-                })
-                .await;
-            }
-            let mut response = Response::new(Either::Left(scraper.body(&collected, encoding)));
-            let headers = response.headers_mut();
-            headers.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(prometheus::CONTENT_TYPE),
-            );
-            headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
-            if encoding == Encoding::Gzip {
-                headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            }
-            response
-        }
+        "/metrics" => metrics(scraper, request).await,
         "/healthz" => match scraper.health() {
             Ok(()) => text(StatusCode::OK, "ok\n"),
-            Err(why) => {
-                let mut response = text(StatusCode::SERVICE_UNAVAILABLE, "");
-                *response.body_mut() =
-                    Either::Right(Full::new(Bytes::from(format!("unhealthy: {why}\n"))));
-                response
-            }
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("unhealthy: {why}\n"),
+            ),
         },
         _ if scraper.is_ready() => text(StatusCode::OK, "ready\n"),
         _ => text(
@@ -146,196 +106,32 @@ pub async fn route(scraper: &Arc<Scraper>, request: &Request<Incoming>) -> Respo
     }
 }
 
-/// Whether the request's `Accept-Encoding` admits gzip.
-fn accepts_gzip(request: &Request<Incoming>) -> bool {
-    encoding::accepts_gzip(
+async fn metrics(scraper: &Arc<Scraper>, request: &Request<Incoming>) -> Response<Body> {
+    let gzip = encoding::accepts_gzip(
         request
             .headers()
             .get_all(ACCEPT_ENCODING)
             .iter()
             .filter_map(|value| value.to_str().ok()),
-    )
-}
-
-/// Binds `address` (before capabilities are dropped, so a privileged port
-/// still works).
-pub async fn bind(address: SocketAddr) -> Result<TcpListener, ListenError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| ListenError { address, source })
-}
-
-/// Serves on `listener` until `shutdown` resolves.
-pub async fn serve(
-    scraper: Arc<Scraper>,
-    listener: TcpListener,
-    limits: ServerLimits,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    if let Ok(bound) = listener.local_addr() {
-        tracing::info!(address = %bound, "serving /metrics, /healthz, /readyz");
-    }
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            scraper
-                .http
-                .connections_rejected
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%peer, "connection limit reached, closing");
-            drop(stream);
-            continue;
-        };
-        let scraper = Arc::clone(&scraper);
-        tokio::spawn(async move {
-            serve_connection(&scraper, stream, limits).await;
-            drop(slot);
-        });
-    }
-}
-
-async fn serve_connection(scraper: &Arc<Scraper>, stream: TcpStream, limits: ServerLimits) {
-    if let Err(error) =
-        socket2::SockRef::from(&stream).set_send_buffer_size(limits.send_buffer_bytes)
-    {
-        tracing::debug!(%error, "cannot bound the send buffer");
-    }
-    let progress = Arc::new(WriteProgress::new());
-    let io = TokioIo::new(StallGuard {
-        inner: stream,
-        progress: Arc::clone(&progress),
-    });
-    let service = {
-        let scraper = Arc::clone(scraper);
-        hyper::service::service_fn(move |request: Request<Incoming>| {
-            let scraper = Arc::clone(&scraper);
-            async move { Ok::<_, Infallible>(route(&scraper, &request).await) }
-        })
+    );
+    let (encoding, counter) = if gzip {
+        (Encoding::Gzip, &scraper.http.gzip_responses)
+    } else {
+        (Encoding::Identity, &scraper.http.plain_responses)
     };
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_request_bytes);
-    let connection = builder.serve_connection(io, service);
-    let stalled = progress.stalled_longer_than(limits.write_stall_timeout);
-    tokio::select! {
-        _ = tokio::time::timeout(limits.connection_lifetime, connection) => {}
-        _ = stalled => {
-            scraper.http.stalled_responses_cut.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("client stopped reading its response, closing");
-        }
+    counter.fetch_add(1, Ordering::Relaxed);
+    let Some(collected) = scraper.collect().await else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "the collection failed\n");
+    };
+    let mut response = Response::new(Either::Left(scraper.body(&collected, encoding)));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(prometheus::CONTENT_TYPE),
+    );
+    headers.insert(VARY, HeaderValue::from_static("accept-encoding"));
+    if encoding == Encoding::Gzip {
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
-}
-
-/// Since when the connection's writes have been waiting for the client.
-struct WriteProgress {
-    epoch: Instant,
-    /// ns since `epoch` plus one when a write began to wait; 0 while none waits.
-    waiting_since: AtomicU64,
-}
-
-impl WriteProgress {
-    fn new() -> Self {
-        WriteProgress {
-            epoch: Instant::now(),
-            waiting_since: AtomicU64::new(0),
-        }
-    }
-
-    fn now(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64 + 1
-    }
-
-    /// Resolves once writes have been waiting for longer than `limit`.
-    async fn stalled_longer_than(&self, limit: Duration) {
-        let tick = (limit / 4).max(Duration::from_millis(10));
-        loop {
-            tokio::time::sleep(tick).await;
-            let since = self.waiting_since.load(Ordering::Relaxed);
-            if since != 0 && Duration::from_nanos(self.now() - since) > limit {
-                return;
-            }
-        }
-    }
-}
-
-/// A TCP stream that records when writes began to wait on a client that
-/// does not read; hyper has no write timeout of its own.
-struct StallGuard {
-    inner: TcpStream,
-    progress: Arc<WriteProgress>,
-}
-
-impl StallGuard {
-    fn note<T>(&self, poll: &Poll<T>) {
-        match poll {
-            Poll::Pending => {
-                let _ = self.progress.waiting_since.compare_exchange(
-                    0,
-                    self.progress.now(),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-            }
-            Poll::Ready(_) => self.progress.waiting_since.store(0, Ordering::Relaxed),
-        }
-    }
-}
-
-impl AsyncRead for StallGuard {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for StallGuard {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.note(&poll);
-        poll
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.note(&poll);
-        poll
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
+    response
 }

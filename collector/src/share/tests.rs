@@ -43,43 +43,56 @@ async fn concurrent_scrapes_share_one_collection_and_one_body() {
         .into_iter()
         .map(Option::unwrap)
         .collect();
-    assert!(all
-        .iter()
-        .all(|c| c.snapshot.sources.collections_total == 1));
+    assert!(all.iter().all(|c| c.collections_total == 1));
     assert!(all.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])));
     // Once it finished, the next scrape collects afresh.
-    assert_eq!(
-        scraper
-            .collect()
-            .await
-            .unwrap()
-            .snapshot
-            .sources
-            .collections_total,
-        2
-    );
+    assert_eq!(scraper.collect().await.unwrap().collections_total, 2);
     assert!(scraper.is_ready());
     assert!(scraper.health().is_ok());
 }
 
+/// `count` links, so the text spans many chunks.
+fn many_links(count: u32) -> crate::collect::LinkSource {
+    Box::new(move || {
+        Ok(LinkDump {
+            links: (1..=count)
+                .map(|ifindex| crate::sources::netlink::Link {
+                    ifindex,
+                    name: format!("veth{ifindex}"),
+                    ..Default::default()
+                })
+                .collect(),
+            ..LinkDump::default()
+        })
+    })
+}
+
 #[tokio::test(flavor = "current_thread")]
-async fn a_body_streams_whole_in_chunks_and_is_released_when_done() {
-    let scraper = scraper_with(one_link(), Duration::from_secs(60));
+async fn a_body_streams_whole_in_chunks_either_encoding_and_is_released_when_done() {
+    let scraper = scraper_with(many_links(300), Duration::from_secs(60));
     let collected = scraper.collect().await.unwrap();
     let body = scraper.body(&collected, Encoding::Identity);
     assert_eq!(scraper.bodies.retained(), 1);
-    let streamed = body.collect().await.expect("not evicted").to_bytes();
-    assert_eq!(streamed, collected.body);
+    let text = body.collect().await.expect("not evicted").to_bytes();
     assert_eq!(scraper.bodies.retained(), 0, "released once read");
+    assert_eq!(text.len(), collected.len(Encoding::Identity));
+    assert!(text.len() > 4 * 32 * 1024, "spans several chunks");
+    let text = std::str::from_utf8(&text).expect("UTF-8");
+    assert!(text.contains("network_interface_stats_mtu{interface=\"veth300\""));
+    assert!(text.ends_with('\n'));
 
-    collected.encoded(Encoding::Gzip);
     let zipped = scraper.body(&collected, Encoding::Gzip);
     let zipped = zipped.collect().await.expect("not evicted").to_bytes();
-    assert!(zipped.len() < collected.body.len(), "compresses");
-    let mut text = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&zipped[..]), &mut text)
-        .expect("valid gzip");
-    assert_eq!(text, collected.body);
+    assert_eq!(zipped.len(), collected.len(Encoding::Gzip));
+    assert!(zipped.len() * 5 < text.len(), "compresses");
+    // A standard gzip reader checks the header, CRC and length.
+    let mut unzipped = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&zipped[..]),
+        &mut unzipped,
+    )
+    .expect("valid gzip");
+    assert_eq!(unzipped, text);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -185,6 +198,6 @@ async fn a_waiter_that_leaves_mid_collection_strands_nothing() {
     assert!(scraper.is_ready(), "its outcome was recorded");
     // The next scrape collects afresh instead of being handed the old one.
     let fresh = scraper.collect().await.expect("collected");
-    assert_eq!(fresh.snapshot.sources.collections_total, 2);
+    assert_eq!(fresh.collections_total, 2);
     assert_eq!(finished.load(Ordering::Relaxed), 2);
 }

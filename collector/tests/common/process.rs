@@ -38,6 +38,8 @@ pub struct CollectorProcess {
     child: Child,
     pub ns_name: String,
     pub port: u16,
+    /// The health listener's port (`--health-listen`).
+    pub health_port: u16,
 }
 
 impl CollectorProcess {
@@ -83,11 +85,20 @@ impl CollectorProcess {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> CollectorProcess {
-        let port = 2112;
+        let (port, health_port) = (2112, 2113);
         let listen = format!("127.0.0.1:{port}");
+        let health = format!("127.0.0.1:{health_port}");
         let mut full = vec!["netns", "exec", ns.name.as_str()];
         full.extend_from_slice(wrapper);
-        full.extend_from_slice(&[COLLECTOR, "--listen", &listen, "--node-name", "test-node"]);
+        full.extend_from_slice(&[
+            COLLECTOR,
+            "--listen",
+            &listen,
+            "--health-listen",
+            &health,
+            "--node-name",
+            "test-node",
+        ]);
         full.extend_from_slice(args);
         let child = collector_command("ip")
             .args(&full)
@@ -104,6 +115,7 @@ impl CollectorProcess {
             child,
             ns_name: ns.name.clone(),
             port,
+            health_port,
         }
     }
 

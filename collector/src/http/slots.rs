@@ -1,0 +1,280 @@
+//! A fixed number of connection slots, and who gives one up when all are
+//! taken: the connection that has been quiet longest.
+//!
+//! Quiet means of no use to anyone right now: waiting for a request head
+//! (slow headers, an idle keep-alive) or for a client that stopped reading
+//! its response. A response being collected or flowing is never quiet. A
+//! scraper's request is in the socket by the time it is accepted, so its
+//! connection turns busy at once and is the last to be given up; hostile
+//! clients holding every slot only ever displace each other.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::Notify;
+
+/// ns since a process-wide epoch, plus one so that 0 can mean "never".
+fn now() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+/// What one connection is doing, shared by its task, its socket wrapper,
+/// its response body and the slots.
+pub struct Activity {
+    /// When a write began to wait for the client; 0 while none waits.
+    waiting_since: AtomicU64,
+    /// When the connection last became idle (accepted, or a response
+    /// done); 0 while a request is being served.
+    idle_since: AtomicU64,
+    /// Set before the connection is dropped for any cut: its socket is
+    /// then reset, not closed gracefully.
+    cut: AtomicBool,
+    evict: Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            waiting_since: AtomicU64::new(0),
+            idle_since: AtomicU64::new(now()),
+            cut: AtomicBool::new(false),
+            evict: Notify::new(),
+        }
+    }
+
+    /// A write is waiting for the client (kept from the first wait on).
+    pub fn write_waits(&self) {
+        let _ = self
+            .waiting_since
+            .compare_exchange(0, now(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// A write went through.
+    pub fn write_done(&self) {
+        self.waiting_since.store(0, Ordering::Relaxed);
+    }
+
+    /// A request head is complete; its response is being made.
+    pub fn busy(&self) {
+        self.idle_since.store(0, Ordering::Relaxed);
+    }
+
+    fn idle(&self) {
+        self.idle_since.store(now(), Ordering::Relaxed);
+    }
+
+    /// Since when the connection has been of no use, if it is not in use.
+    fn quiet_since(&self) -> Option<u64> {
+        let since = [&self.waiting_since, &self.idle_since]
+            .iter()
+            .map(|at| at.load(Ordering::Relaxed))
+            .filter(|at| *at != 0)
+            .min()?;
+        Some(since)
+    }
+
+    pub fn mark_cut(&self) {
+        self.cut.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::Relaxed)
+    }
+
+    /// Resolves (marking the connection cut) once writes have waited for
+    /// longer than `limit`.
+    pub async fn stalled_longer_than(&self, limit: Duration) {
+        let tick = (limit / 4).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(tick).await;
+            let since = self.waiting_since.load(Ordering::Relaxed);
+            if since != 0 && Duration::from_nanos(now().saturating_sub(since)) > limit {
+                self.mark_cut();
+                return;
+            }
+        }
+    }
+
+    /// Resolves (marking the connection cut) once its slot was given to a
+    /// newer connection.
+    pub async fn evicted(&self) {
+        self.evict.notified().await;
+        self.mark_cut();
+    }
+}
+
+/// The slots of one listener.
+pub struct Slots {
+    live: Mutex<Vec<Option<Arc<Activity>>>>,
+}
+
+/// A connection's hold on a slot; released on drop unless it was given away.
+pub struct Slot {
+    slots: Arc<Slots>,
+    index: usize,
+    pub activity: Arc<Activity>,
+}
+
+/// How a new connection got its slot.
+pub enum Admission {
+    Free(Slot),
+    /// The connection quiet longest was told to close for this one.
+    Evicted(Slot),
+    /// Every connection is in use.
+    Full,
+}
+
+impl Slots {
+    pub fn new(count: usize) -> Arc<Self> {
+        Arc::new(Slots {
+            live: Mutex::new(vec![None; count]),
+        })
+    }
+
+    pub fn admit(self: &Arc<Self>) -> Admission {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let activity = Arc::new(Activity::new());
+        let slot = |index| Slot {
+            slots: Arc::clone(self),
+            index,
+            activity: Arc::clone(&activity),
+        };
+        if let Some(index) = live.iter().position(Option::is_none) {
+            live[index] = Some(Arc::clone(&activity));
+            return Admission::Free(slot(index));
+        }
+        let quietest = live
+            .iter()
+            .enumerate()
+            .filter_map(|(index, held)| Some((held.as_ref()?.quiet_since()?, index)))
+            .min();
+        let Some((_, index)) = quietest else {
+            return Admission::Full;
+        };
+        if let Some(previous) = live[index].replace(Arc::clone(&activity)) {
+            previous.evict.notify_one();
+        }
+        Admission::Evicted(slot(index))
+    }
+
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.iter().flatten().count()
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut live = self.slots.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live[self.index]
+            .as_ref()
+            .is_some_and(|held| Arc::ptr_eq(held, &self.activity))
+        {
+            live[self.index] = None;
+        }
+    }
+}
+
+/// A response body that marks its connection busy while it exists.
+pub struct Tracked<B> {
+    inner: B,
+    activity: Arc<Activity>,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(inner: B, activity: Arc<Activity>) -> Self {
+        Tracked { inner, activity }
+    }
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        self.activity.idle();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admitted(admission: Admission) -> (Slot, bool) {
+        match admission {
+            Admission::Free(slot) => (slot, false),
+            Admission::Evicted(slot) => (slot, true),
+            Admission::Full => panic!("no slot"),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_quietest_connection_gives_way_and_busy_ones_never_do() {
+        let slots = Slots::new(3);
+        let (first, _) = admitted(slots.admit());
+        std::thread::sleep(Duration::from_millis(2));
+        let (second, _) = admitted(slots.admit());
+        let (third, _) = admitted(slots.admit());
+        // The first is idle longest: it gives way, and learns it.
+        let (fourth, evicted) = admitted(slots.admit());
+        assert!(evicted);
+        tokio::time::timeout(Duration::from_secs(1), first.activity.evicted())
+            .await
+            .expect("told to close");
+        assert!(first.activity.is_cut());
+        drop(first);
+        assert_eq!(slots.held(), 3, "its slot stays with the newcomer");
+
+        // A response being served is never given up; a stalled one is.
+        for slot in [&second, &third, &fourth] {
+            slot.activity.busy();
+        }
+        assert!(matches!(slots.admit(), Admission::Full));
+        third.activity.write_waits();
+        let (fifth, evicted) = admitted(slots.admit());
+        assert!(evicted);
+        tokio::time::timeout(Duration::from_secs(1), third.activity.evicted())
+            .await
+            .expect("the stalled one was told");
+        drop((second, third, fourth));
+        assert_eq!(slots.held(), 1);
+        drop(fifth);
+        assert_eq!(slots.held(), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stall_is_noticed_after_its_limit_and_progress_resets_it() {
+        let activity = Activity::new();
+        activity.write_waits();
+        let limit = Duration::from_millis(40);
+        let started = Instant::now();
+        activity.stalled_longer_than(limit).await;
+        assert!(started.elapsed() >= limit);
+        assert!(activity.is_cut());
+        activity.write_done();
+        assert_eq!(activity.waiting_since.load(Ordering::Relaxed), 0);
+    }
+}
