@@ -55,26 +55,27 @@ pub enum Encoding {
 }
 
 impl Collected {
-    /// Renders and compresses `snapshot`; blocks for milliseconds, so call
-    /// it off the async workers.
+    /// Renders and compresses `snapshot` a family at a time; blocks for
+    /// milliseconds, so call it off the async workers.
     pub fn new(snapshot: &Snapshot, http: &HttpStats, profile: Profile) -> Self {
-        let text = prometheus::render_profile(snapshot, http, profile);
-        let mut encoder = flate2::write::DeflateEncoder::new(
-            Vec::with_capacity(text.len() / 8),
-            flate2::Compression::fast(),
-        );
-        let deflate = encoder
-            .write_all(text.as_bytes())
-            .and_then(|()| encoder.finish())
-            // Writing into a Vec cannot fail.
-            .expect("deflate into memory");
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
         let mut crc = flate2::Crc::new();
-        crc.update(text.as_bytes());
+        let mut text_len = 0;
+        prometheus::render_pieces(snapshot, http, profile, &mut |piece| {
+            crc.update(piece.as_bytes());
+            text_len += piece.len();
+            // Writing into a Vec cannot fail.
+            encoder
+                .write_all(piece.as_bytes())
+                .expect("deflate into memory");
+        });
+        let deflate = encoder.finish().expect("deflate into memory");
         Collected {
             collections_total: snapshot.sources.collections_total,
             deflate: Bytes::from(deflate),
             crc: crc.sum(),
-            text_len: text.len(),
+            text_len,
         }
     }
 

@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::slots::{Activity, Admission, Slots, Tracked};
+use super::slots::{Activity, Admission, Slot, Slots, Tracked};
 use super::stall::StallGuard;
 use super::{route, BasicAuth, ReloadingTls, Routes};
 use crate::share::Scraper;
@@ -150,19 +150,10 @@ pub async fn serve(scraper: Arc<Scraper>, endpoint: Endpoint) -> std::io::Result
                 continue;
             }
         };
-        let slot = match slots.admit() {
-            Admission::Free(slot) => slot,
-            Admission::Evicted(slot) => {
-                count_rejected(&scraper);
-                tracing::debug!(%peer, "connection limit reached, closing the quietest");
-                slot
-            }
-            Admission::Full => {
-                count_rejected(&scraper);
-                tracing::debug!(%peer, "connection limit reached, every connection busy");
-                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-                continue;
-            }
+        let Some(slot) = admit(&slots, &scraper, site.limits.header_read_timeout).await else {
+            tracing::debug!(%peer, "connection limit reached, every connection busy");
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            continue;
         };
         let (scraper, site) = (Arc::clone(&scraper), Arc::clone(&site));
         tokio::spawn(async move {
@@ -170,6 +161,31 @@ pub async fn serve(scraper: Arc<Scraper>, endpoint: Endpoint) -> std::io::Result
             serve_connection(&scraper, &site, stream, activity).await;
             drop(slot);
         });
+    }
+}
+
+/// A slot for a connection just accepted. When every connection is busy
+/// (collecting or sending a response) the accept loop waits for one to
+/// finish or stall, up to `patience`, while newer handshakes queue in the
+/// kernel's backlog: a busy response is over within a collection, and a
+/// scraper that queued is then served rather than reset.
+async fn admit(slots: &Arc<Slots>, scraper: &Scraper, patience: Duration) -> Option<Slot> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match slots.admit() {
+            Admission::Free(slot) => return Some(slot),
+            Admission::Evicted(slot) => {
+                count_rejected(scraper);
+                return Some(slot);
+            }
+            Admission::Full if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Admission::Full => {
+                count_rejected(scraper);
+                return None;
+            }
+        }
     }
 }
 

@@ -17,6 +17,12 @@ use std::time::{Duration, Instant};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 
+/// How long a connection must have been quiet before it can be given up:
+/// a scraper's response flowing through a full send buffer waits for
+/// moments, never this long, while a client that stopped reading or sends
+/// its head a byte at a time is quiet for good.
+const QUIET_ENOUGH: Duration = Duration::from_millis(250);
+
 /// ns since a process-wide epoch, plus one so that 0 can mean "never".
 fn now() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -28,9 +34,12 @@ fn now() -> u64 {
 pub struct Activity {
     /// When a write began to wait for the client; 0 while none waits.
     waiting_since: AtomicU64,
-    /// When the connection last became idle (accepted, or a response
-    /// done); 0 while a request is being served.
+    /// When the connection last became idle (waiting for a request head,
+    /// or a response done); 0 while a request is being served and from
+    /// accept until a first read finds nothing, so a request already in
+    /// the socket is read before its connection can be given up.
     idle_since: AtomicU64,
+    serving: AtomicBool,
     /// Set before the connection is dropped for any cut: its socket is
     /// then reset, not closed gracefully.
     cut: AtomicBool,
@@ -41,7 +50,8 @@ impl Activity {
     fn new() -> Self {
         Activity {
             waiting_since: AtomicU64::new(0),
-            idle_since: AtomicU64::new(now()),
+            idle_since: AtomicU64::new(0),
+            serving: AtomicBool::new(false),
             cut: AtomicBool::new(false),
             evict: Notify::new(),
         }
@@ -59,12 +69,23 @@ impl Activity {
         self.waiting_since.store(0, Ordering::Relaxed);
     }
 
+    /// A read found nothing to read.
+    pub fn read_waits(&self) {
+        if !self.serving.load(Ordering::Relaxed) {
+            let _ =
+                self.idle_since
+                    .compare_exchange(0, now(), Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
     /// A request head is complete; its response is being made.
     pub fn busy(&self) {
+        self.serving.store(true, Ordering::Relaxed);
         self.idle_since.store(0, Ordering::Relaxed);
     }
 
     fn idle(&self) {
+        self.serving.store(false, Ordering::Relaxed);
         self.idle_since.store(now(), Ordering::Relaxed);
     }
 
@@ -148,10 +169,12 @@ impl Slots {
             live[index] = Some(Arc::clone(&activity));
             return Admission::Free(slot(index));
         }
+        let quiet_before = now().saturating_sub(QUIET_ENOUGH.as_nanos() as u64);
         let quietest = live
             .iter()
             .enumerate()
             .filter_map(|(index, held)| Some((held.as_ref()?.quiet_since()?, index)))
+            .filter(|(since, _)| *since <= quiet_before)
             .min();
         let Some((_, index)) = quietest else {
             return Admission::Full;
@@ -235,9 +258,17 @@ mod tests {
     async fn the_quietest_connection_gives_way_and_busy_ones_never_do() {
         let slots = Slots::new(3);
         let (first, _) = admitted(slots.admit());
-        std::thread::sleep(Duration::from_millis(2));
         let (second, _) = admitted(slots.admit());
         let (third, _) = admitted(slots.admit());
+        // Just accepted, nothing read yet: none can be given up.
+        assert!(matches!(slots.admit(), Admission::Full));
+        first.activity.read_waits();
+        std::thread::sleep(Duration::from_millis(2));
+        second.activity.read_waits();
+        third.activity.read_waits();
+        // Quiet, but not for long enough yet.
+        assert!(matches!(slots.admit(), Admission::Full));
+        std::thread::sleep(QUIET_ENOUGH);
         // The first is idle longest: it gives way, and learns it.
         let (fourth, evicted) = admitted(slots.admit());
         assert!(evicted);
@@ -254,6 +285,7 @@ mod tests {
         }
         assert!(matches!(slots.admit(), Admission::Full));
         third.activity.write_waits();
+        std::thread::sleep(QUIET_ENOUGH);
         let (fifth, evicted) = admitted(slots.admit());
         assert!(evicted);
         tokio::time::timeout(Duration::from_secs(1), third.activity.evicted())
