@@ -17,19 +17,19 @@ use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebConfigError {
-    #[error("cannot read the web config {path}: {source}")]
+    #[error("cannot read the web config {path}")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("web config {path}: {source}")]
+    #[error("web config {path}")]
     Syntax {
         path: PathBuf,
         #[source]
         source: serde_yaml_ng::Error,
     },
-    #[error("web config {path}: basic_auth_users: the hash of user `{user}` is not a bcrypt hash ($2a$, $2b$ or $2y$, cost 4 to 31): {source}")]
+    #[error("web config {path}: basic_auth_users: the hash of user `{user}` is not a bcrypt hash ($2a$, $2b$ or $2y$, cost 4 to 31)")]
     Hash {
         path: PathBuf,
         user: String,

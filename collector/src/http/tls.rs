@@ -22,7 +22,7 @@ use crate::web_config::{ClientAuth, TlsFiles, TlsVersion};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {what} {path}: {source}")]
+    #[error("cannot read {what} {path}")]
     Pem {
         what: &'static str,
         path: PathBuf,
@@ -31,13 +31,13 @@ pub enum TlsError {
     },
     #[error("{what} {path} holds no certificate")]
     NoCertificate { what: &'static str, path: PathBuf },
-    #[error("client CA file {path}: {source}")]
+    #[error("client CA file {path}")]
     ClientCa {
         path: PathBuf,
         #[source]
         source: rustls::server::VerifierBuilderError,
     },
-    #[error("certificate {cert} with key {key}: {source}")]
+    #[error("certificate {cert} with key {key}")]
     Config {
         cert: PathBuf,
         key: PathBuf,
@@ -78,7 +78,12 @@ impl ReloadingTls {
                     current.1 = TlsAcceptor::from(config);
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "TLS files changed but do not load; serving the previous certificate");
+                    let cause = std::error::Error::source(&error).map(ToString::to_string);
+                    tracing::warn!(
+                        %error,
+                        cause = cause.unwrap_or_default(),
+                        "TLS files changed but do not load; serving the previous certificate"
+                    );
                 }
             }
         }

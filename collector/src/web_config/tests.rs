@@ -60,10 +60,21 @@ const BAD: &[(&str, &str)] = &[
     ("tls_server_config:\n  cert_file: ''\n  key_file: k\n", "empty"),
 ];
 
+/// The error and its causes, as the binary prints them.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(&format!(": {next}"));
+        cause = next.source();
+    }
+    text
+}
+
 #[test]
 fn bad_files_are_refused_naming_the_file_and_the_setting() {
     for (text, expected) in BAD {
-        let error = parse(text).expect_err(text).to_string();
+        let error = chain(&parse(text).expect_err(text));
         assert!(error.contains("/etc/collector/web.yml"), "{error}");
         assert!(error.contains(expected), "{text:?}: {error}");
     }
@@ -71,8 +82,6 @@ fn bad_files_are_refused_naming_the_file_and_the_setting() {
 
 #[test]
 fn a_missing_file_is_an_error_naming_it() {
-    let error = WebConfig::load(Path::new("/nonexistent/web.yml"))
-        .expect_err("missing")
-        .to_string();
+    let error = chain(&WebConfig::load(Path::new("/nonexistent/web.yml")).expect_err("missing"));
     assert!(error.contains("/nonexistent/web.yml"), "{error}");
 }

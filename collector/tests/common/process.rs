@@ -72,7 +72,7 @@ impl CollectorProcess {
     pub fn start_unready(ns: &Netns, args: &[&str]) -> CollectorProcess {
         let process = Self::spawn(ns, &[], &[], args);
         let deadline = Instant::now() + start_timeout();
-        while http(ns, process.port, "GET", "/healthz").is_none() {
+        while http(ns, process.health_port, "GET", "/healthz").is_none() {
             assert!(Instant::now() < deadline, "collector never answered");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -119,8 +119,10 @@ impl CollectorProcess {
         }
     }
 
+    /// Ready as the kubelet sees it: on the health listener, which is
+    /// plain HTTP whatever the main listener serves.
     fn wait_ready(&self, ns: &Netns) {
-        wait_for_http_ok(ns, self.port, "/readyz", || {
+        wait_for_http_ok(ns, self.health_port, "/readyz", || {
             format!("collector in {} never became ready", self.ns_name)
         });
     }
