@@ -254,6 +254,13 @@ mod tests {
         }
     }
 
+    async fn told_to_close(slot: &Slot) {
+        tokio::time::timeout(Duration::from_secs(1), slot.activity.evicted())
+            .await
+            .expect("told to close");
+        assert!(slot.activity.is_cut());
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn the_quietest_connection_gives_way_and_busy_ones_never_do() {
         let slots = Slots::new(3);
@@ -272,10 +279,7 @@ mod tests {
         // The first is idle longest: it gives way, and learns it.
         let (fourth, evicted) = admitted(slots.admit());
         assert!(evicted);
-        tokio::time::timeout(Duration::from_secs(1), first.activity.evicted())
-            .await
-            .expect("told to close");
-        assert!(first.activity.is_cut());
+        told_to_close(&first).await;
         drop(first);
         assert_eq!(slots.held(), 3, "its slot stays with the newcomer");
 
@@ -288,9 +292,7 @@ mod tests {
         std::thread::sleep(QUIET_ENOUGH);
         let (fifth, evicted) = admitted(slots.admit());
         assert!(evicted);
-        tokio::time::timeout(Duration::from_secs(1), third.activity.evicted())
-            .await
-            .expect("the stalled one was told");
+        told_to_close(&third).await;
         drop((second, third, fourth));
         assert_eq!(slots.held(), 1);
         drop(fifth);
