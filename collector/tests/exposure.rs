@@ -120,7 +120,7 @@ fn hostile(kind: &Kind, port: u16) -> std::io::Result<Option<TcpStream>> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
     socket.set_recv_buffer_size(4096)?;
     let address: SocketAddr = ([127, 0, 0, 1], port).into();
-    socket.connect_timeout(&address.into(), Duration::from_secs(5))?;
+    socket.connect_timeout(&address.into(), Duration::from_secs(15))?;
     let mut stream: TcpStream = socket.into();
     stream.set_write_timeout(Some(Duration::from_secs(1)))?;
     // The server may cut it while a long pipeline is still being sent.

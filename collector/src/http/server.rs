@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::slots::{Activity, Admission, Slot, Slots, Tracked};
+use super::slots::{Activity, QuietLimits, Slots, Tracked};
 use super::stall::StallGuard;
 use super::{route, BasicAuth, ReloadingTls, Routes};
 use crate::share::Scraper;
@@ -32,7 +32,7 @@ pub struct ListenError {
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
     /// Open connections served at once; a newcomer beyond them takes the
-    /// slot of the connection quiet longest, or is reset if all are busy.
+    /// slot of the connection quiet longest, or waits while all are busy.
     pub max_connections: usize,
     /// A client must send its request headers (and finish a TLS handshake)
     /// within this time.
@@ -51,6 +51,8 @@ pub struct ServerLimits {
     pub receive_buffer_bytes: usize,
     /// Completed handshakes the kernel queues before they are accepted.
     pub backlog: i32,
+    /// When a quiet connection may be given up for a newcomer.
+    pub quiet: QuietLimits,
 }
 
 impl ServerLimits {
@@ -69,7 +71,16 @@ impl ServerLimits {
             // interfaces (about 200 KiB) in a few round trips.
             send_buffer_bytes: 16 * 1024,
             receive_buffer_bytes: 8 * 1024,
-            backlog: 64,
+            // While every slot is busy, newcomers wait here, unaccepted. A
+            // full queue makes the kernel drop handshakes, and some of those
+            // clients are later reset, so it holds a burst of a few hundred
+            // scrapers (each queued handshake holds at most its receive
+            // buffer: 16 KiB).
+            backlog: 256,
+            quiet: QuietLimits {
+                after_a_request: Duration::from_millis(250),
+                before_a_request: Duration::from_secs(1),
+            },
         }
     }
 
@@ -79,7 +90,14 @@ impl ServerLimits {
             max_connections: 8,
             send_buffer_bytes: 4 * 1024,
             receive_buffer_bytes: 4 * 1024,
-            backlog: 16,
+            backlog: 64,
+            // A probe is a request sent right after connecting and an
+            // answer within microseconds: a connection quiet for a tenth
+            // of a second is not one.
+            quiet: QuietLimits {
+                after_a_request: Duration::from_millis(100),
+                before_a_request: Duration::from_millis(100),
+            },
             ..ServerLimits::metrics()
         }
     }
@@ -139,7 +157,7 @@ pub async fn serve(scraper: Arc<Scraper>, endpoint: Endpoint) -> std::io::Result
         };
         tracing::info!(address = %bound, "serving {paths} ({tls}{auth})");
     }
-    let slots = Slots::new(site.limits.max_connections);
+    let slots = Slots::new(site.limits.max_connections, site.limits.quiet);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -150,42 +168,17 @@ pub async fn serve(scraper: Arc<Scraper>, endpoint: Endpoint) -> std::io::Result
                 continue;
             }
         };
-        let Some(slot) = admit(&slots, &scraper, site.limits.header_read_timeout).await else {
-            tracing::debug!(%peer, "connection limit reached, every connection busy");
-            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-            continue;
-        };
+        let (slot, displaced) = slots.wait_for_slot().await;
+        if displaced {
+            count_rejected(&scraper);
+            tracing::debug!(%peer, "connection limit reached, the quietest connection gave way");
+        }
         let (scraper, site) = (Arc::clone(&scraper), Arc::clone(&site));
         tokio::spawn(async move {
             let activity = Arc::clone(&slot.activity);
             serve_connection(&scraper, &site, stream, activity).await;
             drop(slot);
         });
-    }
-}
-
-/// A slot for a connection just accepted. When every connection is busy
-/// (collecting or sending a response) the accept loop waits for one to
-/// finish or stall, up to `patience`, while newer handshakes queue in the
-/// kernel's backlog: a busy response is over within a collection, and a
-/// scraper that queued is then served rather than reset.
-async fn admit(slots: &Arc<Slots>, scraper: &Scraper, patience: Duration) -> Option<Slot> {
-    let deadline = tokio::time::Instant::now() + patience;
-    loop {
-        match slots.admit() {
-            Admission::Free(slot) => return Some(slot),
-            Admission::Evicted(slot) => {
-                count_rejected(scraper);
-                return Some(slot);
-            }
-            Admission::Full if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Admission::Full => {
-                count_rejected(scraper);
-                return None;
-            }
-        }
     }
 }
 

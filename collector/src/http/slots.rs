@@ -17,11 +17,18 @@ use std::time::{Duration, Instant};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 
-/// How long a connection must have been quiet before it can be given up:
-/// a scraper's response flowing through a full send buffer waits for
-/// moments, never this long, while a client that stopped reading or sends
-/// its head a byte at a time is quiet for good.
-const QUIET_ENOUGH: Duration = Duration::from_millis(250);
+/// How long a connection must have been quiet before it can be given up.
+#[derive(Debug, Clone, Copy)]
+pub struct QuietLimits {
+    /// After a request: a response flowing through a full send buffer
+    /// waits for moments, never this long, while a client that stopped
+    /// reading, or an idle keep-alive, is quiet for good.
+    pub after_a_request: Duration,
+    /// Before the first whole request: a client sends it right after
+    /// connecting, but one starved of CPU (or far away) can take a while,
+    /// and is reset if given up.
+    pub before_a_request: Duration,
+}
 
 /// ns since a process-wide epoch, plus one so that 0 can mean "never".
 fn now() -> u64 {
@@ -40,6 +47,8 @@ pub struct Activity {
     /// the socket is read before its connection can be given up.
     idle_since: AtomicU64,
     serving: AtomicBool,
+    /// Whether a request head was ever complete on this connection.
+    requested: AtomicBool,
     /// Set before the connection is dropped for any cut: its socket is
     /// then reset, not closed gracefully.
     cut: AtomicBool,
@@ -52,6 +61,7 @@ impl Activity {
             waiting_since: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
             serving: AtomicBool::new(false),
+            requested: AtomicBool::new(false),
             cut: AtomicBool::new(false),
             evict: Notify::new(),
         }
@@ -80,6 +90,7 @@ impl Activity {
 
     /// A request head is complete; its response is being made.
     pub fn busy(&self) {
+        self.requested.store(true, Ordering::Relaxed);
         self.serving.store(true, Ordering::Relaxed);
         self.idle_since.store(0, Ordering::Relaxed);
     }
@@ -89,14 +100,20 @@ impl Activity {
         self.idle_since.store(now(), Ordering::Relaxed);
     }
 
-    /// Since when the connection has been of no use, if it is not in use.
-    fn quiet_since(&self) -> Option<u64> {
+    /// Since when the connection has been of no use, if it has been for
+    /// long enough to be given up.
+    fn quiet_enough_since(&self, now: u64, limits: QuietLimits) -> Option<u64> {
         let since = [&self.waiting_since, &self.idle_since]
             .iter()
             .map(|at| at.load(Ordering::Relaxed))
             .filter(|at| *at != 0)
             .min()?;
-        Some(since)
+        let enough = if self.requested.load(Ordering::Relaxed) {
+            limits.after_a_request
+        } else {
+            limits.before_a_request
+        };
+        (now.saturating_sub(since) >= enough.as_nanos() as u64).then_some(since)
     }
 
     pub fn mark_cut(&self) {
@@ -132,6 +149,9 @@ impl Activity {
 /// The slots of one listener.
 pub struct Slots {
     live: Mutex<Vec<Option<Arc<Activity>>>>,
+    quiet: QuietLimits,
+    /// Signalled when a connection gives its slot back.
+    released: Notify,
 }
 
 /// A connection's hold on a slot; released on drop unless it was given away.
@@ -142,7 +162,7 @@ pub struct Slot {
 }
 
 /// How a new connection got its slot.
-pub enum Admission {
+enum Admission {
     Free(Slot),
     /// The connection quiet longest was told to close for this one.
     Evicted(Slot),
@@ -151,13 +171,36 @@ pub enum Admission {
 }
 
 impl Slots {
-    pub fn new(count: usize) -> Arc<Self> {
+    pub fn new(count: usize, quiet: QuietLimits) -> Arc<Self> {
         Arc::new(Slots {
             live: Mutex::new(vec![None; count]),
+            quiet,
+            released: Notify::new(),
         })
     }
 
-    pub fn admit(self: &Arc<Self>) -> Admission {
+    /// A slot for a connection just accepted, waiting while every
+    /// connection is busy (newer handshakes queue in the kernel's backlog
+    /// meanwhile, and are never reset for it). The wait ends when a
+    /// connection ends or one has been quiet long enough to give way; a
+    /// busy one is over within a collection, a stall timeout or, at the
+    /// very most, its lifetime. `Some(true)`: another connection gave way.
+    pub async fn wait_for_slot(self: &Arc<Self>) -> (Slot, bool) {
+        loop {
+            match self.admit() {
+                Admission::Free(slot) => return (slot, false),
+                Admission::Evicted(slot) => return (slot, true),
+                Admission::Full => {
+                    tokio::select! {
+                        () = self.released.notified() => {}
+                        () = tokio::time::sleep(self.quiet.after_a_request / 5) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn admit(self: &Arc<Self>) -> Admission {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let activity = Arc::new(Activity::new());
         let slot = |index| Slot {
@@ -169,12 +212,13 @@ impl Slots {
             live[index] = Some(Arc::clone(&activity));
             return Admission::Free(slot(index));
         }
-        let quiet_before = now().saturating_sub(QUIET_ENOUGH.as_nanos() as u64);
+        let now = now();
         let quietest = live
             .iter()
             .enumerate()
-            .filter_map(|(index, held)| Some((held.as_ref()?.quiet_since()?, index)))
-            .filter(|(since, _)| *since <= quiet_before)
+            .filter_map(|(index, held)| {
+                Some((held.as_ref()?.quiet_enough_since(now, self.quiet)?, index))
+            })
             .min();
         let Some((_, index)) = quietest else {
             return Admission::Full;
@@ -200,6 +244,7 @@ impl Drop for Slot {
             .is_some_and(|held| Arc::ptr_eq(held, &self.activity))
         {
             live[self.index] = None;
+            self.slots.released.notify_one();
         }
     }
 }
@@ -246,6 +291,11 @@ impl<B> Drop for Tracked<B> {
 mod tests {
     use super::*;
 
+    const QUIET: QuietLimits = QuietLimits {
+        after_a_request: Duration::from_millis(100),
+        before_a_request: Duration::from_millis(300),
+    };
+
     fn admitted(admission: Admission) -> (Slot, bool) {
         match admission {
             Admission::Free(slot) => (slot, false),
@@ -263,7 +313,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn the_quietest_connection_gives_way_and_busy_ones_never_do() {
-        let slots = Slots::new(3);
+        let slots = Slots::new(3, QUIET);
         let (first, _) = admitted(slots.admit());
         let (second, _) = admitted(slots.admit());
         let (third, _) = admitted(slots.admit());
@@ -273,9 +323,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         second.activity.read_waits();
         third.activity.read_waits();
-        // Quiet, but not for long enough yet.
+        // Quiet, but not for long enough yet: none has sent a request.
+        std::thread::sleep(QUIET.after_a_request);
         assert!(matches!(slots.admit(), Admission::Full));
-        std::thread::sleep(QUIET_ENOUGH);
+        std::thread::sleep(QUIET.before_a_request - QUIET.after_a_request);
         // The first is idle longest: it gives way, and learns it.
         let (fourth, evicted) = admitted(slots.admit());
         assert!(evicted);
@@ -289,7 +340,7 @@ mod tests {
         }
         assert!(matches!(slots.admit(), Admission::Full));
         third.activity.write_waits();
-        std::thread::sleep(QUIET_ENOUGH);
+        std::thread::sleep(QUIET.after_a_request);
         let (fifth, evicted) = admitted(slots.admit());
         assert!(evicted);
         told_to_close(&third).await;
@@ -297,6 +348,28 @@ mod tests {
         assert_eq!(slots.held(), 1);
         drop(fifth);
         assert_eq!(slots.held(), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_newcomer_waits_while_all_are_busy_and_gets_the_first_slot_given_back() {
+        let slots = Slots::new(1, QUIET);
+        let (busy, _) = admitted(slots.admit());
+        busy.activity.busy();
+        let waiting = tokio::spawn({
+            let slots = Arc::clone(&slots);
+            async move { slots.wait_for_slot().await }
+        });
+        tokio::time::sleep(QUIET.before_a_request * 2).await;
+        assert!(
+            !waiting.is_finished(),
+            "a busy connection is never given up"
+        );
+        drop(busy);
+        let (_, displaced) = tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("admitted once the slot was given back")
+            .unwrap();
+        assert!(!displaced);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -23,14 +23,18 @@ use tokio::time::Sleep;
 
 use super::slots::Activity;
 
-/// How often a closing connection looks at its send queue.
+/// How often a closing connection looks at its send queue: soon at first
+/// (on a LAN the last bytes are acknowledged within a millisecond, and the
+/// slot is held meanwhile), then less often.
+const DRAIN_FIRST_POLL: Duration = Duration::from_millis(1);
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 pub struct StallGuard {
     inner: TcpStream,
     activity: Arc<Activity>,
-    /// While a graceful close waits for the send queue to drain.
-    drain: Option<(Pin<Box<Sleep>>, usize)>,
+    /// While a graceful close waits for the send queue to drain: the
+    /// timer, the bytes queued at the last look, the current interval.
+    drain: Option<(Pin<Box<Sleep>>, usize, Duration)>,
 }
 
 /// Bytes in the socket's send queue not yet acknowledged by the peer.
@@ -72,20 +76,22 @@ impl StallGuard {
                 return Poll::Ready(());
             }
             match &mut self.drain {
-                Some((sleep, last)) => {
+                Some((sleep, last, interval)) => {
                     if queued < *last {
                         self.activity.write_done();
                     }
                     *last = queued;
                     self.activity.write_waits();
                     ready!(sleep.as_mut().poll(cx));
+                    *interval = (*interval * 2).min(DRAIN_POLL);
                     sleep
                         .as_mut()
-                        .reset(tokio::time::Instant::now() + DRAIN_POLL);
+                        .reset(tokio::time::Instant::now() + *interval);
                 }
                 None => {
                     self.activity.write_waits();
-                    self.drain = Some((Box::pin(tokio::time::sleep(DRAIN_POLL)), queued));
+                    let sleep = Box::pin(tokio::time::sleep(DRAIN_FIRST_POLL));
+                    self.drain = Some((sleep, queued, DRAIN_FIRST_POLL));
                 }
             }
         }
