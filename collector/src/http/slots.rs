@@ -3,10 +3,11 @@
 //!
 //! Quiet means of no use to anyone right now: waiting for a request head
 //! (slow headers, an idle keep-alive) or for a client that stopped reading
-//! its response. A response being collected or flowing is never quiet. A
-//! scraper's request is in the socket by the time it is accepted, so its
-//! connection turns busy at once and is the last to be given up; hostile
-//! clients holding every slot only ever displace each other.
+//! its response, for longer than the listener's [`QuietLimits`]. A response
+//! being collected or flowing is never quiet. A scraper's request is in the
+//! socket by the time it is accepted, so its connection turns busy at once;
+//! hostile clients holding every slot only ever displace each other, and
+//! while every connection is busy newcomers wait rather than being reset.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
