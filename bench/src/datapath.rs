@@ -422,6 +422,8 @@ pub fn start_collector(tx: &Netns, collector: &Path, log: &Path, config: Config)
         "serve",
         "--listen",
         &format!("127.0.0.1:{COLLECTOR_PORT}"),
+        "--health-listen",
+        &format!("127.0.0.1:{}", COLLECTOR_PORT + 100),
         "--node-name",
         "bench",
     ]

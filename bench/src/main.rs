@@ -262,16 +262,21 @@ impl Tool {
 
     fn args(self) -> Vec<String> {
         let listen = format!("127.0.0.1:{}", self.port());
+        // Each collector's health listener beside its own port, so two
+        // collectors never contend for the default one.
+        let health = format!("127.0.0.1:{}", self.port() + 100);
+        let collector = [
+            "serve",
+            "--listen",
+            &listen,
+            "--health-listen",
+            &health,
+            "--node-name",
+            "bench",
+        ];
         let list: Vec<&str> = match self {
-            Tool::CollectorNoEbpf => vec![
-                "serve",
-                "--listen",
-                &listen,
-                "--node-name",
-                "bench",
-                "--no-ebpf",
-            ],
-            Tool::CollectorEbpf => vec!["serve", "--listen", &listen, "--node-name", "bench"],
+            Tool::CollectorNoEbpf => [&collector[..], &["--no-ebpf"]].concat(),
+            Tool::CollectorEbpf => collector.to_vec(),
             Tool::NodeExporterNetdev => vec![
                 "--web.listen-address",
                 &listen,

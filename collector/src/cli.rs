@@ -75,6 +75,26 @@ pub struct ServeArgs {
         value_name = "ADDR:PORT"
     )]
     pub listen: SocketAddr,
+    /// Address of the health listener: /healthz and /readyz only, plain
+    /// HTTP, with connection slots of its own so the kubelet's probes are
+    /// answered whatever holds the main port. Must differ from --listen.
+    #[arg(
+        long,
+        env = "COLLECTOR_HEALTH_LISTEN",
+        default_value = "0.0.0.0:2113",
+        value_name = "ADDR:PORT"
+    )]
+    pub health_listen: SocketAddr,
+    /// node_exporter's web configuration file (exporter-toolkit format):
+    /// tls_server_config (cert_file, key_file, client_ca_file,
+    /// client_auth_type) and basic_auth_users (bcrypt hashes) for the main
+    /// listener [default: plain HTTP, no authentication].
+    #[arg(
+        long = "web.config.file",
+        env = "COLLECTOR_WEB_CONFIG_FILE",
+        value_name = "FILE"
+    )]
+    pub web_config_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub common: CommonArgs,
 }

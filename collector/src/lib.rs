@@ -14,6 +14,7 @@ pub mod output;
 pub mod privileges;
 pub mod share;
 pub mod sources;
+pub mod web_config;
 
 // The snapshot builders under tests/fixtures/ are shared by the integration
 // tests and the unit tests (included by path); this lets both name the

@@ -15,6 +15,7 @@ use collector::privileges::{self, Kept};
 use collector::share::Scraper;
 use collector::sources::ebpf::{EbpfConfig, EbpfSource};
 use collector::sources::pods::PodSource;
+use collector::web_config::WebConfig;
 
 fn main() -> std::process::ExitCode {
     limit_retained_heap();
@@ -109,16 +110,47 @@ fn build_collector(common: &CommonArgs) -> Collector {
 }
 
 fn serve(args: collector::cli::ServeArgs) -> anyhow::Result<()> {
+    if args.health_listen == args.listen {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("--health-listen {} is the --listen address", args.listen),
+            )
+            .exit();
+    }
+    // Read before anything touches the kernel: a bad file stops the start.
+    let web = match &args.web_config_file {
+        Some(path) => WebConfig::load(path)?,
+        None => WebConfig::default(),
+    };
+    let tls = web
+        .tls
+        .clone()
+        .map(http::ReloadingTls::new)
+        .transpose()?
+        .map(Arc::new);
+    let auth = (!web.users.is_empty()).then(|| Arc::new(http::BasicAuth::new(web.users.clone())));
+    if auth.is_some() && tls.is_none() {
+        tracing::warn!("basic auth without TLS: passwords cross the network in clear text");
+    }
     let collector = Arc::new(build_collector(&args.common));
     // Bound before the capabilities go, so a privileged port still works.
-    let listener =
-        std::net::TcpListener::bind(args.listen).map_err(|source| http::ListenError {
-            address: args.listen,
-            source,
-        })?;
-    listener
-        .set_nonblocking(true)
-        .context("making the listening socket non-blocking")?;
+    let (metrics_limits, health_limits) =
+        (http::ServerLimits::metrics(), http::ServerLimits::health());
+    let main = http::Endpoint {
+        listener: http::bind(args.listen, &metrics_limits)?,
+        routes: http::Routes::All,
+        limits: metrics_limits,
+        tls,
+        auth,
+    };
+    let health = http::Endpoint {
+        listener: http::bind(args.health_listen, &health_limits)?,
+        routes: http::Routes::Health,
+        limits: health_limits,
+        tls: None,
+        auth: None,
+    };
     drop_capabilities(&collector);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -127,23 +159,19 @@ fn serve(args: collector::cli::ServeArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let wedged_after = args.common.netlink_timeout * 2 + std::time::Duration::from_secs(5);
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .context("registering the listening socket")?;
         let scraper = Scraper::new(collector, wedged_after, args.common.profile());
         // Warm-up collection so /readyz turns ready without waiting for Prometheus.
         let warm = Arc::clone(&scraper);
         tokio::spawn(async move {
             warm.collect().await;
         });
-        http::serve(
-            scraper,
-            listener,
-            http::ServerLimits::default(),
-            shutdown_signal(),
-        )
-        .await;
+        let result = tokio::select! {
+            served = http::serve(Arc::clone(&scraper), main) => served.context("serving /metrics"),
+            served = http::serve(scraper, health) => served.context("serving health"),
+            () = shutdown_signal() => Ok(()),
+        };
         tracing::info!("shut down; BPF programs detached");
-        Ok(())
+        result
     })
 }
 

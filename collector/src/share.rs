@@ -2,44 +2,49 @@
 //! slow readers can pin stays bounded.
 //!
 //! A scrape that arrives while a collection runs joins it. Each collection
-//! is rendered once, on the collection thread; every response streams that
-//! body in small copied chunks holding only a weak reference to it. The
-//! bodies with readers are kept alive here, at most [`RETAINED_BODIES`] of
-//! them: when a newer one would exceed that, the oldest is let go and its
-//! remaining readers are cut at their next read. So clients that never read
-//! pin one chunk each, not a whole body each.
+//! is rendered and deflate-compressed once, on the collection thread, and
+//! only the compressed stream is kept: a tenth of the text. Every response
+//! streams it in small chunks, as gzip (header, the stream, trailer) or
+//! inflated on the fly for clients that do not take gzip, holding only a
+//! weak reference to it (see [`body`]). The bodies with readers are kept
+//! alive here, at most [`RETAINED_BODIES`] of them: when a newer one would
+//! exceed that, the oldest is let go and its remaining readers are cut at
+//! their next read. So clients that never read pin one chunk each, not a
+//! whole body each.
+
+mod body;
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
-use hyper::body::{Bytes, Frame, SizeHint};
+use hyper::body::Bytes;
 
 use crate::collect::Collector;
 use crate::model::{HttpStats, Snapshot};
 use crate::output::prometheus::{self, Profile};
 
-/// Bodies with unfinished readers kept at once (about 3 MB each at 1,000
-/// interfaces); more distinct bodies in flight means some client reads far
-/// slower than scrapes arrive.
+pub use body::{BodyError, SharedBody};
+
+/// Bodies with unfinished readers kept at once (a compressed body is about
+/// 60 KiB per 1,000 interfaces); more distinct bodies in flight means some
+/// client reads far slower than scrapes arrive.
 pub const RETAINED_BODIES: usize = 4;
-/// Size of the copies a response streams: what one stalled client pins.
-const CHUNK_BYTES: usize = 32 * 1024;
 /// Consecutive failed netlink collections after which /healthz fails.
 const UNHEALTHY_AFTER_FAILURES: u64 = 3;
 
-/// One collection and its Prometheus text, rendered once for every scrape
-/// that shares it, and gzip-compressed once for the first scraper that
-/// accepts gzip (Prometheus always does).
+/// One collection's Prometheus text, rendered once for every scrape that
+/// shares it and kept only as a raw deflate stream (level 1: repetitive
+/// exposition text compresses about 10x even at the fastest level).
 pub struct Collected {
-    pub snapshot: Snapshot,
-    pub body: Bytes,
-    gzip: OnceLock<Bytes>,
+    /// `collector_collections_total` of this collection.
+    pub collections_total: u64,
+    deflate: Bytes,
+    crc: u32,
+    text_len: usize,
 }
 
 /// How a response carries the body.
@@ -50,41 +55,40 @@ pub enum Encoding {
 }
 
 impl Collected {
-    fn new(snapshot: Snapshot, http: &HttpStats, profile: Profile) -> Self {
-        let body = Bytes::from(prometheus::render_profile(&snapshot, http, profile));
+    /// Renders and compresses `snapshot` a family at a time; blocks for
+    /// milliseconds, so call it off the async workers.
+    pub fn new(snapshot: &Snapshot, http: &HttpStats, profile: Profile) -> Self {
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut crc = flate2::Crc::new();
+        let mut text_len = 0;
+        prometheus::render_pieces(snapshot, http, profile, &mut |piece| {
+            crc.update(piece.as_bytes());
+            text_len += piece.len();
+            // Writing into a Vec cannot fail.
+            encoder
+                .write_all(piece.as_bytes())
+                .expect("deflate into memory");
+        });
+        let deflate = encoder.finish().expect("deflate into memory");
         Collected {
-            snapshot,
-            body,
-            gzip: OnceLock::new(),
+            collections_total: snapshot.sources.collections_total,
+            deflate: Bytes::from(deflate),
+            crc: crc.sum(),
+            text_len,
         }
     }
 
-    /// The body in `encoding`; compressing (once) blocks for a few ms, so
-    /// call it off the async workers.
-    pub fn encoded(&self, encoding: Encoding) -> &Bytes {
+    /// Length of the response body in `encoding`.
+    pub fn len(&self, encoding: Encoding) -> usize {
         match encoding {
-            Encoding::Identity => &self.body,
-            Encoding::Gzip => self.gzip.get_or_init(|| gzip(&self.body)),
+            Encoding::Identity => self.text_len,
+            Encoding::Gzip => body::GZIP_HEADER.len() + self.deflate.len() + body::GZIP_TRAILER,
         }
     }
 }
 
-/// Level 1: repetitive exposition text compresses about 10x even at the
-/// fastest level, and every scrape pays the compression's CPU.
-fn gzip(text: &[u8]) -> Bytes {
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(text.len() / 8),
-        flate2::Compression::fast(),
-    );
-    encoder
-        .write_all(text)
-        .and_then(|()| encoder.finish())
-        .map(Bytes::from)
-        // Writing into a Vec cannot fail.
-        .expect("gzip into memory")
-}
-
-type SharedCollection = Shared<BoxFuture<'static, Arc<Collected>>>;
+type SharedCollection = Shared<BoxFuture<'static, Option<Arc<Collected>>>>;
 
 /// Counters of the HTTP layer itself, served beside the snapshot.
 #[derive(Debug, Default)]
@@ -167,8 +171,13 @@ impl Scraper {
         Ok(())
     }
 
-    /// The result of the in-flight collection, or of a new one.
-    pub async fn collect(self: &Arc<Self>) -> Arc<Collected> {
+    /// The result of the in-flight collection, or of a new one; `None` only
+    /// if the collection task itself failed (it never panics by design).
+    ///
+    /// The collection runs in a task of its own, so it completes, records
+    /// its outcome and clears the slot even when every scrape waiting for
+    /// it has gone: a waiter that disconnects strands nothing.
+    pub async fn collect(self: &Arc<Self>) -> Option<Arc<Collected>> {
         let shared = {
             // Held while spawning so the task's own clean-up cannot run
             // before its future is published in the slot.
@@ -176,39 +185,8 @@ impl Scraper {
             match slot.as_ref() {
                 Some((_, shared)) => shared.clone(),
                 None => {
-                    let this = Arc::clone(self);
-                    let shared = async move {
-                        let collector = Arc::clone(&this.collector);
-                        let (http, profile) = (this.http_stats(), this.profile);
-                        let collected = tokio::task::spawn_blocking(move || {
-                            Collected::new(collector.collect(), &http, profile)
-                        })
-                        .await;
-                        this.in_flight
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .take();
-                        // A collection never panics by design; if one did,
-                        // serve what a failed netlink read would, from the
-                        // blocking pool, instead of nothing.
-                        let collected = match collected {
-                            Ok(collected) => collected,
-                            Err(error) => {
-                                tracing::error!(%error, "collection task failed");
-                                let collector = Arc::clone(&this.collector);
-                                let (http, profile) = (this.http_stats(), this.profile);
-                                tokio::task::spawn_blocking(move || {
-                                    Collected::new(collector.collect(), &http, profile)
-                                })
-                                .await
-                                .expect("a second collection after a panic")
-                            }
-                        };
-                        this.record_outcome(&collected.snapshot);
-                        Arc::new(collected)
-                    }
-                    .boxed()
-                    .shared();
+                    let task = tokio::spawn(Arc::clone(self).run_collection());
+                    let shared = async move { task.await.ok().flatten() }.boxed().shared();
                     *slot = Some((Instant::now(), shared.clone()));
                     shared
                 }
@@ -217,37 +195,73 @@ impl Scraper {
         shared.await
     }
 
-    fn record_outcome(&self, snapshot: &Snapshot) {
-        match &snapshot.sources.netlink_error {
+    async fn run_collection(self: Arc<Self>) -> Option<Arc<Collected>> {
+        let collected = self.collect_blocking().await;
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        // If a collection panicked, serve what a failed netlink read would,
+        // from a second one, instead of nothing.
+        let (collected, netlink_error) = match collected {
+            Ok(collected) => collected,
+            Err(error) => {
+                tracing::error!(%error, "collection task failed");
+                match self.collect_blocking().await {
+                    Ok(collected) => collected,
+                    Err(error) => {
+                        tracing::error!(%error, "the second collection failed too");
+                        return None;
+                    }
+                }
+            }
+        };
+        self.record_outcome(netlink_error);
+        Some(Arc::new(collected))
+    }
+
+    /// A collection, rendered; the snapshot itself is dropped on the
+    /// blocking thread, only its netlink error kept for health.
+    async fn collect_blocking(
+        &self,
+    ) -> Result<(Collected, Option<String>), tokio::task::JoinError> {
+        let collector = Arc::clone(&self.collector);
+        let (http, profile) = (self.http_stats(), self.profile);
+        tokio::task::spawn_blocking(move || {
+            let snapshot = collector.collect();
+            let collected = Collected::new(&snapshot, &http, profile);
+            (collected, snapshot.sources.netlink_error)
+        })
+        .await
+    }
+
+    fn record_outcome(&self, netlink_error: Option<String>) {
+        match netlink_error {
             None => {
                 self.ready.store(true, Ordering::Relaxed);
                 self.consecutive_failures.store(0, Ordering::Relaxed);
             }
             Some(error) => {
                 self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
-                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.clone());
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
             }
         }
     }
 
-    /// A response body streaming `collected`'s text in `encoding` (which
-    /// [`Collected::encoded`] must have prepared).
+    /// A response body streaming `collected` in `encoding`.
     pub fn body(self: &Arc<Self>, collected: &Arc<Collected>, encoding: Encoding) -> SharedBody {
         self.bodies.acquire(collected);
-        SharedBody {
-            collected: Arc::downgrade(collected),
-            registry: Arc::clone(&self.bodies),
-            scraper: Arc::downgrade(self),
+        SharedBody::new(
+            collected,
+            Arc::clone(&self.bodies),
+            Arc::downgrade(self),
             encoding,
-            offset: 0,
-            len: collected.encoded(encoding).len(),
-        }
+        )
     }
 }
-
 /// The bodies that have readers, oldest first, each with its reader count.
 #[derive(Default)]
-struct BodyRegistry {
+pub(crate) struct BodyRegistry {
     live: Mutex<VecDeque<(Arc<Collected>, usize)>>,
 }
 
@@ -282,62 +296,6 @@ impl BodyRegistry {
 
     fn retained(&self) -> usize {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-}
-
-/// The error that ends a response whose body was let go (see module docs).
-#[derive(Debug, thiserror::Error)]
-#[error("response body evicted: this client read slower than {RETAINED_BODIES} newer scrapes")]
-pub struct BodyEvicted;
-
-/// A response streaming a shared body in copied chunks.
-pub struct SharedBody {
-    collected: Weak<Collected>,
-    registry: Arc<BodyRegistry>,
-    scraper: Weak<Scraper>,
-    encoding: Encoding,
-    offset: usize,
-    len: usize,
-}
-
-impl hyper::body::Body for SharedBody {
-    type Data = Bytes;
-    type Error = BodyEvicted;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyEvicted>>> {
-        if self.offset >= self.len {
-            return Poll::Ready(None);
-        }
-        let Some(collected) = self.collected.upgrade() else {
-            if let Some(scraper) = self.scraper.upgrade() {
-                scraper
-                    .http
-                    .evicted_responses_cut
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            return Poll::Ready(Some(Err(BodyEvicted)));
-        };
-        let end = (self.offset + CHUNK_BYTES).min(self.len);
-        let chunk = Bytes::copy_from_slice(&collected.encoded(self.encoding)[self.offset..end]);
-        self.offset = end;
-        Poll::Ready(Some(Ok(Frame::data(chunk))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.offset >= self.len
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact((self.len - self.offset) as u64)
-    }
-}
-
-impl Drop for SharedBody {
-    fn drop(&mut self) {
-        self.registry.release(&self.collected);
     }
 }
 

@@ -98,6 +98,8 @@ struct PodRun {
     seccomp: String,
     grace: Duration,
     port: u16,
+    /// The port the kubelet's probes use (the health listener's).
+    probe_port: u16,
     readiness: String,
     liveness: String,
     /// hostPath volumes of `type: Directory` (must exist) and without a type
@@ -345,13 +347,24 @@ impl PodRun {
         }
 
         let ports = container["ports"].as_array().expect("ports");
-        let port = ports[0]["containerPort"].as_u64().expect("containerPort") as u16;
+        let port_named = |name: &Value| {
+            ports
+                .iter()
+                .find(|p| &p["name"] == name)
+                .unwrap_or_else(|| panic!("no container port named {name}"))["containerPort"]
+                .as_u64()
+                .expect("containerPort") as u16
+        };
+        let port = port_named(&"metrics".into());
+        let probe_port = port_named(&container["livenessProbe"]["httpGet"]["port"]);
         let probe_path = |probe: &str| {
             let get = &container[probe]["httpGet"];
             assert_eq!(
-                get["port"], ports[0]["name"],
-                "{probe} uses the metrics port"
+                port_named(&get["port"]),
+                probe_port,
+                "both probes use the health port"
             );
+            assert_ne!(probe_port, port, "{probe} is not on the metrics port");
             string(&get["path"], "probe path")
         };
         PodRun {
@@ -365,6 +378,7 @@ impl PodRun {
             seccomp,
             grace: Duration::from_secs(pod["terminationGracePeriodSeconds"].as_u64().unwrap_or(30)),
             port,
+            probe_port,
             readiness: probe_path("readinessProbe"),
             liveness: probe_path("livenessProbe"),
             host_dirs,
@@ -582,7 +596,7 @@ impl Container {
 
     fn wait_ready(&self, node: &Netns, run: &PodRun) {
         let deadline = Instant::now() + start_timeout() * 3;
-        while http(node, run.port, "GET", &run.readiness).map(|(s, _)| s) != Some(200) {
+        while http(node, run.probe_port, "GET", &run.readiness).map(|(s, _)| s) != Some(200) {
             assert!(
                 Instant::now() < deadline,
                 "container {} not ready on {} after {:?}; logs:\n{}",
@@ -593,7 +607,7 @@ impl Container {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let live = http(node, run.port, "GET", &run.liveness).map(|(s, _)| s);
+        let live = http(node, run.probe_port, "GET", &run.liveness).map(|(s, _)| s);
         assert_eq!(live, Some(200), "liveness {}", run.liveness);
     }
 
@@ -864,6 +878,7 @@ fn every_runtime_setting_of_the_daemonset_is_given_to_the_container() {
         "--volume /var/run/netns:/var/run/netns:ro,rslave",
         &format!("--env NODE_NAME={NODE_NAME}"),
         "--env COLLECTOR_LISTEN=0.0.0.0:2112",
+        "--env COLLECTOR_HEALTH_LISTEN=0.0.0.0:2113",
         "--memory 128m",
     ] {
         assert!(

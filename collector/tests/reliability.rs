@@ -226,12 +226,15 @@ fn two_hundred_concurrent_scrapers_for_30s_see_no_errors() {
     let quantile = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
     let metrics = collector.scrape(&ns);
     println!(
-        "{} scrapes by {SCRAPERS} clients in {LOAD_SECONDS}s: p50 {:?}, p99 {:?}, max {:?}; {} collections; peak RSS {peak_rss} KiB",
+        "{} scrapes by {SCRAPERS} clients in {LOAD_SECONDS}s: p50 {:?}, p99 {:?}, max {:?}; {} collections; peak RSS {peak_rss} KiB; connections displaced {}, responses cut {}",
         latencies.len(),
         quantile(0.5),
         quantile(0.99),
         latencies.last().unwrap(),
         metrics.value("collector_collections_total", &[]),
+        metrics.value("collector_http_connections_rejected_total", &[]),
+        metrics.value("collector_http_responses_cut_total", &[("why", "stalled")])
+            + metrics.value("collector_http_responses_cut_total", &[("why", "evicted")]),
     );
     let errors = errors.lock().unwrap();
     assert!(

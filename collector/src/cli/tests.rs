@@ -121,6 +121,9 @@ fn bare_invocation_serves_with_defaults() {
     .unwrap();
     assert!(cli.command.is_none());
     assert_eq!(cli.serve.listen.to_string(), "0.0.0.0:2112");
+    // The kubelet's probes on their own listener; TLS and auth off.
+    assert_eq!(cli.serve.health_listen.to_string(), "0.0.0.0:2113");
+    assert!(cli.serve.web_config_file.is_none());
     // rx/tx cost more than 3 % of packets/s on a small-packet flood even
     // as tp_btf programs: they are opt-in, drops (free for delivered
     // packets) is the default, in the flavour that loads.
@@ -133,6 +136,24 @@ fn bare_invocation_serves_with_defaults() {
         std::path::Path::new("/var/lib/cni/results")
     );
     assert_eq!(pods.netns_dir, std::path::Path::new("/var/run/netns"));
+}
+
+#[test]
+fn the_web_config_flag_has_node_exporters_name() {
+    let cli = parse([
+        "collector",
+        "--web.config.file",
+        "/etc/web.yml",
+        "--health-listen",
+        "127.0.0.1:9",
+    ])
+    .unwrap();
+    assert_eq!(
+        cli.serve.web_config_file.as_deref(),
+        Some(std::path::Path::new("/etc/web.yml"))
+    );
+    assert_eq!(cli.serve.health_listen.to_string(), "127.0.0.1:9");
+    assert!(parse(["collector", "--health-listen", "nowhere"]).is_err());
 }
 
 #[test]

@@ -7,23 +7,61 @@ use std::fmt::Write;
 use crate::model::PodIdentity;
 use crate::model::Snapshot;
 
-/// Text from the kernel made safe for a terminal: an interface name may hold
-/// ESC and other control characters (the kernel accepts any byte but NUL,
-/// `/`, `:` and white space), which would otherwise reach the terminal as
-/// commands. Each control character is shown as `\xNN` (or `\u{NNNN}`
-/// beyond one byte), the form the name policy already uses for bytes that
-/// are not UTF-8 (`sources::netlink::name_from_bytes`).
+/// Characters a terminal would obey or hide rather than show, beyond the
+/// control characters (Unicode category Cc): the format characters
+/// (category Cf: bidirectional overrides and isolates such as U+202E, which
+/// reorder what follows on screen, zero-width characters, the BOM, tags)
+/// and the line and paragraph separators.
+const INVISIBLE: [(char, char); 21] = [
+    ('\u{ad}', '\u{ad}'),
+    ('\u{600}', '\u{605}'),
+    ('\u{61c}', '\u{61c}'),
+    ('\u{6dd}', '\u{6dd}'),
+    ('\u{70f}', '\u{70f}'),
+    ('\u{890}', '\u{891}'),
+    ('\u{8e2}', '\u{8e2}'),
+    ('\u{180e}', '\u{180e}'),
+    ('\u{200b}', '\u{200f}'),
+    ('\u{2028}', '\u{202e}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206f}'),
+    ('\u{feff}', '\u{feff}'),
+    ('\u{fff9}', '\u{fffb}'),
+    ('\u{110bd}', '\u{110bd}'),
+    ('\u{110cd}', '\u{110cd}'),
+    ('\u{13430}', '\u{1343f}'),
+    ('\u{1bca0}', '\u{1bca3}'),
+    ('\u{1d173}', '\u{1d17a}'),
+    ('\u{e0001}', '\u{e0001}'),
+    ('\u{e0020}', '\u{e007f}'),
+];
+
+fn shown_escaped(c: char) -> bool {
+    c.is_control()
+        || INVISIBLE
+            .iter()
+            .any(|(low, high)| (*low..=*high).contains(&c))
+}
+
+/// Text from the kernel or the environment made safe for a terminal: an
+/// interface name may hold ESC and other control characters (the kernel
+/// accepts any byte but NUL, `/`, `:` and white space), and a node name
+/// anything; either would otherwise reach the terminal as commands, or as
+/// a bidirectional override that makes the line read differently. Each
+/// such character is shown as `\xNN` (or `\u{NNNN}` beyond one byte), the
+/// form the name policy already uses for bytes that are not UTF-8
+/// (`sources::netlink::name_from_bytes`).
 pub fn printable(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(shown_escaped) {
         return Cow::Borrowed(text);
     }
     let mut shown = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         match c {
-            c if c.is_control() && (c as u32) < 0x100 => {
+            c if shown_escaped(c) && (c as u32) < 0x100 => {
                 let _ = write!(shown, "\\x{:02x}", c as u32);
             }
-            c if c.is_control() => {
+            c if shown_escaped(c) => {
                 let _ = write!(shown, "\\u{{{:04x}}}", c as u32);
             }
             c => shown.push(c),
@@ -219,6 +257,8 @@ mod tests {
         assert_eq!(printable("e\x1b[31m"), "e\\x1b[31m");
         assert_eq!(printable("a\u{9b}b\x7f"), "a\\x9bb\\x7f");
         assert_eq!(printable("tab\there"), "tab\\x09here");
+        assert_eq!(printable("a\u{202e}b\u{feff}"), "a\\u{202e}b\\u{feff}");
+        assert_eq!(printable("caf\u{e9} \u{1f600}"), "caf\u{e9} \u{1f600}");
         assert!(!printable("\x07\x1b]0;title\x07")
             .chars()
             .any(char::is_control));

@@ -157,7 +157,7 @@ pub fn render(rates: &[InterfaceRates], snapshot: &Snapshot, interval: f64, ansi
     let _ = writeln!(
         out,
         "collector watch  node {}  every {interval:.1}s  {ebpf}  (Ctrl-C to quit)",
-        snapshot.node
+        crate::output::table::printable(&snapshot.node)
     );
     let width = crate::output::table::pod_column_width(rates.iter().map(|r| r.pod.as_str()));
     let pod_cell = |text: &str| width.map(|w| format!("{text:<w$} ")).unwrap_or_default();
@@ -355,6 +355,28 @@ mod tests {
             lines[2].starts_with("eth0             shop/cart-0 up "),
             "{frame}"
         );
+    }
+
+    #[test]
+    fn the_node_name_and_interface_names_reach_the_terminal_escaped() {
+        // A node name comes from $NODE_NAME or a flag: ESC, a bell and a
+        // right-to-left override (U+202E, which reorders what follows on
+        // screen) must all be shown, not obeyed.
+        let mut now = snapshot(100, 0, 2);
+        now.node = "node\x1b[2J\u{7}\u{202e}evil".into();
+        now.interfaces[0].name = "e\u{2066}th0\u{200b}".into();
+        let mut before = snapshot(0, 0, 2);
+        before.interfaces[0].name = now.interfaces[0].name.clone();
+        let r = rates(&before, &now, 1.0, SortKey::Rx);
+        let frame = render(&r, &now, 1.0, false);
+        for hidden in ['\x1b', '\u{7}', '\u{202e}', '\u{2066}', '\u{200b}'] {
+            assert!(!frame.contains(hidden), "{hidden:?} in {frame:?}");
+        }
+        assert!(
+            frame.contains("node node\\x1b[2J\\x07\\u{202e}evil "),
+            "{frame}"
+        );
+        assert!(frame.contains("e\\u{2066}th0\\u{200b}"), "{frame}");
     }
 
     #[test]

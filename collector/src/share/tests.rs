@@ -38,38 +38,61 @@ async fn concurrent_scrapes_share_one_collection_and_one_body() {
     let scraper = scraper_with(one_link(), Duration::from_secs(60));
     // All 32 are polled before the blocking collection can finish, so
     // they must all join the first one.
-    let all = futures::future::join_all((0..32).map(|_| scraper.collect())).await;
-    assert!(all
-        .iter()
-        .all(|c| c.snapshot.sources.collections_total == 1));
+    let all: Vec<_> = futures::future::join_all((0..32).map(|_| scraper.collect()))
+        .await
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    assert!(all.iter().all(|c| c.collections_total == 1));
     assert!(all.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])));
     // Once it finished, the next scrape collects afresh.
-    assert_eq!(
-        scraper.collect().await.snapshot.sources.collections_total,
-        2
-    );
+    assert_eq!(scraper.collect().await.unwrap().collections_total, 2);
     assert!(scraper.is_ready());
     assert!(scraper.health().is_ok());
 }
 
+/// `count` links, so the text spans many chunks.
+fn many_links(count: u32) -> crate::collect::LinkSource {
+    Box::new(move || {
+        Ok(LinkDump {
+            links: (1..=count)
+                .map(|ifindex| crate::sources::netlink::Link {
+                    ifindex,
+                    name: format!("veth{ifindex}"),
+                    ..Default::default()
+                })
+                .collect(),
+            ..LinkDump::default()
+        })
+    })
+}
+
 #[tokio::test(flavor = "current_thread")]
-async fn a_body_streams_whole_in_chunks_and_is_released_when_done() {
-    let scraper = scraper_with(one_link(), Duration::from_secs(60));
-    let collected = scraper.collect().await;
+async fn a_body_streams_whole_in_chunks_either_encoding_and_is_released_when_done() {
+    let scraper = scraper_with(many_links(300), Duration::from_secs(60));
+    let collected = scraper.collect().await.unwrap();
     let body = scraper.body(&collected, Encoding::Identity);
     assert_eq!(scraper.bodies.retained(), 1);
-    let streamed = body.collect().await.expect("not evicted").to_bytes();
-    assert_eq!(streamed, collected.body);
+    let text = body.collect().await.expect("not evicted").to_bytes();
     assert_eq!(scraper.bodies.retained(), 0, "released once read");
+    assert_eq!(text.len(), collected.len(Encoding::Identity));
+    assert!(text.len() > 4 * 32 * 1024, "spans several chunks");
+    let text = std::str::from_utf8(&text).expect("UTF-8");
+    assert!(text.contains("network_interface_stats_mtu{interface=\"veth300\""));
+    assert!(text.ends_with('\n'));
 
-    collected.encoded(Encoding::Gzip);
     let zipped = scraper.body(&collected, Encoding::Gzip);
     let zipped = zipped.collect().await.expect("not evicted").to_bytes();
-    assert!(zipped.len() < collected.body.len(), "compresses");
-    let mut text = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&zipped[..]), &mut text)
-        .expect("valid gzip");
-    assert_eq!(text, collected.body);
+    assert_eq!(zipped.len(), collected.len(Encoding::Gzip));
+    assert!(zipped.len() * 5 < text.len(), "compresses");
+    // A standard gzip reader checks the header, CRC and length.
+    let mut unzipped = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&zipped[..]),
+        &mut unzipped,
+    )
+    .expect("valid gzip");
+    assert_eq!(unzipped, text);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -78,7 +101,7 @@ async fn readers_of_more_bodies_than_retained_cut_the_oldest_and_free_it() {
     let mut stalled = Vec::new();
     let mut first = None;
     for _ in 0..=RETAINED_BODIES {
-        let collected = scraper.collect().await;
+        let collected = scraper.collect().await.unwrap();
         stalled.push(scraper.body(&collected, Encoding::Identity));
         first.get_or_insert_with(|| Arc::downgrade(&collected));
     }
@@ -132,4 +155,49 @@ async fn health_turns_red_on_a_wedged_collection_and_on_repeated_failures() {
     fail.store(false, Ordering::Relaxed);
     scraper.collect().await;
     assert!(scraper.health().is_ok(), "one success heals");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_waiter_that_leaves_mid_collection_strands_nothing() {
+    let release = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicU64::new(0));
+    let (r, f) = (Arc::clone(&release), Arc::clone(&finished));
+    let links: crate::collect::LinkSource = Box::new(move || {
+        // Bounded: the test releases it, and it gives up after 10 s.
+        let started = Instant::now();
+        while !r.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        f.fetch_add(1, Ordering::Relaxed);
+        Ok(LinkDump::default())
+    });
+    let wedged_after = Duration::from_millis(100);
+    let scraper = scraper_with(links, wedged_after);
+    // The only waiter: a client that disconnects while its collection runs.
+    let waiter = tokio::spawn({
+        let scraper = Arc::clone(&scraper);
+        async move { scraper.collect().await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    waiter.abort();
+    assert!(waiter.await.is_err_and(|e| e.is_cancelled()));
+    release.store(true, Ordering::Relaxed);
+    // Bounded wait for the blocking part to end, then longer than a
+    // collection may run: nobody polls in between.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while finished.load(Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline, "the collection never ended");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(wedged_after * 3).await;
+    assert!(
+        scraper.health().is_ok(),
+        "a finished collection reported as running: {:?}",
+        scraper.health()
+    );
+    assert!(scraper.is_ready(), "its outcome was recorded");
+    // The next scrape collects afresh instead of being handed the old one.
+    let fresh = scraper.collect().await.expect("collected");
+    assert_eq!(fresh.collections_total, 2);
+    assert_eq!(finished.load(Ordering::Relaxed), 2);
 }

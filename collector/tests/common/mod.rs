@@ -10,6 +10,7 @@ mod metrics;
 mod netns;
 mod pods;
 mod process;
+mod tls;
 
 use std::process::{Command, Output};
 
@@ -24,6 +25,8 @@ pub use netns::*;
 pub use pods::*;
 #[allow(unused_imports)]
 pub use process::*;
+#[allow(unused_imports)]
+pub use tls::*;
 
 pub const COLLECTOR: &str = env!("CARGO_BIN_EXE_collector");
 

@@ -38,6 +38,8 @@ pub struct CollectorProcess {
     child: Child,
     pub ns_name: String,
     pub port: u16,
+    /// The health listener's port (`--health-listen`).
+    pub health_port: u16,
 }
 
 impl CollectorProcess {
@@ -70,7 +72,7 @@ impl CollectorProcess {
     pub fn start_unready(ns: &Netns, args: &[&str]) -> CollectorProcess {
         let process = Self::spawn(ns, &[], &[], args);
         let deadline = Instant::now() + start_timeout();
-        while http(ns, process.port, "GET", "/healthz").is_none() {
+        while http(ns, process.health_port, "GET", "/healthz").is_none() {
             assert!(Instant::now() < deadline, "collector never answered");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -83,11 +85,20 @@ impl CollectorProcess {
         env: &[(&str, &str)],
         args: &[&str],
     ) -> CollectorProcess {
-        let port = 2112;
+        let (port, health_port) = (2112, 2113);
         let listen = format!("127.0.0.1:{port}");
+        let health = format!("127.0.0.1:{health_port}");
         let mut full = vec!["netns", "exec", ns.name.as_str()];
         full.extend_from_slice(wrapper);
-        full.extend_from_slice(&[COLLECTOR, "--listen", &listen, "--node-name", "test-node"]);
+        full.extend_from_slice(&[
+            COLLECTOR,
+            "--listen",
+            &listen,
+            "--health-listen",
+            &health,
+            "--node-name",
+            "test-node",
+        ]);
         full.extend_from_slice(args);
         let child = collector_command("ip")
             .args(&full)
@@ -104,11 +115,14 @@ impl CollectorProcess {
             child,
             ns_name: ns.name.clone(),
             port,
+            health_port,
         }
     }
 
+    /// Ready as the kubelet sees it: on the health listener, which is
+    /// plain HTTP whatever the main listener serves.
     fn wait_ready(&self, ns: &Netns) {
-        wait_for_http_ok(ns, self.port, "/readyz", || {
+        wait_for_http_ok(ns, self.health_port, "/readyz", || {
             format!("collector in {} never became ready", self.ns_name)
         });
     }

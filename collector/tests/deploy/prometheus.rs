@@ -1,5 +1,5 @@
 //! The seed's, dashboard's and alerts' PromQL on a real Prometheus scraping
-//! the collector.
+//! the collector over TLS with basic auth.
 
 use super::*;
 use crate::artifacts::{alert_rules, dashboard, dashboard_targets, variable_query};
@@ -196,11 +196,18 @@ fn queries_return_data_from_a_real_prometheus(profile: &[&str]) {
         "azvprom0a1b2c3",
         72,
     );
+    // Scraped as a PodMonitor with `scheme: https` and `basicAuth` does:
+    // TLS against the collector's CA, a bcrypt user of the web config.
+    let (user, password) = ("prometheus", "scrape-secret");
+    let pki = TlsFixture::new("", &basic_auth_users(user, password));
+    let web_config = pki.web_config();
     let mut args = vec![
         "--label",
         &label_arg,
         "--cni-results-dir",
         results.path().to_str().unwrap(),
+        "--web.config.file",
+        &web_config,
     ];
     args.extend_from_slice(profile);
     let collector = CollectorProcess::start(&ns, &args);
@@ -208,6 +215,9 @@ fn queries_return_data_from_a_real_prometheus(profile: &[&str]) {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [{
             "job_name": "netif-collector",
+            "scheme": "https",
+            "tls_config": {"ca_file": pki.path("ca.pem")},
+            "basic_auth": {"username": user, "password": password},
             "static_configs": [{"targets": [format!("127.0.0.1:{}", collector.port)]}],
         }],
     });

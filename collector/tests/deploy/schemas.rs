@@ -186,3 +186,40 @@ fn overlay_objects_refer_to_each_other_by_names_and_labels_that_exist() {
         );
     }
 }
+
+/// The README's `podMetricsEndpoints` examples (https with basic auth, and
+/// mutual TLS), each put into both overlays' PodMonitor and validated
+/// against that API group's CRD schema, so the documented settings are
+/// ones the operators accept.
+#[test]
+fn the_readmes_tls_scrape_settings_pass_both_podmonitor_schemas() {
+    require_python_modules();
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    let examples: Vec<Value> = readme
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .filter(|block| block.trim_start().starts_with("podMetricsEndpoints:"))
+        .map(|block| serde_yaml_ng::from_str(block).expect("README example is YAML"))
+        .collect();
+    assert_eq!(examples.len(), 2, "https+basicAuth and mutual TLS");
+    let validator = manifests().join("validate.py");
+    for overlay in ["overlays/azure", "overlays/prometheus-operator"] {
+        let objects = render_overlay(overlay);
+        let original = only(&objects, "PodMonitor");
+        for example in &examples {
+            let mut monitor = original.clone();
+            let mut endpoint = example["podMetricsEndpoints"][0].clone();
+            endpoint["interval"] = original["spec"]["podMetricsEndpoints"][0]["interval"].clone();
+            assert_eq!(endpoint["scheme"], "https");
+            monitor["spec"]["podMetricsEndpoints"] = json!([endpoint]);
+            let input = serde_json::to_vec(&[&monitor]).unwrap();
+            let output = tool("python3", &[validator.to_str().unwrap()], Some(&input));
+            let report = text(&output);
+            assert!(
+                output.status.success() && report.contains("validated 1 objects, 0 failed"),
+                "{overlay}: {endpoint}:\n{report}"
+            );
+        }
+    }
+}

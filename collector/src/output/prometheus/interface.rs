@@ -199,7 +199,14 @@ impl Served {
     }
 }
 
-pub(super) fn write(out: &mut String, snapshot: &Snapshot, profile: Profile) {
+/// Writes every served family into `out`, calling `flush` after each (so a
+/// caller can hand the text on and clear `out` in between).
+pub(super) fn write(
+    out: &mut String,
+    snapshot: &Snapshot,
+    profile: Profile,
+    flush: &mut dyn FnMut(&mut String),
+) {
     let identities: Vec<String> = snapshot
         .interfaces
         .iter()
@@ -236,6 +243,7 @@ pub(super) fn write(out: &mut String, snapshot: &Snapshot, profile: Profile) {
                 }),
             }
         }
+        flush(out);
     }
 }
 

@@ -62,10 +62,30 @@ pub fn render(snapshot: &Snapshot, http: &HttpStats) -> String {
 /// Renders everything `/metrics` serves in `profile`.
 pub fn render_profile(snapshot: &Snapshot, http: &HttpStats, profile: Profile) -> String {
     let mut out = String::with_capacity(256 + snapshot.interfaces.len() * 6_000);
-    interface::write(&mut out, snapshot, profile);
+    interface::write(&mut out, snapshot, profile, &mut |_| {});
     namespace::write(&mut out, snapshot);
     node::write(&mut out, snapshot, http);
     out
+}
+
+/// Renders the same text as [`render_profile`] in pieces of about one
+/// family each, handed to `sink` in order: the whole text (3 MB per 1,000
+/// interfaces) never has to be in memory at once.
+pub fn render_pieces(
+    snapshot: &Snapshot,
+    http: &HttpStats,
+    profile: Profile,
+    sink: &mut dyn FnMut(&str),
+) {
+    let mut out = String::with_capacity(64 * 1024);
+    let mut flush = |out: &mut String| {
+        sink(out);
+        out.clear();
+    };
+    interface::write(&mut out, snapshot, profile, &mut flush);
+    namespace::write(&mut out, snapshot);
+    node::write(&mut out, snapshot, http);
+    flush(&mut out);
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: Kind) {

@@ -189,3 +189,18 @@ fn every_family_has_help_then_type_once_before_its_samples() {
         assert!(declared.contains(name), "{name} missing");
     }
 }
+
+#[test]
+fn rendered_in_pieces_is_the_same_text_family_by_family() {
+    for profile in [Profile::Default, Profile::Detailed] {
+        let snapshot = snapshot();
+        let http = HttpStats::default();
+        let mut pieces = Vec::new();
+        render_pieces(&snapshot, &http, profile, &mut |piece| {
+            pieces.push(piece.to_string())
+        });
+        assert_eq!(pieces.concat(), render_profile(&snapshot, &http, profile));
+        assert!(pieces.len() > 10, "{} pieces", pieces.len());
+        assert!(pieces.iter().all(|p| p.starts_with("# HELP ")));
+    }
+}

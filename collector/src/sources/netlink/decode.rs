@@ -136,15 +136,22 @@ fn align_to_nlmsg(length: usize) -> usize {
 
 /// Interface names are bytes to the kernel (anything but NUL, `/`, `:` and
 /// white space), but label values and JSON strings are UTF-8. The policy,
-/// the same in every output: valid UTF-8 is kept as is, and each byte that is
-/// not part of valid UTF-8 becomes the four characters `\xNN` (lower-case
-/// hex), so the name stays readable, distinct from its neighbours and
-/// reversible to the kernel's bytes.
+/// the same in every output: valid UTF-8 is kept as is but for the
+/// backslash, which becomes `\\`, and each byte that is not part of valid
+/// UTF-8 becomes the four characters `\xNN` (lower-case hex). Escaping the
+/// escape character keeps the mapping injective (the four-character name
+/// `\xff` is `\\xff`, the byte 0xff is `\xff`), so two interfaces never
+/// share a name and each is reversible to the kernel's bytes.
 pub fn name_from_bytes(bytes: &[u8]) -> String {
     let bytes = bytes.split(|b| *b == 0).next().unwrap_or_default();
     let mut name = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
-        name.push_str(chunk.valid());
+        for (index, part) in chunk.valid().split('\\').enumerate() {
+            if index > 0 {
+                name.push_str("\\\\");
+            }
+            name.push_str(part);
+        }
         for byte in chunk.invalid() {
             name.push_str(&format!("\\x{byte:02x}"));
         }
@@ -434,6 +441,29 @@ mod tests {
         assert_eq!(name_from_bytes(b"eth0\0"), "eth0");
         assert_eq!(name_from_bytes("caf\u{e9}".as_bytes()), "caf\u{e9}");
         assert_eq!(name_from_bytes(&[b'a', 0x80, b'b']), "a\\x80b");
+    }
+
+    #[test]
+    fn name_policy_is_injective_a_backslash_is_escaped_too() {
+        // The four characters `\xff` and the one byte 0xff are two names.
+        assert_ne!(name_from_bytes(b"\\xff"), name_from_bytes(&[0xff]));
+        assert_eq!(name_from_bytes(b"\\xff"), "\\\\xff");
+        assert_eq!(name_from_bytes(&[0xff]), "\\xff");
+        assert_eq!(name_from_bytes(b"a\\b"), "a\\\\b");
+        // Distinct byte strings, distinct names, over every short mix of
+        // the characters that matter.
+        let alphabet: [&[u8]; 5] = [b"\\", b"x", b"f", &[0xff], &[0xc3]];
+        let mut seen = std::collections::HashMap::new();
+        for a in alphabet {
+            for b in alphabet {
+                for c in alphabet {
+                    let bytes = [a, b, c].concat();
+                    if let Some(other) = seen.insert(name_from_bytes(&bytes), bytes.clone()) {
+                        assert_eq!(other, bytes, "two byte strings share a name");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,137 @@
+//! HTTP basic authentication against bcrypt hashes (`basic_auth_users`).
+//!
+//! bcrypt is slow on purpose (tens of ms per check at the usual cost), so
+//! a check runs on the blocking pool, one at a time, and the password that
+//! last passed for each user is remembered: a scraper presenting the same
+//! credentials every 15 s costs one hash, and a client guessing passwords
+//! queues behind its own guesses instead of taking the async workers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use base64::Engine;
+use tokio::sync::Semaphore;
+
+pub struct BasicAuth {
+    users: BTreeMap<String, String>,
+    passed: Mutex<HashMap<String, Vec<u8>>>,
+    checking: Semaphore,
+}
+
+impl BasicAuth {
+    /// `users`: name to bcrypt hash, validated by `web_config`.
+    pub fn new(users: BTreeMap<String, String>) -> Self {
+        BasicAuth {
+            users,
+            passed: Mutex::new(HashMap::new()),
+            checking: Semaphore::new(1),
+        }
+    }
+
+    /// Whether an `Authorization` header value names a user and the
+    /// password of its hash.
+    pub async fn admits(&self, header: Option<&[u8]>) -> bool {
+        let Some((user, password)) = header.and_then(credentials) else {
+            return false;
+        };
+        let Some(hash) = self.users.get(&user) else {
+            return false;
+        };
+        if self.remembered(&user, &password) {
+            return true;
+        }
+        let Ok(_turn) = self.checking.acquire().await else {
+            return false;
+        };
+        let (hash, candidate) = (hash.clone(), password.clone());
+        let verified = tokio::task::spawn_blocking(move || bcrypt::verify(candidate, &hash))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false);
+        if verified {
+            let mut passed = self.passed.lock().unwrap_or_else(|p| p.into_inner());
+            passed.insert(user, password);
+        }
+        verified
+    }
+
+    fn remembered(&self, user: &str, password: &[u8]) -> bool {
+        let passed = self.passed.lock().unwrap_or_else(|p| p.into_inner());
+        passed
+            .get(user)
+            .is_some_and(|known| constant_time_eq(known, password))
+    }
+}
+
+/// `Basic base64(user:password)` (RFC 7617); the scheme is case-insensitive.
+fn credentials(header: &[u8]) -> Option<(String, Vec<u8>)> {
+    let header = std::str::from_utf8(header).ok()?.trim();
+    let (scheme, encoded) = header.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let colon = decoded.iter().position(|b| *b == b':')?;
+    let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
+    Some((user, decoded[colon + 1..].to_vec()))
+}
+
+/// Equal bytes, in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// For tests elsewhere: the header value for `user` and `password`.
+#[cfg(test)]
+pub fn header(user: &str, password: &str) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn auth() -> Arc<BasicAuth> {
+        let hash = bcrypt::hash("s3cret:with colon", 4).unwrap();
+        Arc::new(BasicAuth::new(BTreeMap::from([("prom".to_string(), hash)])))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_right_password_passes_and_nothing_else_does() {
+        let auth = auth();
+        let right = header("prom", "s3cret:with colon");
+        assert!(auth.admits(Some(right.as_bytes())).await);
+        // Remembered now, and still only for the right password.
+        assert!(auth.admits(Some(right.as_bytes())).await);
+        let lower = right.replacen("Basic", "basic", 1);
+        assert!(auth.admits(Some(lower.as_bytes())).await);
+        for wrong in [
+            header("prom", "s3cret"),
+            header("prom", "s3cret:with colon "),
+            header("other", "s3cret:with colon"),
+            "Bearer abc".to_string(),
+            "Basic !!!".to_string(),
+            "Basic".to_string(),
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("no colon")
+            ),
+        ] {
+            assert!(!auth.admits(Some(wrong.as_bytes())).await, "{wrong}");
+        }
+        assert!(!auth.admits(None).await);
+        assert!(!auth.admits(Some(&[0xff, 0xfe])).await);
+    }
+
+    #[test]
+    fn comparison_is_exact() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}
