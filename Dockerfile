@@ -67,6 +67,7 @@ ENV PATH=/usr/local/bin
 # tracefs is readable by root only. The DaemonSet drops every other
 # capability, makes the root filesystem read-only and forbids privilege
 # escalation, so uid 0 here carries no more than those two capabilities.
-EXPOSE 2112
+# /metrics on 2112; /healthz and /readyz for the kubelet on 2113.
+EXPOSE 2112 2113
 ENTRYPOINT ["/usr/local/bin/collector"]
 CMD ["serve"]
