@@ -64,7 +64,8 @@ ENV PATH=/usr/local/bin
 
 # No USER: loading the eBPF probes needs CAP_BPF and CAP_PERFMON, which
 # Kubernetes only gives a uid-0 container (no ambient capabilities), and
-# tracefs is readable by root only. The DaemonSet drops every other
+# the CNI result cache that names pods (and tracefs, for the classic
+# fallback) is readable by root only. The DaemonSet drops every other
 # capability, makes the root filesystem read-only and forbids privilege
 # escalation, so uid 0 here carries no more than those two capabilities.
 # /metrics on 2112; /healthz and /readyz for the kubelet on 2113.

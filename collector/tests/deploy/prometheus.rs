@@ -306,6 +306,28 @@ fn queries_return_data_from_a_real_prometheus(profile: &[&str]) {
     );
     drop(starved);
 
+    // The seed's counters carry the interface's admin `state`: a veth that
+    // goes down and up again splits each into two series within the rate
+    // window. Every query below runs with both there, so a join that
+    // matches on (interface, host) without dropping `state` fails.
+    let flip = |state: &str| {
+        ns.ip(&["link", "set", pod.veth(), state]);
+        // Two samples in the state, so rate() sees the new series.
+        let series = format!(
+            r#"count_over_time(network_interface_stats_rx_bytes{{interface="{}", state="{state}"}}[5s]) >= 2"#,
+            pod.veth()
+        );
+        wait_for(
+            &ns,
+            &series,
+            &format!("the veth scraped {state}"),
+            &prometheus,
+        );
+    };
+    flip("down");
+    flip("up");
+    send_udp(&ns, &format!("{}:9", pod.pod_address), 20, 64);
+
     // The labels of the DaemonSet's COLLECTOR_LABEL reach Prometheus.
     for (key, value) in &labels {
         let values = prometheus_api(
