@@ -5,6 +5,8 @@
 //! a clean clone.
 
 mod debian_base;
+#[cfg(test)]
+mod doc_links;
 mod ebpf_toolchain;
 mod fresh_check;
 mod fuzz;

@@ -187,20 +187,20 @@ fn overlay_objects_refer_to_each_other_by_names_and_labels_that_exist() {
     }
 }
 
-/// The README's `podMetricsEndpoints` examples (https with basic auth, and
-/// mutual TLS), each put into both overlays' PodMonitor and validated
-/// against that API group's CRD schema, so the documented settings are
-/// ones the operators accept.
+/// The `podMetricsEndpoints` examples of docs/operations.md (https with
+/// basic auth, and mutual TLS), each put into both overlays' PodMonitor
+/// and validated against that API group's CRD schema, so the documented
+/// settings are ones the operators accept.
 #[test]
-fn the_readmes_tls_scrape_settings_pass_both_podmonitor_schemas() {
+fn the_documented_tls_scrape_settings_pass_both_podmonitor_schemas() {
     require_python_modules();
-    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
-    let examples: Vec<Value> = readme
+    let doc = std::fs::read_to_string(workspace().join("docs/operations.md")).unwrap();
+    let examples: Vec<Value> = doc
         .split("```yaml\n")
         .skip(1)
         .filter_map(|block| block.split("```").next())
         .filter(|block| block.trim_start().starts_with("podMetricsEndpoints:"))
-        .map(|block| serde_yaml_ng::from_str(block).expect("README example is YAML"))
+        .map(|block| serde_yaml_ng::from_str(block).expect("documented example is YAML"))
         .collect();
     assert_eq!(examples.len(), 2, "https+basicAuth and mutual TLS");
     let validator = manifests().join("validate.py");
