@@ -213,7 +213,7 @@ pub struct CommonArgs {
     /// Probes to attach (comma-separated). The default, `drops`, adds no cost to
     /// packets that are delivered (kfree_skb fires only for drops); `rx,tx,drops`
     /// adds per-packet eBPF traffic counters at a measurable cost per packet
-    /// (see the README's Performance section).
+    /// (see docs/bench/README.md).
     #[arg(long, env = "COLLECTOR_EBPF_PROBES", value_enum, value_delimiter = ',', default_values_t = [ProbeChoice::Drops])]
     pub ebpf_probes: Vec<ProbeChoice>,
     /// Program flavour: `auto` uses BTF-typed tracepoints (tp_btf, no trace record
