@@ -2,9 +2,9 @@
 //! restarts: what the collector must survive, checked in namespaces the
 //! test creates.
 
+#[path = "reliability/churn.rs"]
+mod churn;
 mod common;
-#[path = "reliability/load.rs"]
-mod load;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -13,145 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-const CHURN_PAIRS: usize = 5_000;
-const CHURN_BATCH: usize = 250;
-/// RSS growth allowed over the churn. The collector keeps nothing per
-/// deleted interface; what remains is the allocator holding on to the
-/// buffers of the largest scrape (a batch of 500 live veths: ~3 MiB of
-/// exposition text plus the snapshot), so 16 MiB is several times that.
-const CHURN_RSS_GROWTH_KIB: u64 = 16 * 1024;
-
-/// The drop families: a new reason seen on `lo`, or a drop the churn
-/// itself causes elsewhere (deleting a veth purges its queues), is a real
-/// new series, not a leftover.
-const DROP_FAMILIES: [&str; 3] = [
-    "network_interface_drops_total",
-    "network_pod_drops_total",
-    "network_netns_drops_total",
-];
-
-/// Per-interface series, drop reasons left out.
-fn series_count(metrics: &Metrics) -> usize {
-    metrics
-        .samples
-        .iter()
-        .filter(|s| s.labels.contains_key("interface") && !DROP_FAMILIES.contains(&s.name.as_str()))
-        .count()
-}
-
-#[test]
-fn churn_of_5000_veth_pairs_returns_series_and_maps_to_baseline() {
-    require_root();
-    let ns = Netns::new("churn");
-    // IPv6 on for the churned veths: their router solicitations and MLD
-    // reports are the traffic that creates map entries to be cleaned up.
-    ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=0"]);
-    let collector = CollectorProcess::start(&ns, &[]);
-    let baseline = collector.scrape(&ns);
-    let baseline_rss = rss_kib(collector.pid());
-    let entries = |m: &Metrics| m.value("collector_ebpf_map_entries", &[("map", "traffic")]);
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let peak_entries = Arc::new(AtomicU64::new(0));
-    let scrapes = Arc::new(AtomicU64::new(0));
-    let scraper = {
-        let (stop, peak_entries, scrapes) = (
-            Arc::clone(&stop),
-            Arc::clone(&peak_entries),
-            Arc::clone(&scrapes),
-        );
-        let ns_name = ns.name.clone();
-        std::thread::spawn(move || {
-            enter_netns(&ns_name);
-            let mut failures = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                match raw_get("/metrics") {
-                    Ok((200, body)) => {
-                        let metrics = Metrics::parse(&body);
-                        peak_entries.fetch_max(entries(&metrics) as u64, Ordering::Relaxed);
-                        scrapes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    other => failures.push(format!("{other:?}")),
-                }
-                // Continuous, but leaving the CPU to the churn itself.
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            failures
-        })
-    };
-
-    let started = Instant::now();
-    for batch in 0..CHURN_PAIRS / CHURN_BATCH {
-        let names: Vec<usize> = (batch * CHURN_BATCH..(batch + 1) * CHURN_BATCH).collect();
-        let mut create = String::new();
-        for i in &names {
-            create.push_str(&format!(
-                "link add ca{i} type veth peer name cb{i}\nlink set ca{i} group 7 up\nlink set cb{i} group 7 up\n"
-            ));
-        }
-        ip_batch(&ns, &create);
-        std::thread::sleep(Duration::from_millis(300));
-        // One rtnl operation per batch, as a node deleting many pods at once.
-        ns.ip(&["link", "delete", "group", "7"]);
-    }
-    let churn_seconds = started.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::Relaxed);
-    let failures = scraper.join().unwrap();
-
-    let after = collector.scrape(&ns);
-    let rss_growth = rss_kib(collector.pid()).saturating_sub(baseline_rss);
-    println!(
-        "churned {CHURN_PAIRS} pairs in {churn_seconds:.1}s with {} scrapes; peak traffic-map entries {}; RSS {baseline_rss} KiB -> +{rss_growth} KiB",
-        scrapes.load(Ordering::Relaxed),
-        peak_entries.load(Ordering::Relaxed)
-    );
-    assert!(failures.is_empty(), "failed scrapes: {failures:?}");
-    assert!(
-        scrapes.load(Ordering::Relaxed) >= 10,
-        "scraping kept up during the churn"
-    );
-    assert!(
-        peak_entries.load(Ordering::Relaxed) as f64 > entries(&baseline) + 50.0,
-        "churned veths created map entries"
-    );
-    assert_eq!(after.interfaces(), baseline.interfaces());
-    assert_eq!(
-        series_count(&after),
-        series_count(&baseline),
-        "no series of churned interfaces left"
-    );
-    assert_eq!(
-        entries(&after),
-        entries(&baseline),
-        "traffic map back to baseline"
-    );
-    // Drop entries of this namespace's devices are only those of live
-    // interfaces (the map also counts every other namespace's drops).
-    let live: std::collections::BTreeSet<u32> = ns
-        .ip_links()
-        .values()
-        .map(|l| l["ifindex"].as_u64().unwrap() as u32)
-        .collect();
-    let inode = ns.inode();
-    let stale: Vec<DropMapKey> = drop_map_keys(collector.pid())
-        .into_iter()
-        .filter(|k| k.netns == inode && k.ifindex != 0 && !live.contains(&k.ifindex))
-        .collect();
-    assert!(
-        stale.is_empty(),
-        "drop entries of deleted interfaces: {stale:?}"
-    );
-    assert_eq!(
-        after.value("collector_scrape_errors_total", &[("source", "netlink")]),
-        0.0
-    );
-    assert!(
-        rss_growth < CHURN_RSS_GROWTH_KIB,
-        "RSS grew {rss_growth} KiB"
-    );
-}
 
 /// One HTTP/1.0 GET to the collector in the calling thread's namespace.
 fn raw_get(path: &str) -> std::io::Result<(u16, String)> {
@@ -170,6 +31,186 @@ fn raw_get(path: &str) -> std::io::Result<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+const SCRAPERS: usize = 200;
+const LOAD_SECONDS: u64 = 30;
+/// RSS ceiling under load: 200 in-flight responses of a small node are a
+/// few MiB; anything near this means per-connection state leaks.
+const LOAD_RSS_KIB: u64 = 64 * 1024;
+
+#[test]
+fn two_hundred_concurrent_scrapers_for_30s_see_no_errors() {
+    require_root();
+    let ns = Netns::new("load");
+    let peer = Netns::new("loadp");
+    VethPair::new(&ns, "eth0", &peer, "pod0", 30);
+    let collector = CollectorProcess::start(&ns, &[]);
+    let deadline = Instant::now() + Duration::from_secs(LOAD_SECONDS);
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..SCRAPERS)
+        .map(|_| {
+            let (latencies, errors, ns_name) =
+                (Arc::clone(&latencies), Arc::clone(&errors), ns.name.clone());
+            std::thread::spawn(move || {
+                enter_netns(&ns_name);
+                let mut mine = Vec::new();
+                while Instant::now() < deadline {
+                    let started = Instant::now();
+                    match raw_get("/metrics") {
+                        Ok((200, body))
+                            if body.contains(
+                                "network_interface_stats_rx_bytes{interface=\"eth0\"",
+                            ) =>
+                        {
+                            mine.push(started.elapsed())
+                        }
+                        other => errors
+                            .lock()
+                            .unwrap()
+                            .push(format!("{:?}", other.map(|(s, b)| (s, b.len())))),
+                    }
+                }
+                latencies.lock().unwrap().extend(mine);
+            })
+        })
+        .collect();
+    let mut peak_rss = 0;
+    while Instant::now() < deadline {
+        peak_rss = peak_rss.max(rss_kib(collector.pid()));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let mut latencies = latencies.lock().unwrap().clone();
+    latencies.sort();
+    let quantile = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    let metrics = collector.scrape(&ns);
+    println!(
+        "{} scrapes by {SCRAPERS} clients in {LOAD_SECONDS}s: p50 {:?}, p99 {:?}, max {:?}; {} collections; peak RSS {peak_rss} KiB; connections displaced {}, responses cut {}",
+        latencies.len(),
+        quantile(0.5),
+        quantile(0.99),
+        latencies.last().unwrap(),
+        metrics.value("collector_collections_total", &[]),
+        metrics.value("collector_http_connections_rejected_total", &[]),
+        metrics.value("collector_http_responses_cut_total", &[("why", "stalled")])
+            + metrics.value("collector_http_responses_cut_total", &[("why", "evicted")]),
+    );
+    let errors = errors.lock().unwrap();
+    assert!(
+        errors.is_empty(),
+        "{} failed scrapes, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert!(
+        latencies.len() > SCRAPERS * 10,
+        "every client scraped repeatedly"
+    );
+    assert!(peak_rss < LOAD_RSS_KIB, "RSS peaked at {peak_rss} KiB");
+    // Shared collections: far fewer netlink dumps than scrapes.
+    assert!(metrics.value("collector_collections_total", &[]) < latencies.len() as f64);
+}
+
+#[test]
+fn slow_clients_are_cut_off_and_cannot_exhaust_connections() {
+    require_root();
+    let ns = Netns::new("slow");
+    let collector = CollectorProcess::start(&ns, &["--no-ebpf"]);
+    // More half-sent requests than the 512-connection limit.
+    let slow: Vec<TcpStream> = ns.run_in(|| {
+        (0..600)
+            .filter_map(|_| {
+                let mut stream = TcpStream::connect("127.0.0.1:2112").ok()?;
+                stream
+                    .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                    .ok()?;
+                Some(stream)
+            })
+            .collect()
+    });
+    assert_eq!(
+        slow.len(),
+        600,
+        "connections are accepted (then closed) beyond the limit"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let busy = ns.run_in(|| raw_get("/healthz"));
+    println!("while 600 slow clients hold connections: {busy:?}");
+
+    // The header-read timeout (5 s) closes every slow connection.
+    std::thread::sleep(Duration::from_secs(6));
+    for mut stream in slow {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buffer = Vec::new();
+        // EOF (closed after the timeout) or a reset (closed at accept with
+        // the request unread) both end the connection; only a read timeout
+        // means the server still holds it.
+        let still_open = matches!(
+            stream.read_to_end(&mut buffer),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        );
+        assert!(
+            !still_open,
+            "a slow client was still connected after the header timeout"
+        );
+    }
+    let (status, body) = ns
+        .run_in(|| raw_get("/metrics"))
+        .expect("scrape after slow clients left");
+    assert_eq!(status, 200);
+    let metrics = Metrics::parse(&body);
+    assert!(
+        metrics.value("collector_http_connections_rejected_total", &[]) >= 88.0,
+        "limit of 512 enforced"
+    );
+
+    // A request head larger than 16 KiB is refused, not buffered.
+    let oversized = ns.run_in(|| {
+        let mut stream = TcpStream::connect("127.0.0.1:2112").unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let header = format!(
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n",
+            "a".repeat(64 * 1024)
+        );
+        let _ = stream.write_all(header.as_bytes());
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    });
+    assert!(
+        oversized.is_empty() || oversized.starts_with("HTTP/1.1 431"),
+        "{oversized:.80}"
+    );
+    drop(collector);
+}
+
+#[test]
+fn listen_on_a_specific_address_is_honoured() {
+    require_root();
+    let ns = Netns::new("bind");
+    let peer = Netns::new("bindp");
+    let pair = VethPair::new(&ns, "eth0", &peer, "pod0", 31);
+    let _collector = CollectorProcess::start(&ns, &["--no-ebpf"]);
+    let (on_loopback, on_veth) = ns.run_in(|| {
+        (
+            TcpStream::connect("127.0.0.1:2112").is_ok(),
+            TcpStream::connect(format!("{}:2112", pair.a_addr)).is_ok(),
+        )
+    });
+    assert!(on_loopback);
+    assert!(
+        !on_veth,
+        "bound to 127.0.0.1 only, yet reachable on {}",
+        pair.a_addr
+    );
 }
 
 #[test]

@@ -7,8 +7,13 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+/// The workspace's manifests/, without `..`: render.py lists the files it
+/// read as normalised paths, which must compare equal to paths under this.
 pub fn manifests() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("collector/ is inside the workspace")
+        .join("manifests")
 }
 
 /// `dir` relative to manifests/, for messages and for matching names.
