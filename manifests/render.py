@@ -17,9 +17,11 @@ kustomization field, so a new feature fails here instead of being ignored:
                      content-hash suffix and references from pod templates
                      (envFrom, env valueFrom, volumes) follow the rename
 
-Its output was compared with `kubectl kustomize` (kustomize v5.5.0) for every
-kustomization in manifests/: the same objects, field for field, including
-the hashed ConfigMap name.
+Wherever `kubectl` with kustomize 5 or later is installed, the deploy test
+`kustomize::render_py_builds_what_kubectl_kustomize_builds` checks that its
+output equals `kubectl kustomize` for every kustomization in manifests/: the
+same objects, field for field and in the same order, including the hashed
+ConfigMap name.
 
 Usage: render.py DIR [--json] [--list-files]
   default       YAML stream, like `kustomize build DIR`

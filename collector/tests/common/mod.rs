@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 mod bpf;
+mod manifests;
 mod metrics;
 mod netns;
 mod pods;
@@ -17,6 +18,8 @@ use std::process::{Command, Output};
 // Every test binary includes the whole harness and uses part of it.
 #[allow(unused_imports)]
 pub use bpf::*;
+#[allow(unused_imports)]
+pub use manifests::*;
 #[allow(unused_imports)]
 pub use metrics::*;
 #[allow(unused_imports)]
@@ -38,6 +41,15 @@ pub fn require_root() {
     println!("privileged test running as root: BPF and netns available");
 }
 
+/// A finished command's stdout and stderr, for assertion messages.
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 pub fn run(program: &str, args: &[&str]) -> Output {
     let output = Command::new(program)
         .args(args)
@@ -45,9 +57,8 @@ pub fn run(program: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("starting {program}: {e}"));
     assert!(
         output.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        "{program} {args:?} failed: {}",
+        text(&output)
     );
     output
 }

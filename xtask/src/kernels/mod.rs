@@ -281,3 +281,46 @@ impl CacheLock {
         Ok(CacheLock(file))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The guest runs `<target> --exact <test>`, which matches a test only
+    /// by its full path: each one must be a `#[test]` at the root of its
+    /// target's crate (tests/<target>.rs or tests/<target>/main.rs), not in a
+    /// module, or the guest would run nothing and report it as a failure.
+    #[test]
+    fn every_matrix_test_is_a_root_test_of_its_target() {
+        let tests_dir = crate::workspace_root().join("collector/tests");
+        for (target, test) in TESTS {
+            let file = [
+                tests_dir.join(format!("{target}.rs")),
+                tests_dir.join(target).join("main.rs"),
+            ]
+            .into_iter()
+            .find(|path| path.is_file())
+            .unwrap_or_else(|| panic!("no test target {target} in {}", tests_dir.display()));
+            let source = std::fs::read_to_string(&file).unwrap();
+            let lines: Vec<&str> = source.lines().collect();
+            let signature = format!("fn {test}() {{");
+            // The attributes right above the function, `#[test]` among them
+            // (with `#[ignore]` for the ones only the matrix runs).
+            let declared = lines
+                .iter()
+                .position(|line| *line == signature)
+                .is_some_and(|at| {
+                    lines[..at]
+                        .iter()
+                        .rev()
+                        .take_while(|line| line.starts_with("#["))
+                        .any(|line| *line == "#[test]")
+                });
+            assert!(
+                declared,
+                "{test} is not a root #[test] of {}",
+                file.display()
+            );
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Debian's Prometheus run for the query tests, and its HTTP API.
+
+use super::*;
+
+/// Debian's Prometheus inside a test namespace; killed on drop (also when
+/// the test panics), its storage in a temporary directory.
+pub(super) struct PrometheusServer {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl PrometheusServer {
+    pub(super) fn start(ns: &Netns, config: &Value, rules: &Value) -> PrometheusServer {
+        let dir = tempfile::tempdir().unwrap();
+        let rules_path = dir.path().join("rules.json");
+        std::fs::write(&rules_path, serde_json::to_vec(rules).unwrap()).unwrap();
+        let mut config = config.clone();
+        config["rule_files"] = json!([rules_path]);
+        // JSON is YAML: Prometheus reads it as its configuration.
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "prometheus"])
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "REQUIRED TOOL MISSING: prometheus ({e}); install: {}",
+                    install_hint("prometheus")
+                )
+            });
+        let server = PrometheusServer { child, dir };
+        wait_for_http_ok(ns, PROMETHEUS_PORT, "/-/ready", || {
+            format!("Prometheus not ready: {}", server.log())
+        });
+        server
+    }
+
+    pub(super) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+pub(super) fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// GET on the Prometheus HTTP API; the `data` of a successful answer.
+pub(super) fn prometheus_api(ns: &Netns, path: &str) -> Value {
+    let (status, body) = http(ns, PROMETHEUS_PORT, "GET", path)
+        .unwrap_or_else(|| panic!("no answer from Prometheus for {path}"));
+    let answer: Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
+    assert!(
+        status == 200 && answer["status"] == "success",
+        "{path}: HTTP {status}: {}",
+        answer
+    );
+    answer["data"].clone()
+}
+
+pub(super) fn instant_query(ns: &Netns, expr: &str) -> Vec<Value> {
+    let data = prometheus_api(ns, &format!("/api/v1/query?query={}", url_encode(expr)));
+    data["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{expr}: scalar/string result {data}"))
+        .clone()
+}
+
+pub(super) fn range_query(ns: &Netns, expr: &str) -> Vec<Value> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let path = format!(
+        "/api/v1/query_range?query={}&start={}&end={now}&step=1",
+        url_encode(expr),
+        now - 30
+    );
+    prometheus_api(ns, &path)["result"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+pub(super) fn wait_for(ns: &Netns, expr: &str, what: &str, prometheus: &PrometheusServer) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while instant_query(ns, expr).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what} ({expr}); Prometheus log: {}",
+            prometheus.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
