@@ -16,36 +16,36 @@ type OwnerLabels<'a> = Vec<(&'static str, Cow<'a, str>)>;
 struct NamespaceFamily {
     name: &'static str,
     help: &'static str,
-    /// Whether a namespace's drops belong to this family.
-    holds: fn(&NamespaceDrops) -> bool,
-    /// The labels naming the namespace, before the identity labels.
-    owner: fn(&NamespaceDrops) -> OwnerLabels<'_>,
+    /// The labels naming the namespace, before the identity labels;
+    /// `None` when its drops are not this family's.
+    owner: fn(&NamespaceDrops) -> Option<OwnerLabels<'_>>,
 }
 
 const FAMILIES: [NamespaceFamily; 2] = [
     NamespaceFamily {
         name: "network_pod_drops_total",
         help: "Packets dropped inside a pod's network namespace (skb:kfree_skb), by the kernel's drop reason; interface is the pod-side device, empty when the drop had none.",
-        holds: |d| d.pod.is_some(),
         owner: |d| {
-            let pod = d.pod.as_ref().expect("held only with a pod");
-            vec![
+            let pod = d.pod.as_ref()?;
+            Some(vec![
                 ("namespace", Cow::Borrowed(pod.namespace.as_str())),
                 ("pod", Cow::Borrowed(pod.pod.as_str())),
-            ]
+            ])
         },
     },
     NamespaceFamily {
         name: "network_netns_drops_total",
         help: "Packets dropped outside the host's interfaces and every pod, by the kernel's drop reason: netns=\"host\" (the host's namespace, on no device), an inode number (a namespace no pod owns), or \"unknown\" (no namespace found).",
-        holds: |d| d.pod.is_none(),
         owner: |d| {
+            if d.pod.is_some() {
+                return None;
+            }
             let netns = match d.netns {
                 Netns::Host => Cow::Borrowed("host"),
                 Netns::Inode(inode) => Cow::Owned(inode.to_string()),
                 Netns::Unknown => Cow::Borrowed("unknown"),
             };
-            vec![("netns", netns)]
+            Some(vec![("netns", netns)])
         },
     },
 ];
@@ -67,13 +67,12 @@ pub(super) fn write(out: &mut String, snapshot: &Snapshot) {
     }
     for family in &FAMILIES {
         header(out, family.name, family.help, Kind::Counter);
-        for drops in snapshot
-            .namespace_drops
-            .iter()
-            .filter(|d| (family.holds)(d))
-        {
+        for drops in &snapshot.namespace_drops {
+            let Some(owner) = (family.owner)(drops) else {
+                continue;
+            };
             let mut identity = String::new();
-            for (key, value) in (family.owner)(drops) {
+            for (key, value) in owner {
                 let _ = write!(identity, "{key}=\"{}\",", super::escape(&value));
             }
             identity.push_str(&identity_labels(snapshot, &interface_label(drops)));
