@@ -95,13 +95,14 @@ unsafe fn read_kernel<T>(base: *const u8, offset: u32) -> Result<T, ()> {
     bpf_probe_read_kernel(base.add(offset as usize) as *const T).map_err(|_| ())
 }
 
-/// Where `skb->dev` lives, seen from the collector.
+/// Where `skb->dev` lives, seen from the collector (traffic only: drops
+/// are counted in every namespace, see [`drop_place`]).
 enum Device {
     /// In the collector's network namespace, with this ifindex.
     Local(u32),
     /// In another namespace: someone else's traffic, never counted here.
     Foreign,
-    /// No device attached (socket-level frees after the device was dropped).
+    /// No device attached.
     Absent,
 }
 

@@ -18,6 +18,7 @@ pub fn bpf_name(program: &str) -> String {
 pub struct BpfHeld {
     pub programs: BTreeMap<u32, String>,
     pub links: std::collections::BTreeSet<u32>,
+    pub maps: std::collections::BTreeSet<u32>,
     /// perf_event fds: before 5.15 a tracepoint program is attached through
     /// a perf event (PERF_EVENT_IOC_SET_BPF), not a bpf_link, and the event
     /// has no id to look up; closing it detaches the program.
@@ -28,6 +29,7 @@ impl BpfHeld {
     pub fn of(pid: u32) -> BpfHeld {
         let mut program_ids = Vec::new();
         let mut links = std::collections::BTreeSet::new();
+        let mut maps = std::collections::BTreeSet::new();
         let mut perf_events = 0;
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap_or_else(|e| panic!("listing fds of {pid}: {e}"));
@@ -40,6 +42,7 @@ impl BpfHeld {
             let field = match target.to_string_lossy().as_ref() {
                 "anon_inode:bpf-prog" => "prog_id",
                 "anon_inode:bpf_link" => "link_id",
+                "anon_inode:bpf-map" => "map_id",
                 "anon_inode:[perf_event]" => {
                     perf_events += 1;
                     continue;
@@ -59,6 +62,9 @@ impl BpfHeld {
                 .unwrap();
             match field {
                 "prog_id" => program_ids.push(id),
+                "map_id" => {
+                    maps.insert(id);
+                }
                 _ => {
                     links.insert(id);
                 }
@@ -77,6 +83,7 @@ impl BpfHeld {
         BpfHeld {
             programs,
             links,
+            maps,
             perf_events,
         }
     }
@@ -291,21 +298,8 @@ pub struct DropMapKey {
 /// shows them. Read from the kernel, so a test can tell entries of its own
 /// namespaces from those of every other namespace the probe counts in.
 pub fn drop_map_keys(pid: u32) -> Vec<DropMapKey> {
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
-        let fd = fd.unwrap();
-        let is_map = std::fs::read_link(fd.path())
-            .is_ok_and(|target| target.to_string_lossy() == "anon_inode:bpf-map");
-        if !is_map {
-            continue;
-        }
-        let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
-        let text = std::fs::read_to_string(&info).unwrap();
-        let id = text
-            .lines()
-            .find_map(|l| l.strip_prefix("map_id:"))
-            .unwrap_or_else(|| panic!("{info} has no map_id"))
-            .trim()
-            .to_string();
+    for id in BpfHeld::of(pid).maps {
+        let id = id.to_string();
         let show = run("bpftool", &["-j", "map", "show", "id", &id]);
         let map: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
         if map["name"] != "DROPS" {
