@@ -7,6 +7,8 @@
 mod common;
 #[path = "pod_identity/netns_dir.rs"]
 mod netns_dir;
+#[path = "pod_identity/plugins.rs"]
+mod plugins;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -141,8 +143,9 @@ fn each_cni_style_veth_is_named_after_its_pod_in_metrics_json_and_table() {
             83,
         ),
     ];
-    // What must not break a scrape: a hostNetwork pod's cache (no netns),
-    // a file caught half-written, and a stale cache whose netns is gone.
+    // What must not break a scrape: a second cache of a pod without the
+    // `netns` key (containerd 1.7's libcni; placed from its `sandbox`), a
+    // file caught half-written, and a stale cache whose netns is gone.
     let host_network = pods[0]
         .cache_json("azure", "eth0", None, None)
         .replace(&format!(r#""netns":"{}","#, pods[0].netns_path()), "");
@@ -213,7 +216,8 @@ fn each_cni_style_veth_is_named_after_its_pod_in_metrics_json_and_table() {
     }
     assert!(by_name["lo"]["pod"].is_null());
     assert_eq!(json["sources"]["pod_identity"]["up"], true);
-    assert_eq!(json["sources"]["pod_identity"]["attachments"], 4);
+    // The four pods' caches and the second one without `netns`.
+    assert_eq!(json["sources"]["pod_identity"]["attachments"], 5);
 
     let table = snapshot(&node, dir, "table");
     assert!(table.lines().next().unwrap().contains(" POD "), "{table}");

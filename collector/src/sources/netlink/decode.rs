@@ -10,12 +10,16 @@ use netlink_packet_core::{
 use netlink_packet_route::link::{
     InfoKind, LinkAttribute, LinkFlags, LinkHeader, LinkInfo, LinkMessage, State,
 };
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteLwEnCapType, RouteType,
+};
 use netlink_packet_route::stats::{StatsAttribute, StatsHeader};
 
 use super::{Link, LinkCounters, LinkDump, NetlinkError};
 
 pub const RTM_NEWLINK: u16 = 16;
 pub const RTM_NEWSTATS: u16 = 92;
+pub const RTM_NEWROUTE: u16 = 24;
 const LINK_HEADER_LEN: usize = 16;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINKINFO: u16 = 18;
@@ -115,6 +119,38 @@ pub fn stats_from_payload(payload: &[u8]) -> Option<(u32, LinkCounters)> {
             _ => None,
         })?;
     Some((header.ifindex, LinkCounters::from(&stats)))
+}
+
+/// The destination and output interface of one `RTM_NEWROUTE` message when
+/// it is a unicast host route (`/32`, `/128`) of the main table; attributes
+/// decoded one by one, as everywhere here.
+pub fn host_route_from_payload(payload: &[u8]) -> Option<(std::net::IpAddr, u32)> {
+    let header = RouteHeader::parse(payload).ok()?;
+    let full = match header.address_family {
+        netlink_packet_route::AddressFamily::Inet => 32,
+        netlink_packet_route::AddressFamily::Inet6 => 128,
+        _ => return None,
+    };
+    if header.destination_prefix_length != full || header.kind != RouteType::Unicast {
+        return None;
+    }
+    let (mut destination, mut oif) = (None, None);
+    let mut table = u32::from(header.table);
+    let attributes = payload.get(header.buffer_len()..)?;
+    for nla in NlasIterator::new(attributes).map_while(Result::ok) {
+        // Host routes carry no lightweight-tunnel encapsulation.
+        let parameters = (header.address_family, header.kind, RouteLwEnCapType::None);
+        match RouteAttribute::parse_with_param(&nla, parameters) {
+            Ok(RouteAttribute::Destination(RouteAddress::Inet(a))) => destination = Some(a.into()),
+            Ok(RouteAttribute::Destination(RouteAddress::Inet6(a))) => destination = Some(a.into()),
+            Ok(RouteAttribute::Oif(index)) => oif = Some(index),
+            // RTA_TABLE holds tables above 255 the header cannot.
+            Ok(RouteAttribute::Table(id)) => table = id,
+            _ => {}
+        }
+    }
+    (table == u32::from(RouteHeader::RT_TABLE_MAIN)).then_some(())?;
+    Some((destination?, oif?))
 }
 
 /// Parses the messages of a whole `RTM_GETLINK` dump reply (datagrams

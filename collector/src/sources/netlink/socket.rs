@@ -1,6 +1,7 @@
 //! rtnetlink sockets: dump requests, the receive loop with its deadline, and
 //! the notification socket that tells the link cache when to refresh.
 
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,7 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_route::link::LinkMessage;
+use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::stats::{StatsFilterMask, StatsMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -131,6 +133,43 @@ impl DumpSocket {
             },
         )?;
         Ok((counters, interrupted))
+    }
+
+    /// The main table's host routes (`/32`, `/128`) with their output
+    /// interface: how L3 CNI plugins (azure-vnet transparent, Calico, AWS)
+    /// send a pod's address to its host veth.
+    pub fn host_routes(
+        &mut self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Vec<(IpAddr, u32)>, NetlinkError> {
+        // AF_UNSPEC: both families in one dump.
+        let request = RouteNetlinkMessage::GetRoute(RouteMessage::default());
+        let sequence = self.request("RTM_GETROUTE", request)?;
+        let mut routes = Vec::new();
+        let mut interrupted = false;
+        let (socket, buffer) = (&self.socket, &mut self.buffer);
+        receive(
+            socket,
+            buffer,
+            "RTM_GETROUTE",
+            deadline,
+            timeout,
+            &mut |datagram| {
+                parse_datagram(
+                    datagram,
+                    sequence,
+                    "RTM_GETROUTE",
+                    &mut interrupted,
+                    &mut |kind, payload| {
+                        if kind == decode::RTM_NEWROUTE {
+                            routes.extend(decode::host_route_from_payload(payload));
+                        }
+                    },
+                )
+            },
+        )?;
+        Ok(routes)
     }
 
     fn request(

@@ -16,13 +16,17 @@
 //! - [`source`]: the I/O: listing the directory, re-reading only files whose
 //!   size or mtime changed, opening netns files, asking for their ids.
 //! - [`nsid`]: `RTM_GETNSID` over rtnetlink.
+//! - [`routes`]: placing a pod whose cache names no namespace, from the
+//!   host route of its address.
 
 pub mod cache_file;
 pub mod nsid;
+pub mod routes;
 pub mod source;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 pub use cache_file::{parse_cache_file, CniAttachment};
 pub use source::{PodConfig, PodSource, PodStatus, PodView, ERROR_REASONS};
@@ -42,14 +46,27 @@ fn identity_of(attachment: &CniAttachment, with_interface: bool) -> PodIdentity 
     }
 }
 
-/// A link as the match needs it: ifindex, name, its peer's netns id and
-/// its peer's ifindex in that namespace.
+/// A link as the match needs it: ifindex, name, rtnl kind, its peer's
+/// netns id and its peer's ifindex in that namespace.
 #[derive(Debug, Clone, Copy)]
 pub struct LinkEnd<'a> {
     pub ifindex: u32,
     pub name: &'a str,
+    pub kind: Option<&'a str>,
     pub link_netnsid: Option<i32>,
     pub peer_ifindex: Option<u32>,
+}
+
+impl LinkEnd<'_> {
+    /// The netns id of the peer when this link can be a pod's host side:
+    /// a veth or netkit pair with its other end in another namespace. A
+    /// bridge, the node's NIC, a tunnel with its underlay elsewhere never
+    /// carries a pod.
+    pub fn pod_veth_peer(&self) -> Option<i32> {
+        matches!(self.kind, Some("veth" | "netkit"))
+            .then_some(self.link_netnsid)
+            .flatten()
+    }
 }
 
 /// A pod's network namespace as drop counts need it: whose it is, and the
@@ -62,45 +79,103 @@ pub struct PodNamespace {
     pub interfaces: HashMap<u32, String>,
 }
 
-/// The pods by the inode number (`ns.inum`) of their network namespace.
-/// `attachments` are those whose netns file was found, with its inode and,
-/// where the kernel has one, its id here. A host veth matched to a pod
-/// (`by_link`, from [`match_links`]) names its peer in the pod's namespace:
-/// IFLA_LINK is the peer's ifindex there, the CNI result its name. Two pods
-/// claiming one namespace name neither.
+/// An attachment placed in a namespace: the namespace's inode, its id
+/// here where the kernel has one, and whether the placement was found in
+/// this collection (`current`) or is the last good one kept through a
+/// failed read. `written`: the cache file's mtime.
+#[derive(Debug, Clone, Copy)]
+pub struct Placed<'a> {
+    pub inode: u32,
+    pub nsid: Option<i32>,
+    pub attachment: &'a CniAttachment,
+    pub current: bool,
+    pub written: Option<SystemTime>,
+}
+
+/// Which of two claims is better: one found now, then the newer file.
+type Rank = (bool, Option<SystemTime>);
+
+impl Placed<'_> {
+    fn rank(&self) -> Rank {
+        (self.current, self.written)
+    }
+}
+
+/// The pods by the inode number (`ns.inum`) of their network namespace. A
+/// host veth matched to a pod (`by_link`, from [`match_links`]) names its
+/// peer in the pod's namespace: IFLA_LINK is the peer's ifindex there, the
+/// CNI result its name.
+///
+/// Who owns an inode: a current placement beats a kept one (the inode was
+/// reused); two pods with equal claims name neither. One pod owns at most
+/// one namespace: where a leaked old sandbox's namespace is still there,
+/// the newest cache file's wins, so no series is served twice.
 pub fn pod_namespaces(
-    attachments: &[(u32, Option<i32>, &CniAttachment)],
+    attachments: &[Placed<'_>],
     links: &[LinkEnd<'_>],
     by_link: &HashMap<u32, PodIdentity>,
 ) -> HashMap<u32, PodNamespace> {
-    let mut namespaces: HashMap<u32, PodNamespace> = HashMap::new();
-    let mut contested = Vec::new();
-    for (inode, _, attachment) in attachments {
-        let identity = identity_of(attachment, false);
-        match namespaces.get(inode) {
-            Some(known) if known.identity.pod_uid != identity.pod_uid => contested.push(*inode),
-            Some(_) => {}
+    // Per inode: the best claim so far, and whether another pod ties it.
+    let mut claims: HashMap<u32, (&Placed<'_>, bool)> = HashMap::new();
+    for placed in attachments {
+        match claims.get_mut(&placed.inode) {
             None => {
-                let interfaces = HashMap::new();
-                namespaces.insert(
-                    *inode,
-                    PodNamespace {
-                        identity,
-                        interfaces,
-                    },
-                );
+                claims.insert(placed.inode, (placed, false));
+            }
+            Some((best, tied)) => {
+                let same_pod = best.attachment.pod_uid == placed.attachment.pod_uid;
+                if placed.current != best.current {
+                    if placed.current {
+                        *best = placed;
+                        *tied = false;
+                    }
+                } else if !same_pod {
+                    *tied = true;
+                } else if placed.rank() > best.rank() {
+                    *best = placed;
+                }
             }
         }
     }
-    for inode in contested {
-        namespaces.remove(&inode);
+    // Per pod: its newest namespace.
+    let mut newest: HashMap<(&str, &str), (u32, Rank)> = HashMap::new();
+    for (inode, (placed, tied)) in &claims {
+        if *tied {
+            continue;
+        }
+        let key = (
+            placed.attachment.namespace.as_str(),
+            placed.attachment.pod.as_str(),
+        );
+        let rank = placed.rank();
+        match newest.get(&key) {
+            Some((other, known)) if (*known, *other) >= (rank, *inode) => {}
+            _ => {
+                newest.insert(key, (*inode, rank));
+            }
+        }
     }
+    let mut namespaces: HashMap<u32, PodNamespace> = newest
+        .into_values()
+        .map(|(inode, _)| {
+            let identity = identity_of(claims[&inode].0.attachment, false);
+            let interfaces = HashMap::new();
+            (
+                inode,
+                PodNamespace {
+                    identity,
+                    interfaces,
+                },
+            )
+        })
+        .collect();
     let inode_of: HashMap<i32, u32> = attachments
         .iter()
-        .filter_map(|(inode, nsid, _)| Some(((*nsid)?, *inode)))
+        .filter(|p| p.current)
+        .filter_map(|p| Some((p.nsid?, p.inode)))
         .collect();
     for link in links {
-        let (Some(nsid), Some(peer)) = (link.link_netnsid, link.peer_ifindex) else {
+        let (Some(nsid), Some(peer)) = (link.pod_veth_peer(), link.peer_ifindex) else {
             continue;
         };
         let Some(name) = by_link
@@ -131,7 +206,7 @@ pub fn match_links(
     }
     let mut identities = HashMap::new();
     for link in links {
-        let Some(candidates) = link.link_netnsid.and_then(|id| by_nsid.get(&id)) else {
+        let Some(candidates) = link.pod_veth_peer().and_then(|id| by_nsid.get(&id)) else {
             continue;
         };
         let identity = match candidates.as_slice() {
@@ -171,112 +246,4 @@ pub fn netns_file(netns: &str, netns_dir: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn attachment(pod: &str, if_name: &str, hosts: &[&str]) -> CniAttachment {
-        CniAttachment {
-            container_id: format!("{pod}-sandbox"),
-            network: format!("net-{if_name}"),
-            if_name: if_name.into(),
-            netns: Some(format!("/var/run/netns/cni-{pod}")),
-            namespace: "team-a".into(),
-            pod: pod.into(),
-            pod_uid: format!("uid-{pod}"),
-            host_interfaces: hosts.iter().map(|h| h.to_string()).collect(),
-            addresses: Vec::new(),
-        }
-    }
-
-    fn link(ifindex: u32, name: &str, nsid: Option<i32>) -> LinkEnd<'_> {
-        LinkEnd {
-            ifindex,
-            name,
-            link_netnsid: nsid,
-            peer_ifindex: nsid.map(|_| 2),
-        }
-    }
-
-    #[test]
-    fn pod_namespaces_are_keyed_by_inode_and_name_the_peers_of_matched_veths() {
-        let (web, db) = (
-            attachment("web", "eth0", &[]),
-            attachment("db", "eth0", &[]),
-        );
-        // "db" has no veth here (no nsid): still named by its inode.
-        let attachments = [(4026532001, Some(0), &web), (4026532002, None, &db)];
-        let links = [link(7, "azv1f2e3d4c5b6", Some(0))];
-        let by_link = match_links(&links, &[(0, &web)]);
-        let found = pod_namespaces(&attachments, &links, &by_link);
-        let web_ns = &found[&4026532001];
-        assert_eq!(web_ns.identity.pod, "web");
-        assert_eq!(web_ns.identity.pod_interface, None);
-        assert_eq!(web_ns.interfaces, HashMap::from([(2, "eth0".to_string())]));
-        assert_eq!(found[&4026532002].identity.pod, "db");
-        assert!(found[&4026532002].interfaces.is_empty());
-        // Two pods claiming one namespace: neither owns it.
-        let contested = pod_namespaces(&[(9, None, &web), (9, None, &db)], &[], &HashMap::new());
-        assert!(contested.is_empty(), "{contested:?}");
-    }
-
-    #[test]
-    fn each_veth_gets_the_pod_whose_namespace_holds_its_peer() {
-        let (web, db) = (
-            attachment("web", "eth0", &[]),
-            attachment("db", "eth0", &[]),
-        );
-        let links = [
-            link(1, "eth0", None),
-            link(7, "azv1f2e3d4c5b6", Some(0)),
-            link(8, "lxc0a1b2c3d4e5f", Some(4)),
-            // A peer namespace no attachment has (another runtime's).
-            link(9, "veth9", Some(2)),
-        ];
-        let found = match_links(&links, &[(0, &web), (4, &db)]);
-        assert_eq!(found.len(), 2, "{found:?}");
-        assert_eq!(found[&7].pod, "web");
-        assert_eq!(found[&7].pod_interface.as_deref(), Some("eth0"));
-        assert_eq!(found[&8].pod_uid, "uid-db");
-        assert_eq!(found[&8].network.as_deref(), Some("net-eth0"));
-    }
-
-    #[test]
-    fn multus_attachments_in_one_namespace_map_by_the_host_name_their_result_gives() {
-        let primary = attachment("multi", "eth0", &["cali1234567890a"]);
-        let secondary = attachment("multi", "net1", &["veth5a6b7c8d"]);
-        let links = [
-            link(20, "cali1234567890a", Some(3)),
-            link(21, "veth5a6b7c8d", Some(3)),
-            // Named by neither result: the pod is known, the attachment not.
-            link(22, "lxcunnamed", Some(3)),
-        ];
-        let found = match_links(&links, &[(3, &primary), (3, &secondary)]);
-        assert_eq!(found[&20].pod_interface.as_deref(), Some("eth0"));
-        assert_eq!(found[&21].pod_interface.as_deref(), Some("net1"));
-        assert_eq!(found[&21].network.as_deref(), Some("net-net1"));
-        assert_eq!(found[&22].pod, "multi");
-        assert_eq!(found[&22].pod_interface, None);
-    }
-
-    #[test]
-    fn two_pods_claiming_one_namespace_name_neither() {
-        let (a, b) = (attachment("a", "eth0", &[]), attachment("b", "eth0", &[]));
-        let found = match_links(&[link(5, "veth5", Some(1))], &[(1, &a), (1, &b)]);
-        assert!(found.is_empty(), "{found:?}");
-    }
-
-    #[test]
-    fn runtime_netns_paths_are_looked_up_in_the_netns_dir() {
-        let dir = Path::new("/host/netns");
-        let cases = [
-            ("/var/run/netns/cni-1234", "/host/netns/cni-1234"),
-            ("/run/netns/cni-5678", "/host/netns/cni-5678"),
-            ("/proc/42/ns/net", "/proc/42/ns/net"),
-            ("/var/run/netns/../etc/x", "/var/run/netns/../etc/x"),
-            ("/var/run/netns/..", "/var/run/netns/.."),
-        ];
-        for (cached, expected) in cases {
-            assert_eq!(netns_file(cached, dir), Path::new(expected), "{cached}");
-        }
-    }
-}
+mod tests;

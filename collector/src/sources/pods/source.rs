@@ -3,16 +3,25 @@
 //! asked for their ids. Every failure is counted and leaves the rest served.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::cache_file::parse_cache_file;
 use super::nsid::NsidSocket;
+use super::routes::netnsid_by_route;
 use super::{
-    match_links, netns_file, pod_namespaces, CniAttachment, LinkEnd, PodIdentity, PodNamespace,
+    match_links, netns_file, pod_namespaces, CniAttachment, LinkEnd, Placed, PodIdentity,
+    PodNamespace,
 };
+use crate::sources::netlink::socket::DumpSocket;
 use crate::sources::netlink::Link;
+
+/// The route dump placing pods whose cache names no namespace is one local
+/// round trip; a kernel that has not answered by then never will.
+const ROUTE_DUMP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Every `collector_pod_identity_errors_total` reason, all served from 0.
 /// `directory`: the results directory could not be listed (per
@@ -20,8 +29,17 @@ use crate::sources::netlink::Link;
 /// complete libcni cache (truncated, half-written, another format);
 /// `netns`: the netns file a cache names cannot be opened (a pod being torn
 /// down, or the mount missing); `nsid`: the kernel did not answer
-/// RTM_GETNSID. Each file version counts once, not once per scrape.
-pub const ERROR_REASONS: [&str; 5] = ["directory", "file", "malformed", "netns", "nsid"];
+/// RTM_GETNSID; `unplaced`: a pod's cache names no namespace and no host
+/// route leads from its addresses to a pod veth. Each file version counts
+/// once, not once per scrape.
+pub const ERROR_REASONS: [&str; 6] = [
+    "directory",
+    "file",
+    "malformed",
+    "netns",
+    "nsid",
+    "unplaced",
+];
 
 #[derive(Debug, Clone)]
 pub struct PodConfig {
@@ -43,11 +61,11 @@ pub struct PodView {
     pub status: PodStatus,
 }
 
-/// An attachment whose netns file was found in this collection.
-struct FoundNetns {
-    path: PathBuf,
+/// Where an attachment's namespace was last found: its inode (the kernel's
+/// 32-bit `ns.inum`) and its id here, where it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Placement {
     inode: u32,
-    /// Its id here; `None` when it has none (no veth peer in our namespace).
     nsid: Option<i32>,
 }
 
@@ -60,21 +78,29 @@ pub struct PodSource {
 struct State {
     files: HashMap<PathBuf, CachedFile>,
     socket: Option<NsidSocket>,
+    /// Netns files of `--netns-dir` by path: inode and id, for placing pods
+    /// by route. An unchanged inode is the same namespace, so its id holds.
+    netns_dir: HashMap<PathBuf, Placement>,
     errors: BTreeMap<&'static str, u64>,
     directory_failing: bool,
+    /// No rtnetlink socket could be opened in this collection.
+    no_socket: bool,
 }
 
 /// One cache file as last read, keyed by what tells a rewrite.
 struct CachedFile {
     mtime: Option<SystemTime>,
     size: u64,
+    /// The last complete reading: a version caught mid-write or unreadable
+    /// keeps it, so one failed read never ends a live pod's counts.
     attachment: Option<CniAttachment>,
-    netns_failing: bool,
-    /// The netns file's inode (the namespace's, under its nsfs mount) and
-    /// the id found for it. An id stays the same while both namespaces
-    /// live, and a namespace keeps its inode, so an unchanged inode needs
-    /// no round trip; only real ids are kept (-1 may be assigned later).
-    nsid: Option<(u64, i32)>,
+    /// This version failed to read or parse: read again next time (counted
+    /// once).
+    broken: bool,
+    /// Where it was last placed, kept while a later attempt fails.
+    placed: Option<Placement>,
+    /// A placement failure is being counted; set until one succeeds.
+    failing: bool,
 }
 
 impl PodSource {
@@ -90,7 +116,9 @@ impl PodSource {
     }
 
     /// The pod of every link whose peer is in a pod's namespace, and every
-    /// pod's namespace by inode.
+    /// pod's namespace by inode. While the results directory cannot be
+    /// listed, the files last read stand: pods keep their names rather than
+    /// flip to nameless namespaces for a scrape.
     pub fn identify(&self, links: &[Link]) -> PodView {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut status = PodStatus {
@@ -108,41 +136,48 @@ impl PodSource {
             Err(error) => {
                 let message = format!("{}: {error}", self.config.results_dir.display());
                 if !state.directory_failing {
-                    tracing::warn!("pod identity off, serving everything else: cannot list the CNI results directory {message}");
+                    tracing::warn!("pod identity down, keeping the pods last read: cannot list the CNI results directory {message}");
                 }
                 state.directory_failing = true;
                 state.count("directory");
-                state.files.clear();
                 status.error = Some(message);
             }
         }
-        let found = state.netns_files(&self.config);
-        status.attachments = found.iter().filter(|f| f.nsid.is_some()).count();
-        status.errors_total = state.errors.clone();
         let ends: Vec<LinkEnd<'_>> = links
             .iter()
             .filter(|l| l.link_netnsid.is_some())
             .map(|l| LinkEnd {
                 ifindex: l.ifindex,
                 name: &l.name,
+                kind: l.kind.as_deref(),
                 link_netnsid: l.link_netnsid,
                 peer_ifindex: l.link_ifindex,
             })
             .collect();
-        let attachments: Vec<(u32, Option<i32>, &CniAttachment)> = found
-            .iter()
-            .filter_map(|f| {
-                Some((
-                    f.inode,
-                    f.nsid,
-                    state.files.get(&f.path)?.attachment.as_ref()?,
-                ))
+        state.place(&self.config, &ends);
+        status.errors_total = state.errors.clone();
+        let attachments: Vec<Placed<'_>> = state
+            .files
+            .values()
+            .filter_map(|file| {
+                let (attachment, placed) = (file.attachment.as_ref()?, file.placed?);
+                Some(Placed {
+                    inode: placed.inode,
+                    nsid: placed.nsid,
+                    attachment,
+                    current: !file.failing,
+                    written: file.mtime,
+                })
             })
             .collect();
+        // A kept placement's id may have been given to another namespace
+        // since: only placements found now name veths.
         let with_nsid: Vec<(i32, &CniAttachment)> = attachments
             .iter()
-            .filter_map(|(_, nsid, attachment)| Some(((*nsid)?, *attachment)))
+            .filter(|p| p.current)
+            .filter_map(|p| Some((p.nsid?, p.attachment)))
             .collect();
+        status.attachments = with_nsid.len();
         let by_link = match_links(&ends, &with_nsid);
         let namespaces = pod_namespaces(&attachments, &ends, &by_link);
         PodView {
@@ -159,7 +194,7 @@ impl State {
     }
 
     /// Lists the directory and re-reads each file whose size or mtime
-    /// changed; files gone from it are forgotten.
+    /// changed or whose last read failed; files gone from it are forgotten.
     fn refresh(&mut self, config: &PodConfig) -> std::io::Result<()> {
         let mut listed = HashSet::new();
         for entry in std::fs::read_dir(&config.results_dir)? {
@@ -174,131 +209,208 @@ impl State {
             }
             let (mtime, size) = (metadata.modified().ok(), metadata.len());
             listed.insert(path.clone());
-            if let Some(known) = self.files.get(&path) {
-                if known.mtime == mtime && known.size == size {
-                    continue;
+            let known = self.files.remove(&path);
+            let same_version = known
+                .as_ref()
+                .is_some_and(|k| k.mtime == mtime && k.size == size);
+            if same_version && !known.as_ref().is_some_and(|k| k.broken) {
+                self.files
+                    .insert(path, known.expect("same version is known"));
+                continue;
+            }
+            let read = std::fs::read(&path)
+                .map_err(|error| ("file", error.to_string()))
+                .and_then(|bytes| {
+                    // libcni writes in place, so a file caught mid-write is
+                    // malformed until its next size or mtime.
+                    parse_cache_file(&bytes).map_err(|error| ("malformed", error.to_string()))
+                });
+            let mut file = known.unwrap_or(CachedFile {
+                mtime,
+                size,
+                attachment: None,
+                broken: false,
+                placed: None,
+                failing: false,
+            });
+            match read {
+                Ok(attachment) => {
+                    if file.attachment != attachment {
+                        file.placed = None;
+                    }
+                    file.attachment = attachment;
+                    file.broken = false;
+                }
+                Err((reason, error)) => {
+                    tracing::debug!(path = %path.display(), %error, "CNI cache file unreadable; keeping its last reading");
+                    if !(same_version && file.broken) {
+                        self.count(reason);
+                    }
+                    file.broken = true;
                 }
             }
-            let attachment = match std::fs::read(&path) {
-                Err(error) => {
-                    tracing::debug!(path = %path.display(), %error, "CNI cache file unreadable");
-                    self.count("file");
-                    None
-                }
-                Ok(bytes) => match parse_cache_file(&bytes) {
-                    Ok(attachment) => attachment,
-                    Err(error) => {
-                        // libcni writes in place, so a file caught mid-write
-                        // is malformed until its next size or mtime.
-                        tracing::debug!(path = %path.display(), %error, "skipping a CNI cache file");
-                        self.count("malformed");
-                        None
-                    }
-                },
-            };
-            self.files.insert(
-                path,
-                CachedFile {
-                    mtime,
-                    size,
-                    attachment,
-                    netns_failing: false,
-                    nsid: None,
-                },
-            );
+            (file.mtime, file.size) = (mtime, size);
+            self.files.insert(path, file);
         }
         self.files.retain(|path, _| listed.contains(path));
         Ok(())
     }
 
-    /// The netns inode, and id here where it has one, of every cached
-    /// attachment whose netns file is there.
-    fn netns_files(&mut self, config: &PodConfig) -> Vec<FoundNetns> {
-        let mut found = Vec::new();
+    /// Places every pod attachment in its namespace: from the netns path
+    /// its cache names, else from the host route of its address. A failed
+    /// attempt keeps the last placement (counted once per failing stretch).
+    fn place(&mut self, config: &PodConfig, links: &[LinkEnd<'_>]) {
+        self.no_socket = false;
         let mut failures = Vec::new();
-        let mut no_socket = false;
-        for (path, file) in &mut self.files {
-            // hostNetwork pods and non-pod containers have nothing to match.
-            let Some(netns) = file.attachment.as_ref().and_then(|a| a.netns.as_deref()) else {
+        let mut by_route = Vec::new();
+        let paths: Vec<PathBuf> = self.files.keys().cloned().collect();
+        for path in paths {
+            let Some(attachment) = self.files[&path].attachment.as_ref() else {
                 continue;
             };
-            let netns_path = netns_file(netns, &config.netns_dir);
-            let inode = std::fs::metadata(&netns_path).ok().map(|m| {
-                use std::os::unix::fs::MetadataExt;
-                m.ino()
-            });
-            if let (Some(inode), Some((known, nsid))) = (inode, file.nsid) {
-                if inode == known {
-                    found.push(FoundNetns {
-                        path: path.clone(),
-                        inode: inode as u32,
-                        nsid: Some(nsid),
-                    });
-                    continue;
+            let Some(netns) = attachment.netns.clone() else {
+                if !attachment.is_loopback() {
+                    by_route.push(path);
                 }
-            }
-            file.nsid = None;
-            let handle = match std::fs::File::open(&netns_path) {
-                Ok(handle) => handle,
-                Err(error) => {
-                    if !file.netns_failing {
-                        tracing::debug!(netns = %netns_path.display(), %error, "netns of a CNI cache file is gone");
-                        failures.push("netns");
-                    }
-                    file.netns_failing = true;
-                    continue;
-                }
-            };
-            file.netns_failing = false;
-            // The inode of the file opened, not of the stat above.
-            let Ok(inode) = handle.metadata().map(|m| {
-                use std::os::unix::fs::MetadataExt;
-                m.ino()
-            }) else {
                 continue;
             };
-            let mut netns = FoundNetns {
-                path: path.clone(),
-                // A namespace's inode is the kernel's 32-bit `ns.inum`.
-                inode: inode as u32,
-                nsid: None,
-            };
-            let socket = match &mut self.socket {
-                Some(socket) => socket,
-                None if no_socket => {
-                    found.push(netns);
-                    continue;
+            let netns_path = netns_file(&netns, &config.netns_dir);
+            let known = self.files[&path].placed;
+            let found = self.placement_of(&netns_path, known);
+            let file = self.files.get_mut(&path).expect("listed above");
+            match found {
+                Ok(placement) => {
+                    file.placed = Some(placement);
+                    file.failing = false;
                 }
-                None => match NsidSocket::open() {
-                    Ok(socket) => self.socket.insert(socket),
-                    Err(error) => {
-                        tracing::warn!(%error, "no rtnetlink socket for RTM_GETNSID");
-                        failures.push("nsid");
-                        no_socket = true;
-                        found.push(netns);
-                        continue;
+                Err(reason) => {
+                    if !file.failing {
+                        tracing::debug!(netns = %netns_path.display(), reason, "netns of a CNI cache file not placed");
+                        failures.push(reason);
                     }
-                },
-            };
-            match socket.nsid_of(&handle) {
-                Ok(Some(nsid)) => {
-                    file.nsid = Some((inode, nsid));
-                    netns.nsid = Some(nsid);
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    // Not a netns file (EINVAL), or no answer: a fresh
-                    // socket next time, in case a late reply is queued.
-                    tracing::debug!(netns = %netns_path.display(), %error, "RTM_GETNSID failed");
-                    failures.push("nsid");
-                    self.socket = None;
+                    file.failing = true;
                 }
             }
-            found.push(netns);
+        }
+        if !by_route.is_empty() {
+            failures.extend(self.place_by_route(config, links, &by_route));
+        }
+        if self.no_socket {
+            failures.push("nsid");
         }
         for reason in failures {
             self.count(reason);
         }
-        found
+    }
+
+    /// The inode and id of the namespace behind `netns_path`. `known`: the
+    /// last placement, whose id stands while the inode is unchanged.
+    fn placement_of(
+        &mut self,
+        netns_path: &Path,
+        known: Option<Placement>,
+    ) -> Result<Placement, &'static str> {
+        if let (Ok(metadata), Some(known)) = (std::fs::metadata(netns_path), known) {
+            if metadata.ino() as u32 == known.inode && known.nsid.is_some() {
+                return Ok(known);
+            }
+        }
+        let handle = std::fs::File::open(netns_path).map_err(|_| "netns")?;
+        // The inode of the file opened, not of a stat before it.
+        let inode = handle.metadata().map_err(|_| "netns")?.ino() as u32;
+        let socket = match &mut self.socket {
+            Some(socket) => socket,
+            None if self.no_socket => return Ok(Placement { inode, nsid: None }),
+            None => match NsidSocket::open() {
+                Ok(socket) => self.socket.insert(socket),
+                Err(error) => {
+                    tracing::warn!(%error, "no rtnetlink socket for RTM_GETNSID");
+                    self.no_socket = true;
+                    return Ok(Placement { inode, nsid: None });
+                }
+            },
+        };
+        match socket.nsid_of(&handle) {
+            Ok(nsid) => Ok(Placement { inode, nsid }),
+            Err(error) => {
+                // Not a netns file (EINVAL), or no answer: a fresh socket
+                // next time, in case a late reply is queued.
+                tracing::debug!(netns = %netns_path.display(), %error, "RTM_GETNSID failed");
+                self.socket = None;
+                Err("nsid")
+            }
+        }
+    }
+
+    /// Places the attachments of `paths` (no netns path in their cache) by
+    /// the host route of their addresses, and returns the failures to count.
+    fn place_by_route(
+        &mut self,
+        config: &PodConfig,
+        links: &[LinkEnd<'_>],
+        paths: &[PathBuf],
+    ) -> Vec<&'static str> {
+        let routes: HashMap<IpAddr, u32> = match DumpSocket::open().and_then(|mut socket| {
+            socket.host_routes(Instant::now() + ROUTE_DUMP_TIMEOUT, ROUTE_DUMP_TIMEOUT)
+        }) {
+            Ok(routes) => routes.into_iter().collect(),
+            Err(error) => {
+                tracing::debug!(%error, "no host routes to place pods by");
+                HashMap::new()
+            }
+        };
+        let by_nsid = self.netns_dir_ids(config);
+        let mut failures = Vec::new();
+        for path in paths {
+            let file = self.files.get_mut(path).expect("listed by the caller");
+            let addresses = file
+                .attachment
+                .as_ref()
+                .map(|a| a.addresses.as_slice())
+                .unwrap_or_default();
+            let placement = netnsid_by_route(addresses, &routes, links).and_then(|nsid| {
+                let inode = by_nsid.get(&nsid)?;
+                Some(Placement {
+                    inode: *inode,
+                    nsid: Some(nsid),
+                })
+            });
+            match placement {
+                Some(placement) => {
+                    file.placed = Some(placement);
+                    file.failing = false;
+                }
+                None => {
+                    if !file.failing {
+                        tracing::debug!(path = %path.display(), "pod names no namespace and no host route leads to its veth");
+                        failures.push("unplaced");
+                    }
+                    file.failing = true;
+                }
+            }
+        }
+        failures
+    }
+
+    /// Every namespace of `--netns-dir` by its id here (only those with
+    /// one: a namespace without a veth peer here is found by no route).
+    fn netns_dir_ids(&mut self, config: &PodConfig) -> HashMap<i32, u32> {
+        let Ok(entries) = std::fs::read_dir(&config.netns_dir) else {
+            return HashMap::new();
+        };
+        let mut listed = HashMap::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let known = self.netns_dir.get(&path).copied();
+            if let Ok(placement) = self.placement_of(&path, known) {
+                listed.insert(path, placement);
+            }
+        }
+        let by_nsid = listed
+            .values()
+            .filter_map(|p| Some((p.nsid?, p.inode)))
+            .collect();
+        self.netns_dir = listed;
+        by_nsid
     }
 }
