@@ -14,7 +14,7 @@ use crate::output::watch::SortKey;
 use crate::sources::ebpf::FlavourPolicy;
 
 /// Labels the collector sets itself; `--label` may not override them.
-const RESERVED_LABELS: [&str; 14] = [
+pub const RESERVED_LABELS: [&str; 15] = [
     "interface",
     "host",
     "hostname",
@@ -29,6 +29,7 @@ const RESERVED_LABELS: [&str; 14] = [
     "namespace",
     "pod",
     "pod_uid",
+    "netns",
 ];
 
 #[derive(Debug, Parser)]

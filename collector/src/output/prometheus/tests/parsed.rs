@@ -238,3 +238,39 @@ fn every_escaped_character_round_trips_through_the_parser() {
     assert_eq!(labels_of_odd[0]["environment"], ODD_LABEL);
     assert_eq!(labels_of_odd[0]["cluster"], "aks \"prod\"");
 }
+
+/// Every label the collector writes beside the `--label`s is one `--label`
+/// may not set: a repeated name makes Prometheus reject the whole scrape.
+/// Read from what every family renders, so a new label cannot be missed.
+#[test]
+fn every_label_served_beside_the_user_labels_is_reserved() {
+    let mut snapshot = snapshot();
+    // A namespace no pod owns, so every namespace family renders.
+    snapshot.namespace_drops.push(NamespaceDrops {
+        netns: Netns::Inode(4026532002),
+        ifindex: 3,
+        drops: BTreeMap::from([("NO_SOCKET".to_string(), 1)]),
+        ..NamespaceDrops::default()
+    });
+    let text = render_profile(&snapshot, &snapshots::http(), Profile::Detailed);
+    let (samples, _) = parse(&text);
+    let user: BTreeSet<&str> = snapshot.labels.iter().map(|(k, _)| k.as_str()).collect();
+    let mut written = BTreeSet::new();
+    for (_, labels) in samples.keys() {
+        if !user.iter().all(|key| labels.contains_key(*key)) {
+            continue;
+        }
+        written.extend(
+            labels
+                .keys()
+                .filter(|k| !user.contains(k.as_str()))
+                .cloned(),
+        );
+    }
+    assert!(written.contains("netns"), "{written:?}");
+    let unreserved: Vec<&String> = written
+        .iter()
+        .filter(|label| !crate::cli::RESERVED_LABELS.contains(&label.as_str()))
+        .collect();
+    assert!(unreserved.is_empty(), "--label could repeat {unreserved:?}");
+}
