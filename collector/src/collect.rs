@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+mod excluded;
+
 use crate::filter::InterfaceFilter;
 use crate::model::{EbpfInterface, EbpfStatus, Interface, PodIdentity, Snapshot, SourceStatus};
 use crate::namespaces::{namespace_drops, NamespaceLedger};
@@ -51,6 +53,7 @@ pub struct Collector {
     collections: AtomicU64,
     pods: Option<PodSource>,
     namespaces: Mutex<NamespaceLedger>,
+    excluded: Mutex<excluded::ExcludedDrops>,
 }
 
 impl Collector {
@@ -76,6 +79,7 @@ impl Collector {
             collections: AtomicU64::new(0),
             pods: None,
             namespaces: Mutex::new(NamespaceLedger::default()),
+            excluded: Mutex::default(),
         }
     }
 
@@ -156,9 +160,13 @@ impl Collector {
             None => PodView::default(),
         };
         let mut forgotten = HashSet::new();
-        if let (Some(source), Some(reading)) = (ebpf_source.as_mut(), &reading) {
+        if let (Some(source), Some(reading)) = (ebpf_source.as_mut(), &mut reading) {
             let live: HashSet<u32> = links.iter().map(|l| l.ifindex).collect();
             let stale = stale_interfaces(reading, &live, complete);
+            self.excluded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .fold(reading, &links, &self.config.filter, &stale);
             // Without the pods source no namespace has an owner; with it
             // down for this collection, owners are unknown.
             let owners =
