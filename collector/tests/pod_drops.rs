@@ -6,6 +6,8 @@
 //! Every test runs once per program flavour (tp_btf, classic).
 
 mod common;
+#[path = "pod_drops/races.rs"]
+mod races;
 #[path = "pod_drops/snapshot.rs"]
 mod snapshot;
 

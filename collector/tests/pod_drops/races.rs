@@ -1,0 +1,156 @@
+//! What a running node does to pod identity between two scrapes, and what
+//! must not follow from it: a cache file caught mid-rewrite, a netns file
+//! briefly unreachable, the results directory gone for a while, a leaked
+//! old sandbox of the same pod. Pod drops keep their owner and never go
+//! back. These are ownership decisions in userspace, the same for both
+//! program flavours, so each runs with the BTF-typed one.
+
+use super::*;
+
+/// Sends `count` datagrams to a closed UDP port of `pod` and waits for the
+/// kernel to count them.
+fn closed_port_drops(node: &Netns, pod: &CniPod, count: usize) {
+    send_udp(node, &format!("{}:9", pod.pod_address), count, PAYLOAD);
+    settle();
+}
+
+/// Every series of `pod`'s drops and the sum of the namespace family's
+/// series for its inode: (pod series, nameless series).
+fn owner_split(metrics: &Metrics, pod: &CniPod) -> (f64, f64) {
+    let inode = pod.netns.inode().to_string();
+    let nameless = metrics
+        .select("network_netns_drops_total", &[("netns", inode.as_str())])
+        .map(|s| s.value)
+        .sum();
+    (pod_drops(metrics, pod).values().sum(), nameless)
+}
+
+#[test]
+fn a_failed_read_of_a_live_pods_cache_or_netns_keeps_its_counts() {
+    require_root();
+    let (node, results, pod) = node_with_pod(("shop", "cart-0"), "azvrace0", 43);
+    // The pods' netns files as links in a directory of the test's, so one
+    // can be taken away (a bind mount cannot be renamed).
+    let netns_dir = tempfile::tempdir().unwrap();
+    let link = netns_dir.path().join(&pod.netns.name);
+    std::os::unix::fs::symlink(pod.netns_path(), &link).unwrap();
+    let args = [
+        "--cni-results-dir",
+        results.path().to_str().unwrap(),
+        "--netns-dir",
+        netns_dir.path().to_str().unwrap(),
+    ];
+    let collector = start_flavour(&node, "btf", &args);
+    closed_port_drops(&node, &pod, 50);
+    assert_eq!(owner_split(&collector.scrape(&node), &pod), (50.0, 0.0));
+
+    // libcni rewrites the file in place: a reader can see half of it.
+    let file = &pod.attachments[0].2;
+    let whole = std::fs::read(file).unwrap();
+    write_like_libcni(file, &whole[..whole.len() / 2]);
+    closed_port_drops(&node, &pod, 10);
+    let metrics = collector.scrape(&node);
+    assert_eq!(
+        owner_split(&metrics, &pod),
+        (60.0, 0.0),
+        "half-written cache"
+    );
+    let malformed = [("reason", "malformed")];
+    assert_eq!(
+        metrics.value("collector_pod_identity_errors_total", &malformed),
+        1.0
+    );
+    write_like_libcni(file, &whole);
+    assert_eq!(owner_split(&collector.scrape(&node), &pod), (60.0, 0.0));
+
+    // The netns file unreachable for a scrape (a mount being replaced).
+    std::fs::remove_file(&link).unwrap();
+    closed_port_drops(&node, &pod, 10);
+    let metrics = collector.scrape(&node);
+    std::os::unix::fs::symlink(pod.netns_path(), &link).unwrap();
+    assert_eq!(owner_split(&metrics, &pod), (70.0, 0.0), "netns file away");
+    assert_eq!(
+        metrics.value(
+            "collector_pod_identity_errors_total",
+            &[("reason", "netns")]
+        ),
+        1.0
+    );
+    closed_port_drops(&node, &pod, 5);
+    assert_eq!(owner_split(&collector.scrape(&node), &pod), (75.0, 0.0));
+}
+
+#[test]
+fn while_pod_identity_is_down_pod_drops_keep_their_owners() {
+    require_root();
+    let (node, results, pod) = node_with_pod(("shop", "web-0"), "azvrace1", 44);
+    let collector = start(&node, results.path(), "btf");
+    closed_port_drops(&node, &pod, 20);
+    assert_eq!(owner_split(&collector.scrape(&node), &pod), (20.0, 0.0));
+
+    // The results directory cannot be listed (a mount gone, EMFILE).
+    let dir = results.path().to_path_buf();
+    let aside = dir.with_extension("aside");
+    std::fs::rename(&dir, &aside).unwrap();
+    closed_port_drops(&node, &pod, 5);
+    let metrics = collector.scrape(&node);
+    std::fs::rename(&aside, &dir).unwrap();
+    assert_eq!(metrics.value("collector_pod_identity_up", &[]), 0.0);
+    assert_eq!(
+        owner_split(&metrics, &pod),
+        (25.0, 0.0),
+        "flipped to nameless"
+    );
+    assert!(pod_info_of(&metrics, pod.veth()).is_some(), "pod info kept");
+
+    let metrics = collector.scrape(&node);
+    assert_eq!(metrics.value("collector_pod_identity_up", &[]), 1.0);
+    assert_eq!(owner_split(&metrics, &pod), (25.0, 0.0));
+}
+
+#[test]
+fn a_pods_leaked_old_sandbox_never_serves_its_series_twice() {
+    require_root();
+    let (node, results, old) = node_with_pod(("shop", "api-0"), "azvrace2", 45);
+    // The same pod's new sandbox, while the old one's namespace lingers.
+    std::thread::sleep(Duration::from_millis(20));
+    let mut new = CniPod::start(
+        &node,
+        results.path(),
+        ("shop", "api-0"),
+        "azure",
+        "azvrace3",
+        46,
+    );
+    without_ipv6(&[&new.netns]);
+    new.uid = old.uid.clone();
+    let file = &new.attachments[0].2;
+    write_like_libcni(
+        file,
+        new.cache_json("azure", "eth0", Some("azvrace3"), None)
+            .as_bytes(),
+    );
+    let collector = start(&node, results.path(), "btf");
+    closed_port_drops(&node, &old, 7);
+    closed_port_drops(&node, &new, 3);
+    let text = collector.scrape_text(&node);
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("network_pod_drops_total{"))
+        .map(|l| l.rsplit_once(' ').unwrap().0)
+        .collect();
+    let unique: std::collections::BTreeSet<&&str> = series.iter().collect();
+    assert_eq!(series.len(), unique.len(), "a series twice:\n{text}");
+    // The newest sandbox is the pod's; the old one's drops stay nameless.
+    let metrics = Metrics::parse(&text);
+    assert_eq!(owner_split(&metrics, &new), (3.0, 0.0));
+    assert_eq!(owner_split(&metrics, &old).1, 7.0);
+}
+
+/// The pod of `veth` in `network_interface_pod_info`.
+fn pod_info_of(metrics: &Metrics, veth: &str) -> Option<String> {
+    metrics
+        .select("network_interface_pod_info", &[("interface", veth)])
+        .map(|s| s.labels["pod"].clone())
+        .next()
+}
