@@ -154,3 +154,55 @@ fn pod_info_of(metrics: &Metrics, veth: &str) -> Option<String> {
         .map(|s| s.labels["pod"].clone())
         .next()
 }
+
+#[test]
+fn a_pod_that_lived_and_died_between_two_scrapes_passes_nothing_to_the_next_on_its_inode() {
+    require_root();
+    let node = Netns::new("pdnode");
+    without_ipv6(&[&node]);
+    let results = tempfile::tempdir().unwrap();
+    let collector = start(&node, results.path(), "btf");
+    collector.scrape(&node);
+    let short = CniPod::start(
+        &node,
+        results.path(),
+        ("batch", "job-1"),
+        "azure",
+        "azvshort0",
+        47,
+    );
+    without_ipv6(&[&short.netns]);
+    let inode = short.netns.inode();
+    closed_port_drops(&node, &short, 30);
+    // Gone before any scrape saw it, and another pod made on its inode.
+    drop(short);
+    let mut next = None;
+    for attempt in 0..20 {
+        std::thread::sleep(Duration::from_millis(200));
+        let veth = format!("azvshort{}", attempt + 1);
+        let pod = CniPod::start(
+            &node,
+            results.path(),
+            ("batch", "job-2"),
+            "azure",
+            &veth,
+            48,
+        );
+        if pod.netns.inode() == inode {
+            next = Some(pod);
+            break;
+        }
+    }
+    let next = next.unwrap_or_else(|| {
+        panic!("TEST SETUP FAILED: the kernel did not reuse namespace inode {inode}")
+    });
+    without_ipv6(&[&next.netns]);
+    let metrics = collector.scrape(&node);
+    assert_eq!(
+        owner_split(&metrics, &next),
+        (0.0, 0.0),
+        "job-2 inherited job-1's drops"
+    );
+    closed_port_drops(&node, &next, 7);
+    assert_eq!(owner_split(&collector.scrape(&node), &next), (7.0, 0.0));
+}

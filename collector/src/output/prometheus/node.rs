@@ -179,6 +179,7 @@ const FAMILIES: [NodeFamily; 23] = [
             emit(&[("map", "traffic")], int(memory.traffic));
             emit(&[("map", "drops")], int(memory.drops));
             emit(&[("map", "counters")], int(memory.counters));
+            emit(&[("map", "first_drops")], int(memory.first_drops));
         },
     },
     NodeFamily {
