@@ -384,7 +384,7 @@ fn count_drop(key: DropKey) {
         let now = unsafe { bpf_ktime_get_boot_ns() };
         // Already there (not the namespace's first key) or full: both fine,
         // userspace treats a missing time as unknown.
-        let _ = NETNS_FIRST_DROP.insert(&key.netns, &now, BPF_NOEXIST);
+        let _ = NETNS_FIRST_DROP.insert(key.netns, now, BPF_NOEXIST);
     }
     if DROPS.insert(key, 1, BPF_NOEXIST).is_err() {
         match DROPS.get_ptr_mut(key) {
