@@ -46,8 +46,8 @@ pub(super) struct CollectorPod {
     pub(super) namespace: String,
     pub(super) name: String,
     pub(super) container: String,
-    /// (name, number) of each container port.
-    ports: Vec<(String, u16)>,
+    /// (name, number, protocol) of each container port.
+    ports: Vec<(String, u16, String)>,
     labels: BTreeMap<String, String>,
     controller: String,
     /// A hostNetwork pod's IP is its node's; in the test namespace that is
@@ -70,10 +70,10 @@ impl CollectorPod {
             .unwrap()
             .iter()
             .map(|p| {
-                (
-                    name(&p["name"]),
-                    p["containerPort"].as_u64().unwrap() as u16,
-                )
+                let number = p["containerPort"].as_u64().unwrap() as u16;
+                // Kubernetes' default protocol.
+                let protocol = p["protocol"].as_str().unwrap_or("TCP").to_string();
+                (name(&p["name"]), number, protocol)
             })
             .collect();
         let labels = daemonset["spec"]["template"]["metadata"]["labels"]
@@ -98,7 +98,7 @@ impl CollectorPod {
     pub(super) fn port(&self, name: &str) -> u16 {
         self.ports
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, ..)| n == name)
             .unwrap_or_else(|| panic!("the collector container has no port {name}"))
             .1
     }
@@ -107,8 +107,8 @@ impl CollectorPod {
     pub(super) fn other_ports(&self, name: &str) -> Vec<String> {
         self.ports
             .iter()
-            .filter(|(n, _)| n != name)
-            .map(|(n, _)| n.clone())
+            .filter(|(n, ..)| n != name)
+            .map(|(n, ..)| n.clone())
             .collect()
     }
 
@@ -133,7 +133,7 @@ impl CollectorPod {
         }
         self.ports
             .iter()
-            .map(|(name, number)| {
+            .map(|(name, number, protocol)| {
                 let mut labels = pod.clone();
                 let mut set = |key: &str, value: String| {
                     labels.insert(format!("__meta_kubernetes_{key}"), json!(value));
@@ -141,7 +141,7 @@ impl CollectorPod {
                 set("pod_container_name", self.container.clone());
                 set("pod_container_port_name", name.clone());
                 set("pod_container_port_number", number.to_string());
-                set("pod_container_port_protocol", "TCP".to_string());
+                set("pod_container_port_protocol", protocol.clone());
                 json!({"targets": [format!("{}:{number}", self.ip)], "labels": labels})
             })
             .collect()
@@ -206,8 +206,10 @@ fn tls_config(tls: &Value, assets: &Assets) -> Value {
 
 /// The scrape jobs the Operator generates for `monitor`, one per endpoint
 /// (`podMonitor/<namespace>/<name>/<index>`), with the collector pod
-/// discovered as a static target. Sharding (one shard here) only picks
-/// targets, so its relabeling is left out.
+/// discovered as a static target. The Prometheus resource is taken with its
+/// defaults (no overrideHonorLabels, enforcedNamespaceLabel or scrape
+/// class); sharding (one shard) only picks targets, so its relabeling is
+/// left out.
 pub(super) fn scrape_jobs(monitor: &Value, pod: &CollectorPod, assets: &Assets) -> Vec<Value> {
     let spec = monitor["spec"].as_object().unwrap();
     for field in spec.keys() {
@@ -247,7 +249,7 @@ pub(super) fn scrape_jobs(monitor: &Value, pod: &CollectorPod, assets: &Assets) 
                 json!({"action": "drop", "source_labels": ["__meta_kubernetes_pod_phase"],
                        "regex": "(Failed|Succeeded)"}),
             ];
-            for (key, value) in &selector["matchLabels"].as_object().unwrap().clone() {
+            for (key, value) in selector["matchLabels"].as_object().unwrap() {
                 let key = sanitize(key);
                 relabel.push(json!({
                     "action": "keep",
