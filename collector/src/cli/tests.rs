@@ -50,6 +50,10 @@ fn malformed_values_are_rejected_naming_the_flag() {
             &["--label", "set by the collector"],
         ),
         (
+            &["collector", "--label", "job=y"],
+            &["--label", "target labels"],
+        ),
+        (
             &["collector", "--include", "("],
             &["--include", "invalid regex"],
         ),
