@@ -1,0 +1,178 @@
+//! Pods made as the kubelet makes them: RunPodSandbox through containerd's
+//! CRI, deleted with StopPodSandbox and RemovePodSandbox. What the
+//! collector reads of them (the `cni-…` namespace, the host veth on the
+//! bridge, libcni's cache files) is what containerd and the CNI plugins
+//! wrote.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use super::*;
+
+/// Sysctls every test pod gets through its sandbox config: no IPv6, so
+/// no router solicitation or MLD report adds packets the tests did not
+/// send.
+const POD_SYSCTLS: [(&str, &str); 2] = [
+    ("net.ipv6.conf.all.disable_ipv6", "1"),
+    ("net.ipv6.conf.default.disable_ipv6", "1"),
+];
+
+/// Where a test's pods come from: a containerd of its own in `node`.
+pub struct PodRuntime {
+    node: String,
+    containerd: Containerd,
+}
+
+/// A pod sandbox the runtime made; stopped and removed on drop.
+pub struct Pod<'a> {
+    runtime: &'a PodRuntime,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// The sandbox id, which the kubelet passes to CNI as
+    /// K8S_POD_INFRA_CONTAINER_ID.
+    pub container_id: String,
+    /// The pod's network namespace (`cni-<uuid>`), the runtime's to delete.
+    pub netns: Netns,
+    /// The pod's `eth0` address, from the sandbox status.
+    pub pod_address: String,
+    /// The host side of the pod's veth pair, in the node namespace.
+    veth: String,
+    deleted: bool,
+}
+
+impl PodRuntime {
+    /// A runtime whose pods are addressed from 198.18.`subnet`.0/24, their
+    /// host veths in `node`.
+    pub fn start(node: &Netns, subnet: u8) -> PodRuntime {
+        PodRuntime {
+            node: node.name.clone(),
+            containerd: Containerd::start(node, subnet),
+        }
+    }
+
+    /// The libcni cache directory, for `--cni-results-dir`.
+    pub fn results_dir(&self) -> PathBuf {
+        self.containerd.results_dir()
+    }
+
+    /// Starts a pod named `name` in `namespace` with a fresh UID.
+    pub fn run_pod(&self, (namespace, name): (&str, &str)) -> Pod<'_> {
+        let uid = format!(
+            "{}-7e0b-4b3a-9d1e-{}",
+            unique_hex(8),
+            unique_hex(12)
+        );
+        let logs = std::env::temp_dir();
+        let mut cri = self.containerd.cri();
+        let id = cri
+            .run_pod_sandbox((namespace, name, &uid), &logs, &POD_SYSCTLS)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "RunPodSandbox {namespace}/{name}: {e}\n{}",
+                    self.containerd.log()
+                )
+            });
+        let network = cri
+            .sandbox_network(&id)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.containerd.log()));
+        drop(cri);
+        let netns = netns_name(&network.netns_path);
+        let veth = self.host_veth(&netns);
+        Pod {
+            runtime: self,
+            namespace: namespace.into(),
+            name: name.into(),
+            uid,
+            container_id: id,
+            netns,
+            pod_address: network.ip,
+            veth,
+            deleted: false,
+        }
+    }
+
+    /// The node-side peer of the pod's `eth0`: the link its `link_index`
+    /// names in the node namespace.
+    fn host_veth(&self, pod: &Netns) -> String {
+        let peer = pod.ip_links()["eth0"]["link_index"]
+            .as_u64()
+            .expect("the pod's eth0 is a veth");
+        let node = Netns::existing(self.node.clone());
+        node.ip_links()
+            .into_iter()
+            .find(|(_, link)| link["ifindex"].as_u64() == Some(peer))
+            .map(|(name, _)| name)
+            .unwrap_or_else(|| panic!("no link {peer} in {}", self.node))
+    }
+}
+
+/// The name in /var/run/netns of the namespace file at `path`.
+fn netns_name(path: &Path) -> Netns {
+    assert_eq!(
+        path.parent(),
+        Some(Path::new("/var/run/netns")),
+        "containerd made the namespace elsewhere"
+    );
+    Netns::existing(path.file_name().unwrap().to_string_lossy().into_owned())
+}
+
+impl Pod<'_> {
+    /// The host veth, the interface the collector names after this pod.
+    pub fn veth(&self) -> &str {
+        &self.veth
+    }
+
+    pub fn netns_path(&self) -> String {
+        format!("/var/run/netns/{}", self.netns.name)
+    }
+
+    /// The libcni cache file of the pod's `eth0` attachment.
+    pub fn cache_file(&self) -> PathBuf {
+        self.runtime
+            .results_dir()
+            .join(format!("{NETWORK}-{}-eth0", self.container_id))
+    }
+
+    /// Deletes the pod as the kubelet does: StopPodSandbox (CNI DEL, the
+    /// cache files and the namespace go), then RemovePodSandbox.
+    pub fn delete(mut self) {
+        self.deleted = true;
+        let containerd = &self.runtime.containerd;
+        let mut cri = containerd.cri();
+        for (call, result) in [
+            ("StopPodSandbox", cri.stop_pod_sandbox(&self.container_id)),
+            ("RemovePodSandbox", cri.remove_pod_sandbox(&self.container_id)),
+        ] {
+            if let Err(e) = result {
+                panic!("{call} {}: {e}\n{}", self.container_id, containerd.log());
+            }
+        }
+        drop(cri);
+        reap_shims(false);
+    }
+}
+
+impl Drop for Pod<'_> {
+    fn drop(&mut self) {
+        if self.deleted {
+            return;
+        }
+        let mut cri = self.runtime.containerd.cri();
+        let _ = cri.stop_pod_sandbox(&self.container_id);
+        let _ = cri.remove_pod_sandbox(&self.container_id);
+        drop(cri);
+        reap_shims(false);
+    }
+}
+
+/// Unique per test process and call: UIDs and ids.
+pub fn unique_hex(width: usize) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let counter = super::netns::NEXT_NETNS.fetch_add(1, Ordering::Relaxed);
+    let text = format!("{:08x}{:08x}{:08x}", std::process::id(), counter, nanos);
+    text.chars().cycle().take(width).collect()
+}
