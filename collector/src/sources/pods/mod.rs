@@ -126,7 +126,7 @@ pub fn match_links(
     attachments: &[(i32, &CniAttachment)],
 ) -> HashMap<u32, PodIdentity> {
     let mut by_nsid: HashMap<i32, Vec<&CniAttachment>> = HashMap::new();
-    for (nsid, attachment) in attachments {
+    for (nsid, attachment) in attachments.iter().filter(|(_, a)| !a.is_loopback()) {
         by_nsid.entry(*nsid).or_default().push(attachment);
     }
     let mut identities = HashMap::new();
@@ -184,6 +184,7 @@ mod tests {
             pod: pod.into(),
             pod_uid: format!("uid-{pod}"),
             host_interfaces: hosts.iter().map(|h| h.to_string()).collect(),
+            addresses: Vec::new(),
         }
     }
 
