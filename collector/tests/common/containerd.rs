@@ -44,6 +44,19 @@ impl Containerd {
     /// 198.18.`subnet`.0/24 (the bridge has .1).
     pub fn start(node: &Netns, subnet: u8) -> Containerd {
         become_subreaper();
+        // The bridge plugin takes a bridge of its name as it finds it. One
+        // made with multicast snooping on joins the all-snoopers group and
+        // sends IGMP reports, which every pod receives and drops (multicast
+        // not for it) at moments no test controls; so none is sent.
+        node.ip(&[
+            "link",
+            "add",
+            BRIDGE,
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
         let dir = tempfile::Builder::new()
             .prefix("containerd-")
             .tempdir()
@@ -82,7 +95,9 @@ impl Containerd {
 
     /// The CRI connection (also after a test panicked holding it).
     pub fn cri(&self) -> std::sync::MutexGuard<'_, Cri> {
-        self.cri.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.cri
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The log so far, for failure messages.
@@ -286,7 +301,12 @@ fn wait_for_cri(socket: &Path, root: &Path) -> Cri {
 fn become_subreaper() {
     // SAFETY: sets a flag of the calling process.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
-    assert_eq!(rc, 0, "PR_SET_CHILD_SUBREAPER: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "PR_SET_CHILD_SUBREAPER: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Reaps the exited shims (and the sandbox processes they orphan when

@@ -97,7 +97,10 @@ impl Cri {
     pub fn list_pod_sandboxes(&mut self) -> Result<Vec<String>, tonic::Status> {
         let reply = self
             .runtime
-            .block_on(self.client.list_pod_sandbox(ListPodSandboxRequest { filter: None }))?
+            .block_on(
+                self.client
+                    .list_pod_sandbox(ListPodSandboxRequest { filter: None }),
+            )?
             .into_inner();
         Ok(reply.items.into_iter().map(|s| s.id).collect())
     }

@@ -58,10 +58,14 @@ impl PodRuntime {
 
     /// Starts a pod named `name` in `namespace` with a fresh UID.
     pub fn run_pod(&self, (namespace, name): (&str, &str)) -> Pod<'_> {
+        let hex = unique_hex(32);
         let uid = format!(
-            "{}-7e0b-4b3a-9d1e-{}",
-            unique_hex(8),
-            unique_hex(12)
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
         );
         let logs = std::env::temp_dir();
         let mut cri = self.containerd.cri();
@@ -127,6 +131,47 @@ impl Pod<'_> {
         format!("/var/run/netns/{}", self.netns.name)
     }
 
+    /// Permanent neighbour entries between the node and the pod (as
+    /// [`VethPair`] sets), so no ARP exchange delays or queues the
+    /// packets a test sends, and no queue overflow adds drops.
+    pub fn pin_neighbours(&self) {
+        let node = Netns::existing(self.runtime.node.clone());
+        let gateway = node.ip_links()[BRIDGE]["address"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let gateway_address = self.gateway();
+        let pod_mac = self.netns.mac("eth0");
+        node.ip(&[
+            "neigh",
+            "replace",
+            &self.pod_address,
+            "lladdr",
+            &pod_mac,
+            "dev",
+            BRIDGE,
+            "nud",
+            "permanent",
+        ]);
+        self.netns.ip(&[
+            "neigh",
+            "replace",
+            &gateway_address,
+            "lladdr",
+            &gateway,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ]);
+    }
+
+    /// The pod's gateway: the bridge's address, `.1` of the pod's /24.
+    pub fn gateway(&self) -> String {
+        let (network, _) = self.pod_address.rsplit_once('.').unwrap();
+        format!("{network}.1")
+    }
+
     /// The libcni cache file of the pod's `eth0` attachment.
     pub fn cache_file(&self) -> PathBuf {
         self.runtime
@@ -142,7 +187,10 @@ impl Pod<'_> {
         let mut cri = containerd.cri();
         for (call, result) in [
             ("StopPodSandbox", cri.stop_pod_sandbox(&self.container_id)),
-            ("RemovePodSandbox", cri.remove_pod_sandbox(&self.container_id)),
+            (
+                "RemovePodSandbox",
+                cri.remove_pod_sandbox(&self.container_id),
+            ),
         ] {
             if let Err(e) = result {
                 panic!("{call} {}: {e}\n{}", self.container_id, containerd.log());
