@@ -6,6 +6,8 @@
 //! collector runs in a namespace standing for the node, with every
 //! capability dropped.
 
+#[path = "pod_identity/by_hand.rs"]
+mod by_hand;
 mod common;
 #[path = "pod_identity/netns_dir.rs"]
 mod netns_dir;

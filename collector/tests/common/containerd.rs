@@ -149,7 +149,7 @@ impl Drop for Containerd {
 
 /// The conflist a node's CNI directory would hold: the stock bridge plugin
 /// with host-local addresses, the bridge the pods' gateway.
-fn conflist(subnet: u8) -> String {
+pub fn conflist(subnet: u8) -> String {
     serde_json::json!({
         "cniVersion": "1.0.0",
         "name": NETWORK,

@@ -2,10 +2,11 @@
 //! CRI, deleted with StopPodSandbox and RemovePodSandbox. What the
 //! collector reads of them (the `cni-…` namespace, the host veth on the
 //! bridge, libcni's cache files) is what containerd and the CNI plugins
-//! wrote.
+//! wrote. Only where `TEST_PODS_BY_HAND=1` (the kernel matrix's guests) are
+//! they laid out by hand instead, in the same shape (`hand_pods.rs`).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::*;
 
@@ -20,7 +21,13 @@ const POD_SYSCTLS: [(&str, &str); 2] = [
 /// Where a test's pods come from: a containerd of its own in `node`.
 pub struct PodRuntime {
     node: String,
-    containerd: Containerd,
+    maker: Maker,
+}
+
+enum Maker {
+    Containerd(Box<Containerd>),
+    /// With the number of pods made so far.
+    ByHand(HandMade, AtomicU8),
 }
 
 /// A pod sandbox the runtime made; stopped and removed on drop.
@@ -38,6 +45,8 @@ pub struct Pod<'a> {
     pub pod_address: String,
     /// The host side of the pod's veth pair, in the node namespace.
     veth: String,
+    /// The cache files of a pod made by hand, removed at its deletion.
+    files_by_hand: Vec<PathBuf>,
     deleted: bool,
 }
 
@@ -45,19 +54,37 @@ impl PodRuntime {
     /// A runtime whose pods are addressed from 198.18.`subnet`.0/24, their
     /// host veths in `node`.
     pub fn start(node: &Netns, subnet: u8) -> PodRuntime {
+        if pods_by_hand() {
+            PodRuntime::by_hand(node, subnet)
+        } else {
+            PodRuntime::containerd(node, subnet)
+        }
+    }
+
+    pub fn containerd(node: &Netns, subnet: u8) -> PodRuntime {
         PodRuntime {
             node: node.name.clone(),
-            containerd: Containerd::start(node, subnet),
+            maker: Maker::Containerd(Box::new(Containerd::start(node, subnet))),
+        }
+    }
+
+    pub fn by_hand(node: &Netns, subnet: u8) -> PodRuntime {
+        PodRuntime {
+            node: node.name.clone(),
+            maker: Maker::ByHand(HandMade::start(node, subnet), AtomicU8::new(0)),
         }
     }
 
     /// The libcni cache directory, for `--cni-results-dir`.
     pub fn results_dir(&self) -> PathBuf {
-        self.containerd.results_dir()
+        match &self.maker {
+            Maker::Containerd(containerd) => containerd.results_dir(),
+            Maker::ByHand(made, _) => made.results_dir(),
+        }
     }
 
     /// Starts a pod named `name` in `namespace` with a fresh UID.
-    pub fn run_pod(&self, (namespace, name): (&str, &str)) -> Pod<'_> {
+    pub fn run_pod(&self, pod: (&str, &str)) -> Pod<'_> {
         let hex = unique_hex(32);
         let uid = format!(
             "{}-{}-{}-{}-{}",
@@ -67,19 +94,46 @@ impl PodRuntime {
             &hex[16..20],
             &hex[20..]
         );
+        match &self.maker {
+            Maker::Containerd(containerd) => self.run_through_cri(containerd, pod, uid),
+            Maker::ByHand(made, count) => {
+                let index = count.fetch_add(1, Ordering::Relaxed);
+                let made = made.run_pod(pod, &uid, index);
+                Pod {
+                    runtime: self,
+                    namespace: pod.0.into(),
+                    name: pod.1.into(),
+                    uid,
+                    container_id: made.container_id,
+                    netns: made.netns,
+                    pod_address: made.address,
+                    veth: made.veth,
+                    files_by_hand: made.files,
+                    deleted: false,
+                }
+            }
+        }
+    }
+
+    fn run_through_cri<'a>(
+        &'a self,
+        containerd: &Containerd,
+        (namespace, name): (&str, &str),
+        uid: String,
+    ) -> Pod<'a> {
         let logs = std::env::temp_dir();
-        let mut cri = self.containerd.cri();
+        let mut cri = containerd.cri();
         let id = cri
             .run_pod_sandbox((namespace, name, &uid), &logs, &POD_SYSCTLS)
             .unwrap_or_else(|e| {
                 panic!(
                     "RunPodSandbox {namespace}/{name}: {e}\n{}",
-                    self.containerd.log()
+                    containerd.log()
                 )
             });
         let network = cri
             .sandbox_network(&id)
-            .unwrap_or_else(|e| panic!("{e}\n{}", self.containerd.log()));
+            .unwrap_or_else(|e| panic!("{e}\n{}", containerd.log()));
         drop(cri);
         let netns = netns_name(&network.netns_path);
         let veth = self.host_veth(&netns);
@@ -92,6 +146,7 @@ impl PodRuntime {
             netns,
             pod_address: network.ip,
             veth,
+            files_by_hand: Vec::new(),
             deleted: false,
         }
     }
@@ -182,8 +237,11 @@ impl Pod<'_> {
     /// Deletes the pod as the kubelet does: StopPodSandbox (CNI DEL, the
     /// cache files and the namespace go), then RemovePodSandbox.
     pub fn delete(mut self) {
+        let Maker::Containerd(containerd) = &self.runtime.maker else {
+            // Drop removes the files, then the namespace goes with `netns`.
+            return;
+        };
         self.deleted = true;
-        let containerd = &self.runtime.containerd;
         let mut cri = containerd.cri();
         for (call, result) in [
             ("StopPodSandbox", cri.stop_pod_sandbox(&self.container_id)),
@@ -206,7 +264,13 @@ impl Drop for Pod<'_> {
         if self.deleted {
             return;
         }
-        let mut cri = self.runtime.containerd.cri();
+        let Maker::Containerd(containerd) = &self.runtime.maker else {
+            for file in &self.files_by_hand {
+                let _ = std::fs::remove_file(file);
+            }
+            return;
+        };
+        let mut cri = containerd.cri();
         let _ = cri.stop_pod_sandbox(&self.container_id);
         let _ = cri.remove_pod_sandbox(&self.container_id);
         drop(cri);

@@ -9,6 +9,7 @@ mod bpf;
 mod containerd;
 mod cri;
 mod cri_pods;
+mod hand_pods;
 mod manifests;
 mod metrics;
 mod netns;
@@ -28,6 +29,8 @@ pub use containerd::*;
 pub use cri::*;
 #[allow(unused_imports)]
 pub use cri_pods::*;
+#[allow(unused_imports)]
+pub use hand_pods::*;
 #[allow(unused_imports)]
 pub use manifests::*;
 #[allow(unused_imports)]
