@@ -100,6 +100,11 @@ impl Containerd {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Where the pods' log directories go (the kubelet's /var/log/pods).
+    pub fn pod_logs(&self) -> PathBuf {
+        self.dir.path().join("pods")
+    }
+
     /// The log so far, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()

@@ -121,7 +121,10 @@ impl PodRuntime {
         (namespace, name): (&str, &str),
         uid: String,
     ) -> Pod<'a> {
-        let logs = std::env::temp_dir();
+        // Named as the kubelet names it, under containerd's own directory.
+        let logs = containerd
+            .pod_logs()
+            .join(format!("{namespace}_{name}_{uid}"));
         let mut cri = containerd.cri();
         let id = cri
             .run_pod_sandbox((namespace, name, &uid), &logs, &POD_SYSCTLS)
