@@ -149,6 +149,21 @@ impl Drop for Containerd {
         let _ = self.child.kill();
         let _ = self.child.wait();
         reap_shims(true);
+        remove_empty_cgroups();
+    }
+}
+
+/// runc puts the sandboxes of containerd's `k8s.io` namespace under a
+/// `k8s.io` cgroup and removes only theirs; the parent goes too once no
+/// sandbox (of any containerd) is in it, which rmdir checks.
+fn remove_empty_cgroups() {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut parents = vec![PathBuf::from("/sys/fs/cgroup/k8s.io")];
+    parents.extend(hierarchies.flatten().map(|h| h.path().join("k8s.io")));
+    for parent in parents {
+        let _ = std::fs::remove_dir(parent);
     }
 }
 

@@ -18,7 +18,8 @@ const POD_SYSCTLS: [(&str, &str); 2] = [
     ("net.ipv6.conf.default.disable_ipv6", "1"),
 ];
 
-/// Where a test's pods come from: a containerd of its own in `node`.
+/// Where a test's pods come from: a containerd of its own in `node` (or,
+/// with `TEST_PODS_BY_HAND=1`, the harness laying them out by hand).
 pub struct PodRuntime {
     node: String,
     maker: Maker,
@@ -39,7 +40,8 @@ pub struct Pod<'a> {
     /// The sandbox id, which the kubelet passes to CNI as
     /// K8S_POD_INFRA_CONTAINER_ID.
     pub container_id: String,
-    /// The pod's network namespace (`cni-<uuid>`), the runtime's to delete.
+    /// The pod's network namespace (`cni-<uuid>`): containerd deletes it at
+    /// StopPodSandbox; one made by hand goes with this `Pod`.
     pub netns: Netns,
     /// The pod's `eth0` address, from the sandbox status.
     pub pod_address: String,
