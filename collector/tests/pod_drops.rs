@@ -1,7 +1,8 @@
-//! Drops inside pods' own network namespaces, end to end: a pod made as
-//! containerd and a CNI plugin make one (a `cni-…` netns, a veth, a libcni
-//! cache file), the kernel made to drop in it, and every count compared
-//! with the kernel's own counter for the same drops, read inside the pod.
+//! Drops inside pods' own network namespaces, end to end: a pod made
+//! through containerd's CRI (its `cni-…` netns, its veth on the bridge,
+//! libcni's cache file all containerd's and the bridge plugin's), the
+//! kernel made to drop in it, and every count compared with the kernel's
+//! own counter for the same drops, read inside the pod.
 //!
 //! Every test runs once per program flavour (tp_btf, classic).
 
@@ -34,7 +35,7 @@ fn start(node: &Netns, results: &Path, flavour: &str) -> CollectorProcess {
 }
 
 /// The pod's drops: (interface, reason) -> packets.
-fn pod_drops(metrics: &Metrics, pod: &CniPod) -> BTreeMap<(String, String), f64> {
+fn pod_drops(metrics: &Metrics, pod: &Pod) -> BTreeMap<(String, String), f64> {
     let selector = [
         ("namespace", pod.namespace.as_str()),
         ("pod", pod.name.as_str()),
@@ -107,24 +108,23 @@ fn nft_counter(ns: &Netns) -> f64 {
     after.split_whitespace().next().unwrap().parse().unwrap()
 }
 
-/// No IPv6 in `namespaces`: a link coming up sends router solicitations
-/// and MLD reports, which the other end may drop, and a test comparing
-/// every count of a namespace with one kernel counter must see only what
-/// it sent.
-fn without_ipv6(namespaces: &[&Netns]) {
-    for ns in namespaces {
-        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-    }
+/// A node namespace with a pod runtime in it whose pods get addresses
+/// from 198.18.`subnet`.0/24. IPv6 is off in the node and in every pod (a
+/// link coming up sends router solicitations and MLD reports, which the
+/// other end may drop, and a test comparing every count of a namespace
+/// with one kernel counter must see only what it sent).
+fn node_with_runtime(subnet: u8) -> (Netns, PodRuntime) {
+    let node = Netns::new("pdnode");
+    let runtime = PodRuntime::start(&node, subnet);
+    (node, runtime)
 }
 
-/// A node namespace and a CNI results directory with one pod in it, IPv6
-/// off in both namespaces.
-fn node_with_pod(pod: (&str, &str), veth: &str, subnet: u8) -> (Netns, tempfile::TempDir, CniPod) {
-    let node = Netns::new("pdnode");
-    let results = tempfile::tempdir().unwrap();
-    let pod = CniPod::start(&node, results.path(), pod, "azure", veth, subnet);
-    without_ipv6(&[&node, &pod.netns]);
-    (node, results, pod)
+/// A pod whose neighbours are pinned, so every packet a test sends it
+/// arrives.
+fn traffic_pod<'a>(runtime: &'a PodRuntime, pod: (&str, &str)) -> Pod<'a> {
+    let pod = runtime.run_pod(pod);
+    pod.pin_neighbours();
+    pod
 }
 
 fn settle() {
@@ -138,9 +138,9 @@ fn drops_inside_a_pod_are_its_own_by_kernel_reason_exactly() {
 }
 
 fn pod_drops_match_the_kernel(flavour: &str, has_reason: bool) {
-    let (node, results, pod) =
-        node_with_pod(("kube-system", "coredns-5d78c9869d-x2x8p"), "azvpd0", 40);
-    let collector = start(&node, results.path(), flavour);
+    let (node, runtime) = node_with_runtime(40);
+    let pod = traffic_pod(&runtime, ("kube-system", "coredns-5d78c9869d-x2x8p"));
+    let collector = start(&node, &runtime.results_dir(), flavour);
     let scrape = || pod_drops(&collector.scrape(&node), &pod);
 
     // A closed UDP port inside the pod: the pod's NoPorts.
@@ -210,11 +210,12 @@ fn drops_in_a_namespace_no_pod_owns_never_reach_a_pod() {
 }
 
 fn namespace_without_pod(flavour: &str) {
-    let (node, results, pod) = node_with_pod(("team-a", "web"), "azvpd1", 41);
+    let (node, runtime) = node_with_runtime(41);
+    let pod = traffic_pod(&runtime, ("team-a", "web"));
     // A sandbox with a veth but no cache file: no pod anyone knows.
     let stray = Netns::new("stray");
     let pair = VethPair::new(&node, "vstray", &stray, "eth0", 42);
-    let collector = start(&node, results.path(), flavour);
+    let collector = start(&node, &runtime.results_dir(), flavour);
     let inode = stray.inode().to_string();
     let stray_drops = |m: &Metrics| -> f64 {
         m.select("network_netns_drops_total", &[("netns", inode.as_str())])
@@ -247,54 +248,58 @@ fn namespace_without_pod(flavour: &str) {
 
 #[test]
 fn a_pod_created_on_a_deleted_pods_namespace_inode_starts_at_zero() {
-    each_flavour(new_pod_on_a_reused_inode);
+    let has_reason = kfree_skb_has_reason();
+    each_flavour(|flavour| new_pod_on_a_reused_inode(flavour, has_reason));
 }
 
-fn new_pod_on_a_reused_inode(flavour: &str) {
-    let node = Netns::new("pdnode");
-    let results = tempfile::tempdir().unwrap();
-    let collector = start(&node, results.path(), flavour);
-    let total = |m: &Metrics, pod: &CniPod| -> f64 { pod_drops(m, pod).values().sum() };
+/// The pod's drops on its `eth0`: those of the traffic a test sends. A pod
+/// made while the collector runs also has drops of its own making, without
+/// a device (the runtime's and the CNI plugins' sockets in its namespace
+/// closed with messages unread).
+fn on_its_eth0(metrics: &Metrics, pod: &Pod) -> BTreeMap<(String, String), f64> {
+    pod_drops(metrics, pod)
+        .into_iter()
+        .filter(|((interface, _), _)| interface == "eth0")
+        .collect()
+}
 
-    let old = CniPod::start(
-        &node,
-        results.path(),
-        ("team-a", "old"),
-        "azure",
-        "azvpd2",
-        43,
-    );
+fn new_pod_on_a_reused_inode(flavour: &str, has_reason: bool) {
+    let (node, runtime) = node_with_runtime(43);
+    let collector = start(&node, &runtime.results_dir(), flavour);
+
+    let old = traffic_pod(&runtime, ("team-a", "old"));
     let old_inode = old.netns.inode();
+    let before = pod_drops(&collector.scrape(&node), &old);
     send_udp(&node, &format!("{}:9", old.pod_address), DATAGRAMS, PAYLOAD);
     settle();
     // Seen once while it lives, so the collector knows its owner.
-    assert_eq!(total(&collector.scrape(&node), &old), DATAGRAMS as f64);
+    let after = pod_drops(&collector.scrape(&node), &old);
+    println!("{flavour}: the old pod's drops {after:?}");
+    assert_eq!(
+        changed(&before, &after),
+        on_eth0("NO_SOCKET", DATAGRAMS as f64, has_reason)
+    );
 
     // The pod deleted and another created before the next scrape. The
     // kernel hands a freed namespace inode to the next namespace; try a
     // few times until the new pod has the old one's.
-    drop(old);
+    old.delete();
     let mut new = None;
-    for attempt in 0..20 {
+    for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(200));
-        let pod = CniPod::start(
-            &node,
-            results.path(),
-            ("team-a", "new"),
-            "azure",
-            &format!("azvpd3{attempt}"),
-            44,
-        );
+        let pod = traffic_pod(&runtime, ("team-a", "new"));
         if pod.netns.inode() == old_inode {
             new = Some(pod);
             break;
         }
+        pod.delete();
     }
     let new = new.unwrap_or_else(|| {
         panic!("TEST SETUP FAILED: the kernel did not reuse namespace inode {old_inode}")
     });
     let metrics = collector.scrape(&node);
-    assert_eq!(total(&metrics, &new), 0.0, "the new pod inherited counts");
+    let inherited = on_its_eth0(&metrics, &new);
+    assert!(inherited.is_empty(), "the new pod inherited {inherited:?}");
     assert!(
         metrics
             .select("network_pod_drops_total", &[("pod", "old")])
@@ -303,16 +308,21 @@ fn new_pod_on_a_reused_inode(flavour: &str) {
         "the deleted pod's series is still served"
     );
 
+    let before = pod_drops(&metrics, &new);
     send_udp(&node, &format!("{}:9", new.pod_address), 7, PAYLOAD);
     settle();
-    assert_eq!(total(&collector.scrape(&node), &new), 7.0);
+    let after = pod_drops(&collector.scrape(&node), &new);
+    assert_eq!(
+        changed(&before, &after),
+        on_eth0("NO_SOCKET", 7.0, has_reason)
+    );
 
     // The pod deleted for good: the next collection removes its entries
     // from the kernel's map, not only from the output.
     assert!(drop_map_keys(collector.pid())
         .iter()
         .any(|k| k.netns == old_inode));
-    drop(new);
+    new.delete();
     settle();
     collector.scrape(&node);
     assert!(
@@ -327,7 +337,8 @@ fn new_pod_on_a_reused_inode(flavour: &str) {
 fn without_tracefs_the_btf_typed_probe_names_pod_drops_from_btf() {
     require_root();
     let has_reason = kfree_skb_has_reason();
-    let (node, results, pod) = node_with_pod(("team-b", "api"), "azvpd4", 45);
+    let (node, runtime) = node_with_runtime(45);
+    let pod = traffic_pod(&runtime, ("team-b", "api"));
     // `ip netns exec` gives the collector a /sys without tracefs, and
     // without CAP_SYS_ADMIN it cannot mount one: nothing but BTF to go by.
     let wrapper = [
@@ -338,7 +349,8 @@ fn without_tracefs_the_btf_typed_probe_names_pod_drops_from_btf() {
         "-all",
         "--",
     ];
-    let results_dir = results.path().to_str().unwrap();
+    let results = runtime.results_dir();
+    let results_dir = results.to_str().unwrap();
     let args = [
         "--cni-results-dir",
         results_dir,

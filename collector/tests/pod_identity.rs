@@ -1,9 +1,13 @@
-//! Pod identity on real kernel objects: CNI-style pod namespaces
-//! (`cni-<uuid>`), host veths named as Azure CNI, Calico, Cilium and
-//! kubenet name them, and result cache files written as libcni writes them
-//! into a results directory of the test's own. The collector runs in a
-//! namespace standing for the node, with every capability dropped.
+//! Pod identity on real kernel objects: pods made through containerd's CRI
+//! (RunPodSandbox), laid out by containerd and the stock bridge plugin (a
+//! `cni-<uuid>` namespace, a host veth on the bridge, libcni's cache files
+//! in containerd 1.6's shape). Hand-written cache files only for what no
+//! runtime here writes (Multus, files caught half-written or stale). The
+//! collector runs in a namespace standing for the node, with every
+//! capability dropped.
 
+#[path = "pod_identity/by_hand.rs"]
+mod by_hand;
 mod common;
 #[path = "pod_identity/netns_dir.rs"]
 mod netns_dir;
@@ -34,15 +38,26 @@ fn pod_info(metrics: &Metrics) -> BTreeMap<String, (String, String, String)> {
         .collect()
 }
 
-fn expected(pods: &[&CniPod]) -> BTreeMap<String, (String, String, String)> {
+fn expected(pods: &[&Pod]) -> BTreeMap<String, (String, String, String)> {
     pods.iter()
-        .flat_map(|pod| {
-            pod.attachments.iter().map(|(veth, _, _)| {
-                (
-                    veth.clone(),
-                    (pod.namespace.clone(), pod.name.clone(), pod.uid.clone()),
-                )
-            })
+        .map(|pod| {
+            (
+                pod.veth().to_string(),
+                (pod.namespace.clone(), pod.name.clone(), pod.uid.clone()),
+            )
+        })
+        .collect()
+}
+
+/// The same for a hand-made pod: each of its attachments' host veths.
+fn expected_by_hand(pod: &CniPod) -> BTreeMap<String, (String, String, String)> {
+    pod.attachments
+        .iter()
+        .map(|(veth, _, _)| {
+            (
+                veth.clone(),
+                (pod.namespace.clone(), pod.name.clone(), pod.uid.clone()),
+            )
         })
         .collect()
 }
@@ -104,67 +119,37 @@ fn capabilities_dropped(collector: &CollectorProcess) {
 }
 
 #[test]
-fn each_cni_style_veth_is_named_after_its_pod_in_metrics_json_and_table() {
+fn each_pod_containerd_makes_is_named_in_metrics_json_and_table() {
     require_root();
     let node = Netns::new("podnode");
-    let results = tempfile::tempdir().unwrap();
-    let dir = results.path();
+    let runtime = PodRuntime::start(&node, 80);
+    let dir = &runtime.results_dir();
     let pods = [
-        CniPod::start(
-            &node,
-            dir,
-            ("kube-system", "coredns-5d78c9869d-x2x4q"),
-            "azure",
-            "azv1f2e3d4c5b6",
-            80,
-        ),
-        CniPod::start(
-            &node,
-            dir,
-            ("shop", "cart-0"),
-            "k8s-pod-network",
-            "cali0a1b2c3d4e5",
-            81,
-        ),
-        CniPod::start(
-            &node,
-            dir,
-            ("shop", "web-7d9f8c6b5-abcde"),
-            "cilium",
-            "lxc0123456789ab",
-            82,
-        ),
-        CniPod::start(
-            &node,
-            dir,
-            ("default", "kubenet-pod"),
-            "kubenet",
-            "veth5a6b7c8d",
-            83,
-        ),
+        runtime.run_pod(("kube-system", "coredns-5d78c9869d-x2x4q")),
+        runtime.run_pod(("shop", "cart-0")),
+        runtime.run_pod(("shop", "web-7d9f8c6b5-abcde")),
+        runtime.run_pod(("default", "kubenet-pod")),
     ];
-    // What must not break a scrape: a second cache of a pod without the
-    // `netns` key (containerd 1.7's libcni; placed from its `sandbox`), a
-    // file caught half-written, and a stale cache whose netns is gone.
-    let host_network = pods[0]
-        .cache_json("azure", "eth0", None, None)
-        .replace(&format!(r#""netns":"{}","#, pods[0].netns_path()), "");
-    write_like_libcni(&dir.join("azure-hostnet-eth0"), host_network.as_bytes());
-    let whole = pods[1].cache_json("k8s-pod-network", "eth0", None, None);
+    // What must not break a scrape, next to what containerd wrote: a file
+    // caught half-written, and a stale one whose netns is gone (copies of
+    // a real one under other names).
+    let real = std::fs::read_to_string(pods[1].cache_file()).unwrap();
     write_like_libcni(
-        &dir.join("k8s-pod-network-half-eth0"),
-        &whole.as_bytes()[..whole.len() / 2],
+        &dir.join(format!("{NETWORK}-half-eth0")),
+        &real.as_bytes()[..real.len() / 2],
     );
-    let stale = whole.replace(
-        &pods[1].netns.name,
-        "cni-00000000-dead-beef-0000-000000000000",
-    );
-    write_like_libcni(&dir.join("k8s-pod-network-stale-eth0"), stale.as_bytes());
+    let stale = real
+        .replace(
+            &pods[1].netns.name,
+            "cni-00000000-dead-beef-0000-000000000000",
+        )
+        .replace(&pods[1].container_id, "0badc0de");
+    write_like_libcni(&dir.join(format!("{NETWORK}-stale-eth0")), stale.as_bytes());
 
     let collector = start(&node, dir);
     let metrics = collector.scrape(&node);
     capabilities_dropped(&collector);
-    let all: Vec<&CniPod> = pods.iter().collect();
+    let all: Vec<&Pod> = pods.iter().collect();
     assert_eq!(pod_info(&metrics), expected(&all));
     assert_eq!(metrics.value("collector_pod_identity_up", &[]), 1.0);
     assert_eq!(
@@ -216,8 +201,8 @@ fn each_cni_style_veth_is_named_after_its_pod_in_metrics_json_and_table() {
     }
     assert!(by_name["lo"]["pod"].is_null());
     assert_eq!(json["sources"]["pod_identity"]["up"], true);
-    // The four pods' caches and the second one without `netns`.
-    assert_eq!(json["sources"]["pod_identity"]["attachments"], 5);
+    // Per pod: eth0 on the bridge network and go-cni's loopback.
+    assert_eq!(json["sources"]["pod_identity"]["attachments"], 8);
 
     let table = snapshot(&node, dir, "table");
     assert!(table.lines().next().unwrap().contains(" POD "), "{table}");
@@ -249,7 +234,7 @@ fn a_multus_pod_maps_each_of_its_veths_to_its_own_attachment() {
     );
     pod.attach(&node, dir, "macvlan-data", "net1", "veth0badc0de", 85);
     let collector = start(&node, dir);
-    assert_eq!(pod_info(&collector.scrape(&node)), expected(&[&pod]));
+    assert_eq!(pod_info(&collector.scrape(&node)), expected_by_hand(&pod));
     let json: serde_json::Value = serde_json::from_str(&snapshot(&node, dir, "json")).unwrap();
     for (veth, if_name, network) in [
         ("cali9f8e7d6c5b4", "eth0", "k8s-pod-network"),
@@ -270,8 +255,10 @@ fn a_multus_pod_maps_each_of_its_veths_to_its_own_attachment() {
 fn a_missing_results_directory_is_logged_once_and_recovers_when_it_appears() {
     require_root();
     let node = Netns::new("nocni");
-    let parent = tempfile::tempdir().unwrap();
-    let dir = parent.path().join("results");
+    // A fresh node: libcni makes its results directory at the first pod.
+    let runtime = PodRuntime::start(&node, 86);
+    let dir = runtime.results_dir();
+    assert!(!dir.exists());
     let collector = start(&node, &dir);
     for _ in 0..3 {
         let metrics = collector.scrape(&node);
@@ -288,14 +275,7 @@ fn a_missing_results_directory_is_logged_once_and_recovers_when_it_appears() {
             &[("reason", "directory")]
         ) >= 4.0
     );
-    let pod = CniPod::start(
-        &node,
-        &dir,
-        ("late", "pod-1"),
-        "azure",
-        "azv00aa11bb22c",
-        86,
-    );
+    let pod = runtime.run_pod(("late", "pod-1"));
     let metrics = collector.scrape(&node);
     assert_eq!(metrics.value("collector_pod_identity_up", &[]), 1.0);
     assert_eq!(pod_info(&metrics), expected(&[&pod]));
@@ -313,26 +293,18 @@ fn a_missing_results_directory_is_logged_once_and_recovers_when_it_appears() {
 fn pods_that_come_and_go_while_scraping_are_followed_by_the_info_series() {
     require_root();
     let node = Netns::new("podchurn");
-    let results = tempfile::tempdir().unwrap();
-    let dir = results.path();
-    let collector = start(&node, dir);
-    let mut live: Vec<CniPod> = Vec::new();
+    let runtime = PodRuntime::start(&node, 100);
+    let collector = start(&node, &runtime.results_dir());
+    let mut live: Vec<Pod> = Vec::new();
     let started = Instant::now();
     for round in 0..8u8 {
         // Two pods start, the oldest one goes (veth with its netns).
         for i in 0..2u8 {
             let n = round * 2 + i;
-            live.push(CniPod::start(
-                &node,
-                dir,
-                ("churn", &format!("pod-{n}")),
-                "azure",
-                &format!("azvchurn{n:04}"),
-                100 + n,
-            ));
+            live.push(runtime.run_pod(("churn", &format!("pod-{n}"))));
         }
         if round % 2 == 1 {
-            live.remove(0);
+            live.remove(0).delete();
         }
         let metrics = collector.scrape(&node);
         let want = expected(&live.iter().collect::<Vec<_>>());
@@ -342,7 +314,9 @@ fn pods_that_come_and_go_while_scraping_are_followed_by_the_info_series() {
             "churn too slow"
         );
     }
-    live.clear();
+    for pod in live.drain(..) {
+        pod.delete();
+    }
     let metrics = collector.scrape(&node);
     assert!(pod_info(&metrics).is_empty(), "series go with their veths");
     assert_eq!(
@@ -351,6 +325,6 @@ fn pods_that_come_and_go_while_scraping_are_followed_by_the_info_series() {
             &[("reason", "netns")]
         ),
         0.0,
-        "cache files went before their namespaces"
+        "containerd removed the cache files before the namespaces"
     );
 }

@@ -30,8 +30,12 @@ const BUILD_PACKAGES: [&str; 6] = [
 /// test), bpftool (program/link checks), promtool and prometheus (exposition
 /// lint, end-to-end queries), nft (NETFILTER_DROP), setpriv/unshare
 /// (capability and mount-namespace tests), python3 + venv (manifest validation),
-/// podman and runc (the image test).
-const TEST_PACKAGES: [&str; 11] = [
+/// podman and runc (the image test); containerd (its CRI, ctr and shim), the
+/// stock CNI plugins (bridge, host-local, loopback in /usr/lib/cni) and gcc
+/// with a static libc (the locally built pause image) for the pods the pod
+/// tests make; protoc, which the CRI client's build script runs (a
+/// dev-dependency, so test and lint builds need it).
+const TEST_PACKAGES: [&str; 16] = [
     "iproute2",
     "procps",
     "bpftool",
@@ -43,6 +47,11 @@ const TEST_PACKAGES: [&str; 11] = [
     "curl",
     "podman",
     "runc",
+    "containerd",
+    "containernetworking-plugins",
+    "gcc",
+    "libc6-dev",
+    "protobuf-compiler",
 ];
 /// Python tools of the deployment tests (manifests/validate.py, hadolint),
 /// pinned with the dependencies they resolved to when the tests were written.

@@ -6,9 +6,14 @@
 #![allow(dead_code)]
 
 mod bpf;
+mod containerd;
+mod cri;
+mod cri_pods;
+mod hand_pods;
 mod manifests;
 mod metrics;
 mod netns;
+mod pause_image;
 mod pods;
 mod process;
 mod tls;
@@ -19,11 +24,21 @@ use std::process::{Command, Output};
 #[allow(unused_imports)]
 pub use bpf::*;
 #[allow(unused_imports)]
+pub use containerd::*;
+#[allow(unused_imports)]
+pub use cri::*;
+#[allow(unused_imports)]
+pub use cri_pods::*;
+#[allow(unused_imports)]
+pub use hand_pods::*;
+#[allow(unused_imports)]
 pub use manifests::*;
 #[allow(unused_imports)]
 pub use metrics::*;
 #[allow(unused_imports)]
 pub use netns::*;
+#[allow(unused_imports)]
+pub use pause_image::*;
 #[allow(unused_imports)]
 pub use pods::*;
 #[allow(unused_imports)]

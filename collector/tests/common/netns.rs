@@ -13,9 +13,11 @@ use super::*;
 
 pub(super) static NEXT_NETNS: AtomicU32 = AtomicU32::new(0);
 
-/// A network namespace owned by the test; deleted on drop.
+/// A network namespace in /var/run/netns; deleted on drop if the test
+/// made it.
 pub struct Netns {
     pub name: String,
+    owned: bool,
 }
 
 impl Netns {
@@ -31,13 +33,19 @@ impl Netns {
     /// A namespace under exactly `name` in /var/run/netns.
     pub fn named(name: String) -> Netns {
         run("ip", &["netns", "add", &name]);
-        let netns = Netns { name };
+        let netns = Netns { name, owned: true };
         // No IPv6: router solicitations and MLD reports would add packets the
         // tests do not send.
         netns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
         netns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
         netns.ip(&["link", "set", "lo", "up"]);
         netns
+    }
+
+    /// A namespace someone else made (a container runtime), which that
+    /// owner deletes.
+    pub fn existing(name: String) -> Netns {
+        Netns { name, owned: false }
     }
 
     pub fn ip(&self, args: &[&str]) -> Output {
@@ -108,6 +116,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();

@@ -1,7 +1,6 @@
 //! CNI pods as containerd and a CNI plugin leave them on a node.
 
 use std::io::Write;
-use std::sync::atomic::Ordering;
 
 use super::*;
 
@@ -23,17 +22,6 @@ pub struct CniPod {
     pub pod_address: String,
     /// (host veth, pod-side ifName, cache file) per attachment.
     pub attachments: Vec<(String, String, std::path::PathBuf)>,
-}
-
-/// Unique per test process and call: netns names, UIDs, container ids.
-fn unique_hex(width: usize) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let counter = super::netns::NEXT_NETNS.fetch_add(1, Ordering::Relaxed);
-    let text = format!("{:08x}{:08x}{:08x}", std::process::id(), counter, nanos);
-    text.chars().cycle().take(width).collect()
 }
 
 impl CniPod {

@@ -7,11 +7,12 @@ use super::*;
 fn snapshot_lists_the_pods_with_most_drops_and_their_reasons() {
     require_root();
     let has_reason = kfree_skb_has_reason();
-    let (node, results, pod) = node_with_pod(("team-c", "busy"), "azvpd5", 46);
+    let (node, runtime) = node_with_runtime(46);
+    let pod = traffic_pod(&runtime, ("team-c", "busy"));
     let snapshot = collector_command("ip")
         .args(["netns", "exec", &node.name, COLLECTOR, "snapshot"])
         .args(["--window", "3s", "--format", "table"])
-        .args(["--cni-results-dir", results.path().to_str().unwrap()])
+        .args(["--cni-results-dir", runtime.results_dir().to_str().unwrap()])
         .args(["--netns-dir", "/var/run/netns"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

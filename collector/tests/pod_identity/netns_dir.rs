@@ -17,23 +17,21 @@ impl Drop for BindMount {
 fn netns_files_are_looked_up_in_the_netns_dir_the_daemonset_mounts() {
     require_root();
     let node = Netns::new("nsdir");
-    let results = tempfile::tempdir().unwrap();
-    let pod = CniPod::start(
-        &node,
-        results.path(),
-        ("shop", "bound-0"),
-        "cilium",
-        "lxcbound0a1b2c",
-        87,
-    );
-    // The cache names a netns path that exists nowhere on this machine;
-    // only its file name, looked up in --netns-dir, finds the namespace
-    // (as a container sees the host's /var/run/netns at its mountPath).
+    let runtime = PodRuntime::start(&node, 87);
+    let pod = runtime.run_pod(("shop", "bound-0"));
+    // A copy of the pod's cache naming a netns path that exists nowhere on
+    // this machine; only its file name, looked up in --netns-dir, finds
+    // the namespace (as a container sees the host's /var/run/netns at its
+    // mountPath).
     let name = format!("cni-elsewhere-{}", &pod.container_id[..12]);
-    let cached = pod
-        .cache_json("cilium", "eth0", None, None)
+    let results = tempfile::tempdir().unwrap();
+    let cached = std::fs::read_to_string(pod.cache_file())
+        .unwrap()
         .replace(&pod.netns_path(), &format!("/var/run/netns/{name}"));
-    write_like_libcni(&pod.attachments[0].2, cached.as_bytes());
+    write_like_libcni(
+        &results.path().join(pod.cache_file().file_name().unwrap()),
+        cached.as_bytes(),
+    );
     let netns_dir = tempfile::tempdir().unwrap();
     let target = netns_dir.path().join(&name);
     std::fs::File::create(&target).unwrap();

@@ -77,23 +77,32 @@ fn each_plugins_result_gives_the_pod_its_namespace_and_addresses() {
     }
 }
 
-/// containerd 1.6 / 1.7 (libcni 1.1): no `netns`, the bridge plugin's
-/// bridge and host veth first, the pod's `eth0` with its `sandbox`.
+/// What containerd 1.6.20 wrote here for one CRI pod (libcni 1.1, the
+/// bridge plugin): no `netns`, the bridge and host veth first, the pod's
+/// `eth0` with its `sandbox`; and go-cni's loopback attachment.
 #[test]
 fn without_a_netns_key_the_namespace_is_the_sandbox_of_if_name() {
-    let file = r#"{"kind":"cniCacheV1","containerId":"c1","config":"e30=","ifName":"eth0","networkName":"kubenet","cniArgs":[["K8S_POD_NAME","web-0"],["K8S_POD_NAMESPACE","shop"],["K8S_POD_UID","u1"]],"result":{"cniVersion":"1.0.0","interfaces":[{"name":"cbr0","mac":"aa:bb:cc:dd:ee:01"},{"name":"veth1c2d3e4f","mac":"aa:bb:cc:dd:ee:02"},{"name":"eth0","mac":"aa:bb:cc:dd:ee:03","sandbox":"/var/run/netns/cni-1"}],"ips":[{"interface":2,"address":"10.244.0.7/24","gateway":"10.244.0.1"}]}}"#;
-    let attachment = parse_cache_file(file.as_bytes()).unwrap().unwrap();
-    assert_eq!(attachment.netns.as_deref(), Some("/var/run/netns/cni-1"));
-    assert_eq!(attachment.host_interfaces, ["cbr0", "veth1c2d3e4f"]);
+    const SANDBOX: &str = "/var/run/netns/cni-5d617646-38d9-addc-8a0a-fc3c0b1c4bbe";
+    let bridge = fixture("bridge-containerd-1.6.json");
+    assert!(!bridge.contains(r#""netns""#), "the real file has no netns");
+    let attachment = parse_cache_file(bridge.as_bytes()).unwrap().unwrap();
+    assert_eq!(
+        (attachment.namespace.as_str(), attachment.pod.as_str()),
+        ("shop", "cart-0")
+    );
+    assert_eq!(attachment.netns.as_deref(), Some(SANDBOX));
+    assert_eq!(attachment.host_interfaces, ["cni0", "veth62bb8aee"]);
     assert_eq!(
         attachment.addresses,
-        ["10.244.0.7".parse::<IpAddr>().unwrap()]
+        ["198.18.61.2".parse::<IpAddr>().unwrap()]
     );
-    // go-cni's loopback attachment of the same pod.
-    let lo = r#"{"kind":"cniCacheV1","containerId":"c1","config":"e30=","ifName":"lo","networkName":"cni-loopback","cniArgs":[["K8S_POD_NAME","web-0"],["K8S_POD_NAMESPACE","shop"],["K8S_POD_UID","u1"]],"result":{"cniVersion":"0.3.1","interfaces":[{"name":"lo","mac":"00:00:00:00:00:00","sandbox":"/var/run/netns/cni-1"}],"ips":[{"interface":0,"address":"127.0.0.1/8","version":"4"}]}}"#;
-    let attachment = parse_cache_file(lo.as_bytes()).unwrap().unwrap();
-    assert!(attachment.is_loopback());
-    assert_eq!(attachment.netns.as_deref(), Some("/var/run/netns/cni-1"));
+    assert!(!attachment.is_loopback());
+    let lo = parse_cache_file(fixture("loopback-containerd-1.6.json").as_bytes())
+        .unwrap()
+        .unwrap();
+    assert!(lo.is_loopback());
+    assert_eq!(lo.netns.as_deref(), Some(SANDBOX));
+    assert_eq!(lo.container_id, attachment.container_id);
 }
 
 #[test]
