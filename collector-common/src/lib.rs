@@ -95,12 +95,14 @@ pub struct KernelLayout {
     pub skb_sk: u32,
     /// `struct sock`: offset of `__sk_common.skc_net.net`.
     pub sk_net: u32,
-    /// `struct net_device`: offset of `dev_list`, the device's node in its
-    /// namespace's device list, and `struct list_head`: offset of `prev`.
-    /// A device pointer is trusted only if that node is linked (its next
-    /// node points back to it): `skb->dev` shares its bytes with other
-    /// fields, so it is not always a device (see the BPF crate's `place`).
-    pub dev_list: u32,
+    /// `struct net_device`: offsets of `adj_list.upper` and
+    /// `adj_list.lower`, two list heads every device has from allocation to
+    /// free, and `struct list_head`: offset of `prev`. A device pointer is
+    /// trusted only if both heads are well formed (each head's next node
+    /// points back to it): `skb->dev` shares its bytes with other fields,
+    /// so it is not always a device (see the BPF crate's `walk`).
+    pub dev_adj_upper: u32,
+    pub dev_adj_lower: u32,
     pub list_prev: u32,
     /// `struct net`: offset of the namespace's reference count (`count`,
     /// `ns.count` or `ns.__ns_ref` by kernel), and non-zero when the BTF

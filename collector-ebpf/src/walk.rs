@@ -121,17 +121,19 @@ pub unsafe fn skb_device<M: Memory>(skb: *const u8) -> Option<Device> {
 //
 // The device goes before `skb->sk` because a device is in the namespace the
 // skb is in (a namespace crossing sets `skb->dev` to the peer), while the
-// socket may be a sender's in another namespace: since 5.1
-// `skb_scrub_packet` no longer orphans a crossing skb, `ip_rcv_core` does,
-// later. But before 6.11 `skb->dev` is not always a device: it shares its
+// socket may be a sender's in another namespace: the `skb_scrub_packet`
+// of current kernels keeps the socket on a crossing, and `ip_rcv_core`
+// orphans the skb only later. But before 6.11 `skb->dev` is not always a device: it shares its
 // bytes with `rbnode.rb_left` (TCP out-of-order and retransmit queues, IP
 // fragment queues, netem, fq) and with UDP's `dev_scratch`. So a device is
-// trusted only if its `dev_list` node is linked in a device list (the next
-// node's `prev` points back to it), its ifindex is positive and its
-// namespace's inode is one a namespace can have; otherwise the skb is
-// taken to have no device. Queued TCP skbs are owned by their receiving
-// socket (`skb_set_owner_r`), which then names the namespace; fragments
-// and `dev_scratch` UDP skbs have no socket and count at node level.
+// trusted only if its two `adj_list` heads are well formed (each next
+// node's `prev` points back to the head: true of a device from allocation
+// to free, also while it is unregistered, and of almost nothing else), its
+// ifindex is positive and its namespace's inode is one a namespace can
+// have; otherwise the skb is taken to have no device. Queued TCP skbs are
+// owned by their receiving socket (`skb_set_owner_r`), which then names
+// the namespace; fragments (`ip_defrag` orphans them) and `dev_scratch`
+// UDP skbs have no socket and count at node level.
 
 /// The namespace and device of a drop: (`ns.inum`, ifindex), (0, 0) when
 /// no live namespace is found. `None` when the skb itself cannot be read
@@ -169,7 +171,7 @@ pub unsafe fn drop_place<M: Memory>(skb: *const u8, rx_sk: *const u8) -> Option<
     }
 }
 
-/// `dev`'s namespace and ifindex if `dev` is a listed device.
+/// `dev`'s namespace and ifindex if `dev` is a device.
 ///
 /// # Safety
 /// `dev` is a value read from `skb->dev`: a device, null, or not a device.
@@ -178,16 +180,12 @@ unsafe fn device<M: Memory>(dev: *const u8) -> Option<(*const u8, u32)> {
     if dev.is_null() {
         return None;
     }
-    // SAFETY: `dev` and `next` are non-null; a read through a pointer that
-    // is not what its type says fails (helper) or reads 0 (direct load).
+    // SAFETY: `dev` is non-null; a read through a pointer that is not what
+    // its type says fails (helper) or reads 0 (direct load).
     unsafe {
-        let node_offset = layout_field!(dev_list);
-        let next: *const u8 = M::read(dev, node_offset)?;
-        if next.is_null() {
-            return None;
-        }
-        let back: *const u8 = M::read(next, layout_field!(list_prev))?;
-        if back as usize != dev as usize + node_offset as usize {
+        if !list_head::<M>(dev, layout_field!(dev_adj_upper))
+            || !list_head::<M>(dev, layout_field!(dev_adj_lower))
+        {
             return None;
         }
         let ifindex: i32 = M::read(dev, layout_field!(dev_ifindex))?;
@@ -199,6 +197,29 @@ unsafe fn device<M: Memory>(dev: *const u8) -> Option<(*const u8, u32)> {
             return None;
         }
         Some((net, ifindex as u32))
+    }
+}
+
+/// Whether the `struct list_head` at `base + offset` is a well-formed
+/// list head: its next node's `prev` points back to it, as for every list
+/// head the kernel keeps, empty (pointing to itself) or not.
+///
+/// # Safety
+/// `base` is non-null.
+#[inline(always)]
+unsafe fn list_head<M: Memory>(base: *const u8, offset: u32) -> bool {
+    // SAFETY: `base` and `next` are non-null when read.
+    unsafe {
+        let Some(next) = M::read::<*const u8>(base, offset) else {
+            return false;
+        };
+        if next.is_null() {
+            return false;
+        }
+        match M::read::<*const u8>(next, layout_field!(list_prev)) {
+            Some(back) => back as usize == base as usize + offset as usize,
+            None => false,
+        }
     }
 }
 

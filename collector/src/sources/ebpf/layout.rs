@@ -210,7 +210,8 @@ pub fn probe_layout(
         btf_drop_has_rx_sk: u32::from(support.drop_has_rx_sk),
         skb_sk: btf.member_offset("sk_buff", "sk")?,
         sk_net: btf.member_offset("sock", "__sk_common.skc_net.net")?,
-        dev_list: btf.member_offset("net_device", "dev_list")?,
+        dev_adj_upper: btf.member_offset("net_device", "adj_list.upper")?,
+        dev_adj_lower: btf.member_offset("net_device", "adj_list.lower")?,
         list_prev: btf.member_offset("list_head", "prev")?,
         net_refcount: net_refcount.unwrap_or(0),
         net_has_refcount: u32::from(net_refcount.is_some()),
@@ -326,10 +327,17 @@ mod tests {
             (8, 0, 8, 12)
         );
         assert_eq!((new.globals.skb_sk, new.globals.sk_net), (24, 24));
-        // The device-list node a device pointer is checked by, and the
+        // The list heads a device pointer is checked by, and the
         // namespace count found at `ns.count` (the fixture has no
         // `ns.__ns_ref`).
-        assert_eq!((new.globals.dev_list, new.globals.list_prev), (16, 8));
+        assert_eq!(
+            (
+                new.globals.dev_adj_upper,
+                new.globals.dev_adj_lower,
+                new.globals.list_prev
+            ),
+            (16, 32, 8)
+        );
         assert_eq!(
             (new.globals.net_refcount, new.globals.net_has_refcount),
             (8, 1)

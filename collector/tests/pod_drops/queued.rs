@@ -1,0 +1,179 @@
+//! What the queued-skb tests drive: IPv4 fragments sent raw, a TCP stream
+//! whose receiver never reads, the pod's own kernel counters, and the
+//! drop map's keys checked against the namespaces that exist.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// The lowest inode a network namespace can have (the probe's
+/// `NETNS_INUM_FLOOR`): the kernel's fixed init inodes and nsfs's dynamic
+/// range are above it.
+const NETNS_INUM_FLOOR: u32 = 0xEFFF_FF00;
+
+/// One IPv4 fragment of a UDP datagram `id` from `ns` to `destination`:
+/// `offset` in 8-byte units, more fragments always announced, so the
+/// datagram never completes and the receiver's queue times out. The
+/// kernel fills in the source address, length and header checksum.
+pub fn send_fragment(ns: &Netns, destination: Ipv4Addr, id: u16, offset: u16, payload: &[u8]) {
+    const MORE_FRAGMENTS: u16 = 0x2000;
+    let mut packet = vec![0x45, 0, 0, 0];
+    packet.extend_from_slice(&id.to_be_bytes());
+    packet.extend_from_slice(&(MORE_FRAGMENTS | offset).to_be_bytes());
+    packet.extend_from_slice(&[64, libc::IPPROTO_UDP as u8, 0, 0, 0, 0, 0, 0]);
+    packet.extend_from_slice(&destination.octets());
+    packet.extend_from_slice(payload);
+    ns.run_in(|| {
+        // SAFETY: plain socket calls on a descriptor this block owns and
+        // closes; the address and buffer outlive the calls.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let address = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(destination.octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            let sent = libc::sendto(
+                fd,
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&address as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            );
+            let error = std::io::Error::last_os_error();
+            libc::close(fd);
+            assert_eq!(sent, packet.len() as isize, "sendto: {error}");
+        }
+    });
+}
+
+/// The first fragment of a UDP datagram to port 9: its header and 16
+/// bytes, the rest never sent.
+pub fn first_fragment(ns: &Netns, destination: Ipv4Addr, id: u16) {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&40000u16.to_be_bytes());
+    payload.extend_from_slice(&9u16.to_be_bytes());
+    payload.extend_from_slice(&64u16.to_be_bytes());
+    payload.extend_from_slice(&[0, 0]);
+    payload.extend_from_slice(&[0xab; 16]);
+    send_fragment(ns, destination, id, 0, &payload);
+}
+
+/// Three later fragments of a datagram whose first never comes, sent out
+/// of order so the queue's rbtree has nodes with children when it is
+/// purged (where `skb->dev` reads as another skb).
+pub fn later_fragments(ns: &Netns, destination: Ipv4Addr, id: u16) {
+    for offset in [4, 8, 6] {
+        send_fragment(ns, destination, id, offset, &[0xcd; 16]);
+    }
+}
+
+/// A counter of `/proc/net/netstat` or `/proc/net/snmp` inside `ns`.
+pub fn kernel_counter(ns: &Netns, file: &str, group: &str, field: &str) -> u64 {
+    let out = ns.exec(&["cat", file]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let at = names
+        .split_whitespace()
+        .position(|n| n == field)
+        .unwrap_or_else(|| panic!("no {group} {field} in {file}"));
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+}
+
+/// A TCP stream from `node` into `pod` whose receiver never reads, with a
+/// small receive buffer, while the pod's own nftables rule drops a random
+/// quarter of its data segments: segments past each hole wait in the
+/// out-of-order queue, and the full buffer makes the kernel prune it.
+/// Bounded: the sender stops after `for_how_long`.
+pub fn starved_stream_with_holes(node: &Netns, pod: &CniPod, for_how_long: Duration) {
+    let rule = "table inet bpfwalk_holes { chain input { type filter hook input priority 0; policy accept; tcp dport 5201 meta length > 200 numgen random mod 4 0 counter drop; }; }";
+    pod.netns.exec(&["nft", rule]);
+    let address = format!("{}:5201", pod.pod_address);
+    let listener = pod.netns.run_in(|| {
+        let listener = TcpListener::bind(&address).unwrap();
+        let bytes: libc::c_int = 16 * 1024;
+        // SAFETY: setsockopt on a live socket with a c_int option value;
+        // accepted sockets inherit the listener's receive buffer.
+        let set = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+        listener
+    });
+    std::thread::scope(|scope| {
+        // Accepted and held unread until the sender is done.
+        let receiver = scope.spawn(|| listener.accept().map(|(stream, _)| stream));
+        let sender = node.run_in(|| TcpStream::connect(&address).unwrap());
+        sender
+            .set_write_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let chunk = vec![0x5a; 64 * 1024];
+        let deadline = Instant::now() + for_how_long;
+        let mut writer = &sender;
+        while Instant::now() < deadline {
+            // A full window blocks past the timeout; keep offering data
+            // until the deadline so retransmissions keep filling holes.
+            let _ = writer.write(&chunk);
+        }
+        let _stream = receiver.join().unwrap().unwrap();
+        drop(sender);
+    });
+    pod.netns
+        .exec(&["nft", "delete", "table", "inet", "bpfwalk_holes"]);
+}
+
+/// Inodes of every network namespace on this machine now: named ones and
+/// every process's.
+pub fn live_namespaces() -> BTreeSet<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let mut inodes = BTreeSet::new();
+    let named = std::fs::read_dir("/var/run/netns").into_iter().flatten();
+    let processes = std::fs::read_dir("/proc").into_iter().flatten();
+    for entry in named.chain(processes).flatten() {
+        let path = entry.path();
+        let file = if path.starts_with("/proc") {
+            path.join("ns/net")
+        } else {
+            path
+        };
+        if let Ok(meta) = std::fs::metadata(&file) {
+            inodes.insert(meta.ino() as u32);
+        }
+    }
+    inodes
+}
+
+/// Keys of the drop map that no namespace accounts for: a device without a
+/// namespace, an inode no namespace can have or none that existed during
+/// the test (`seen`), a device of the pod other than its `lo` and `eth0`.
+pub fn foreign_keys(
+    keys: &[DropMapKey],
+    seen: &BTreeSet<u32>,
+    pod: (u32, &[u32]),
+) -> Vec<DropMapKey> {
+    keys.iter()
+        .filter(|k| match k.netns {
+            0 => k.ifindex != 0,
+            inode if inode == pod.0 => k.ifindex != 0 && !pod.1.contains(&k.ifindex),
+            inode => inode < NETNS_INUM_FLOOR || !seen.contains(&inode),
+        })
+        .copied()
+        .collect()
+}
