@@ -91,52 +91,57 @@ pub fn kernel_counter(ns: &Netns, file: &str, group: &str, field: &str) -> u64 {
     values.split_whitespace().nth(at).unwrap().parse().unwrap()
 }
 
-/// A TCP stream from `node` into `pod` whose receiver never reads, with a
-/// small receive buffer, while the pod's own nftables rule drops a random
-/// quarter of its data segments: segments past each hole wait in the
-/// out-of-order queue, and the full buffer makes the kernel prune it.
-/// Bounded: the sender stops after `for_how_long`.
-pub fn starved_stream_with_holes(node: &Netns, pod: &CniPod, for_how_long: Duration) {
-    let rule = "table inet bpfwalk_holes { chain input { type filter hook input priority 0; policy accept; tcp dport 5201 meta length > 200 numgen random mod 4 0 counter drop; }; }";
+/// A TCP stream from `node` into `pod` whose receiver never reads, while
+/// the pod's own nftables rule drops a random third of its data segments:
+/// segments past each hole wait in the out-of-order queue. Half a second
+/// in, the receiver shrinks its receive buffer to the minimum; the window
+/// already offered cannot shrink, so what keeps arriving overflows the
+/// buffer and the kernel prunes the out-of-order queue
+/// (`tcp_prune_ofo_queue`). Bounded: the sender stops after two seconds.
+pub fn starved_stream_with_holes(node: &Netns, pod: &CniPod) {
+    let rule = "table inet bpfwalk_holes { chain input { type filter hook input priority 0; policy accept; tcp dport 5201 meta length > 200 numgen random mod 3 0 counter drop; }; }";
     pod.netns.exec(&["nft", rule]);
     let address = format!("{}:5201", pod.pod_address);
-    let listener = pod.netns.run_in(|| {
-        let listener = TcpListener::bind(&address).unwrap();
-        let bytes: libc::c_int = 16 * 1024;
-        // SAFETY: setsockopt on a live socket with a c_int option value;
-        // accepted sockets inherit the listener's receive buffer.
-        let set = unsafe {
-            libc::setsockopt(
-                listener.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&bytes as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(set, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
-        listener
-    });
+    let listener = pod.netns.run_in(|| TcpListener::bind(&address).unwrap());
+    // Accepted sockets inherit the listener's receive buffer.
+    set_receive_buffer(&listener, 1 << 20);
     std::thread::scope(|scope| {
-        // Accepted and held unread until the sender is done.
-        let receiver = scope.spawn(|| listener.accept().map(|(stream, _)| stream));
+        let receiver = scope.spawn(|| {
+            let (stream, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            set_receive_buffer(&stream, 1);
+            stream
+        });
         let sender = node.run_in(|| TcpStream::connect(&address).unwrap());
         sender
-            .set_write_timeout(Some(Duration::from_millis(300)))
+            .set_write_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let chunk = vec![0x5a; 64 * 1024];
-        let deadline = Instant::now() + for_how_long;
+        let deadline = Instant::now() + Duration::from_secs(2);
         let mut writer = &sender;
         while Instant::now() < deadline {
-            // A full window blocks past the timeout; keep offering data
-            // until the deadline so retransmissions keep filling holes.
+            // A closed window blocks past the timeout; keep offering data
+            // so retransmissions and new segments keep arriving.
             let _ = writer.write(&chunk);
         }
-        let _stream = receiver.join().unwrap().unwrap();
-        drop(sender);
+        let _stream = receiver.join().unwrap();
     });
     pod.netns
         .exec(&["nft", "delete", "table", "inet", "bpfwalk_holes"]);
+}
+
+fn set_receive_buffer(socket: &impl AsRawFd, bytes: libc::c_int) {
+    // SAFETY: setsockopt on a live socket with a c_int option value.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
 }
 
 /// Inodes of every network namespace on this machine now: named ones and
