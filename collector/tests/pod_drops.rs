@@ -382,7 +382,7 @@ fn out_of_order_and_fragment_queue_drops_are_the_pods() {
 fn queued_drops_are_the_pods(flavour: &str, has_reason: bool) {
     let (node, results, pod) = node_with_pod(("team-d", "stream"), "azvpd6", 47);
     let collector = start(&node, results.path(), flavour);
-    let mut seen = queued::live_namespaces();
+    let watch = queued::NamespaceWatch::start();
     let scrape = || pod_drops(&collector.scrape(&node), &pod);
     let named = |reason: &str| if has_reason { reason } else { "unknown" }.to_string();
 
@@ -442,7 +442,7 @@ fn queued_drops_are_the_pods(flavour: &str, has_reason: bool) {
         "pruned out-of-order skbs are the pod's, with no device: {stream:?}"
     );
 
-    seen.extend(queued::live_namespaces());
+    let seen = watch.seen();
     let pod_devices = [1, pod.netns.ifindex("eth0")];
     let keys = drop_map_keys(collector.pid());
     let foreign = queued::foreign_keys(&keys, &seen, (pod.netns.inode(), &pod_devices));

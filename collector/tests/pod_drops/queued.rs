@@ -144,9 +144,41 @@ fn set_receive_buffer(socket: &impl AsRawFd, bytes: libc::c_int) {
     assert_eq!(set, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
 }
 
+/// Every network namespace seen on this machine while it runs, sampled
+/// every 50 ms: other tests' namespaces come and go, and their drops are
+/// counted too.
+pub struct NamespaceWatch {
+    stop: std::sync::mpsc::Sender<()>,
+    sampler: std::thread::JoinHandle<BTreeSet<u32>>,
+}
+
+impl NamespaceWatch {
+    pub fn start() -> NamespaceWatch {
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let sampler = std::thread::spawn(move || {
+            let mut seen = live_namespaces();
+            // Stopped, or the watch dropped by a failing test: both end it.
+            while matches!(
+                stopped.recv_timeout(Duration::from_millis(50)),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            ) {
+                seen.extend(live_namespaces());
+            }
+            seen.extend(live_namespaces());
+            seen
+        });
+        NamespaceWatch { stop, sampler }
+    }
+
+    pub fn seen(self) -> BTreeSet<u32> {
+        let _ = self.stop.send(());
+        self.sampler.join().expect("namespace sampler panicked")
+    }
+}
+
 /// Inodes of every network namespace on this machine now: named ones and
 /// every process's.
-pub fn live_namespaces() -> BTreeSet<u32> {
+fn live_namespaces() -> BTreeSet<u32> {
     use std::os::unix::fs::MetadataExt;
     let mut inodes = BTreeSet::new();
     let named = std::fs::read_dir("/var/run/netns").into_iter().flatten();
