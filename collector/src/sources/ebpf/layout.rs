@@ -15,8 +15,8 @@ const NEVER_A_REASON: u32 = u32::MAX - 1;
 
 /// Where `struct net` keeps the count that reaches 0 when the namespace
 /// is torn down (`put_net` then queues it for `cleanup_net`), newest
-/// kernels first: `ns_common.__ns_ref` (6.18), `ns_common.count` (6.1),
-/// `net.count` (5.10), as their BTF has them. A kernel with none of them counts drops of
+/// kernels first: `ns_common.__ns_ref` (6.18), `ns_common.count` (6.1,
+/// 6.12), `net.count` (5.10), as their BTF has them. A kernel with none of them counts drops of
 /// dying namespaces under their inode, as before this check existed.
 const NET_REFCOUNT: [&str; 3] = ["ns.__ns_ref", "ns.count", "count"];
 
