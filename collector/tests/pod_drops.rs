@@ -6,6 +6,8 @@
 //! Every test runs once per program flavour (tp_btf, classic).
 
 mod common;
+#[path = "pod_drops/dying.rs"]
+mod dying;
 #[path = "pod_drops/queued.rs"]
 mod queued;
 #[path = "pod_drops/snapshot.rs"]
@@ -370,169 +372,10 @@ fn without_tracefs_the_btf_typed_probe_names_pod_drops_from_btf() {
 #[test]
 fn out_of_order_and_fragment_queue_drops_are_the_pods() {
     let has_reason = kfree_skb_has_reason();
-    each_flavour(|flavour| queued_drops_are_the_pods(flavour, has_reason));
-}
-
-/// Drops of skbs freed from rbtree queues, where `skb->dev` before 6.11
-/// holds another skb or nothing: TCP out-of-order pruning (owned by the
-/// pod's socket, so the pod's, with no device; traced since TCP's drop
-/// reasons, 5.18) and IP fragment queues
-/// timing out (the first fragment's device is restored by the kernel; the
-/// others have neither device nor socket). None of them may make a key
-/// that no namespace accounts for.
-fn queued_drops_are_the_pods(flavour: &str, has_reason: bool) {
-    let (node, results, pod) = node_with_pod(("team-d", "stream"), "azvpd6", 47);
-    let collector = start(&node, results.path(), flavour);
-    let watch = queued::NamespaceWatch::start();
-    let scrape = || pod_drops(&collector.scrape(&node), &pod);
-    let named = |reason: &str| if has_reason { reason } else { "unknown" }.to_string();
-
-    // Fragment queues left to time out: FRAGMENTS datagrams with only their
-    // first fragment, as many with three later fragments and no first.
-    const FRAGMENTED: u16 = 5;
-    pod.netns.exec(&["sysctl", "-qw", "net.ipv4.ipfrag_time=1"]);
-    let before = scrape();
-    let fails = queued::kernel_counter(&pod.netns, "/proc/net/snmp", "Ip", "ReasmFails");
-    let destination: std::net::Ipv4Addr = pod.pod_address.parse().unwrap();
-    for id in 0..FRAGMENTED {
-        queued::first_fragment(&node, destination, 0x7100 + id);
-        queued::later_fragments(&node, destination, 0x7200 + id);
-    }
-    std::thread::sleep(Duration::from_millis(2500));
-    let fails = queued::kernel_counter(&pod.netns, "/proc/net/snmp", "Ip", "ReasmFails") - fails;
-    assert_eq!(
-        fails,
-        2 * u64::from(FRAGMENTED),
-        "the kernel's own count of expired queues"
-    );
-    let fragments = changed(&before, &scrape());
-    println!("{flavour}: expired fragment queues: {fragments:?}, ReasmFails +{fails}");
-    // `FRAG_REASM_TIMEOUT` where the kernel has it (6.2 on); 6.1 frees the
-    // head with a plain `kfree_skb`.
-    let expired = ["FRAG_REASM_TIMEOUT", "NOT_SPECIFIED"].map(named);
-    let on_eth0: Vec<_> = fragments
-        .iter()
-        .filter(|((interface, reason), _)| interface == "eth0" && expired.contains(reason))
-        .collect();
-    assert!(
-        on_eth0.len() == 1 && *on_eth0[0].1 == f64::from(FRAGMENTED),
-        "each first fragment is the pod's, on its eth0: {fragments:?}"
-    );
-
-    // Out-of-order segments pruned from a starved receiver's queue; the
-    // holes are random, so a stream that queued nothing out of order is
-    // tried again, a few times at most.
-    let before = scrape();
-    let ofo_pruned =
-        || queued::kernel_counter(&pod.netns, "/proc/net/netstat", "TcpExt", "OfoPruned");
-    let pruned_before = ofo_pruned();
-    for _ in 0..3 {
-        queued::starved_stream_with_holes(&node, &pod);
-        if ofo_pruned() > pruned_before {
-            break;
-        }
-    }
-    settle();
-    let pruned = ofo_pruned() - pruned_before;
-    assert!(
-        pruned > 0,
-        "TEST SETUP FAILED: the kernel pruned no out-of-order queue"
-    );
-    let stream = changed(&before, &scrape());
-    println!("{flavour}: starved stream with holes: {stream:?}, OfoPruned +{pruned}");
-    // Each prune frees at least one out-of-order skb. Kernels without drop
-    // reasons free TCP's drops with `__kfree_skb`, which fires no
-    // tracepoint: there is nothing to count, only keys to check.
-    if has_reason {
-        let prune = (String::new(), named("TCP_OFO_QUEUE_PRUNE"));
-        let given = stream.get(&prune).copied().unwrap_or(0.0);
-        assert!(
-            given >= pruned as f64,
-            "pruned out-of-order skbs are the pod's, with no device: {stream:?}"
-        );
-    }
-
-    let seen = watch.seen();
-    let pod_devices = [1, pod.netns.ifindex("eth0")];
-    let keys = drop_map_keys(collector.pid());
-    let foreign = queued::foreign_keys(&keys, &seen, (pod.netns.inode(), &pod_devices));
-    assert!(
-        foreign.is_empty(),
-        "keys no namespace accounts for: {foreign:?}"
-    );
+    each_flavour(|flavour| queued::queued_drops_are_the_pods(flavour, has_reason));
 }
 
 #[test]
 fn drops_while_a_namespace_is_torn_down_are_never_its_inodes() {
-    each_flavour(drops_of_a_dying_namespace);
-}
-
-/// A pod deleted with packets still queued on its `eth0`: the kernel frees
-/// them in `cleanup_net`, after the namespace's last reference is gone and
-/// before its inode goes to the next namespace. Those drops are counted,
-/// at node level, and never under the inode a new pod may get next.
-fn drops_of_a_dying_namespace(flavour: &str) {
-    let (node, results, pod) = node_with_pod(("team-e", "dying"), "azvpd7", 48);
-    let collector = start(&node, results.path(), flavour);
-    // The pod's ICMP errors (sent by the kernel's own sockets, which hold
-    // no reference on the namespace) wait behind a token bucket that lets
-    // almost nothing out.
-    pod.netns
-        .exec(&["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"]);
-    pod.netns.exec(&[
-        "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", "8bit", "burst", "1600",
-        "limit", "1000000",
-    ]);
-    send_udp(&node, &format!("{}:9", pod.pod_address), DATAGRAMS, PAYLOAD);
-    settle();
-    let qdisc = pod
-        .netns
-        .exec(&["tc", "-s", "-j", "qdisc", "show", "dev", "eth0"]);
-    let qdisc: serde_json::Value = serde_json::from_slice(&qdisc.stdout).unwrap();
-    let queued = qdisc[0]["qlen"].as_u64().unwrap_or(0);
-    assert!(
-        queued > 0,
-        "TEST SETUP FAILED: nothing queued on the pod's eth0: {qdisc}"
-    );
-
-    let inode = pod.netns.inode();
-    let veth = pod.veth().to_string();
-    let sum = |counts: &BTreeMap<DropMapKey, u64>, keep: &dyn Fn(&DropMapKey) -> bool| -> u64 {
-        counts.iter().filter(|(k, _)| keep(k)).map(|(_, v)| v).sum()
-    };
-    let of_inode = |k: &DropMapKey| k.netns == inode;
-    let node_level = |k: &DropMapKey| k.netns == 0 && k.ifindex == 0;
-    // No collection runs until the next scrape, so nothing is pruned
-    // between these two reads of the map.
-    let before = drop_map_counts(collector.pid());
-    drop(pod);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while node.ip_links().contains_key(&veth) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the pod's namespace was never torn down"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    settle();
-    let after = drop_map_counts(collector.pid());
-    for (key, packets) in &after {
-        let earlier = before.get(key).copied().unwrap_or(0);
-        if *packets != earlier {
-            println!("{flavour}: {key:?} +{}", packets - earlier);
-        }
-    }
-    let counted_after = sum(&after, &of_inode) - sum(&before, &of_inode);
-    let node_level_after = sum(&after, &node_level) - sum(&before, &node_level);
-    println!(
-        "{flavour}: {queued} queued at deletion; after it: inode {inode} +{counted_after}, node level +{node_level_after}"
-    );
-    assert_eq!(
-        counted_after, 0,
-        "drops counted under a dying namespace's inode"
-    );
-    assert!(
-        node_level_after >= queued,
-        "the dying namespace's drops were lost, not counted at node level"
-    );
+    each_flavour(dying::drops_of_a_dying_namespace);
 }
