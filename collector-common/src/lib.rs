@@ -95,7 +95,28 @@ pub struct KernelLayout {
     pub skb_sk: u32,
     /// `struct sock`: offset of `__sk_common.skc_net.net`.
     pub sk_net: u32,
+    /// `struct net_device`: offsets of `adj_list.upper` and
+    /// `adj_list.lower`, two list heads every device has from allocation to
+    /// free, and `struct list_head`: offset of `prev`. A device pointer is
+    /// trusted only if both heads are well formed (each head's next node
+    /// points back to it): `skb->dev` shares its bytes with other fields,
+    /// so it is not always a device (see the BPF crate's `walk`).
+    pub dev_adj_upper: u32,
+    pub dev_adj_lower: u32,
+    pub list_prev: u32,
+    /// `struct net`: offset of the namespace's reference count (`count`,
+    /// `ns.count` or `ns.__ns_ref` by kernel), and non-zero when the BTF
+    /// has one. The count is 0 once the namespace is being torn down.
+    pub net_refcount: u32,
+    pub net_has_refcount: u32,
 }
+
+/// The lowest `ns.inum` a network namespace can have: nsfs inodes are
+/// allocated from `PROC_DYNAMIC_FIRST` (0xF0000000) up, and the initial
+/// namespaces have fixed inodes just below it (`PROC_NET_INIT_INO` is
+/// 0xEFFFFFF9 where it exists). Anything lower read through a pointer is
+/// not a namespace's inode.
+pub const NETNS_INUM_FLOOR: u32 = 0xEFFF_FF00;
 
 /// Slots of the per-CPU `COUNTERS` array the probes bump on events that are
 /// not traffic: lost updates and unreadable kernel memory.

@@ -16,8 +16,10 @@
 #![no_std]
 #![no_main]
 
+mod walk;
+
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel},
+    helpers::bpf_ktime_get_boot_ns,
     macros::{btf_tracepoint, map, tracepoint},
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, TracePointContext},
@@ -26,6 +28,7 @@ use collector_common::{
     Counter, DropKey, IfTraffic, KernelLayout, DROP_MAP_ENTRIES, NETNS_NONE, REASON_UNKNOWN,
     TRAFFIC_MAP_ENTRIES,
 };
+use walk::{drop_place, layout_field, skb_device, Device, Direct, Helper, Memory};
 
 const BPF_NOEXIST: u64 = 1;
 
@@ -52,6 +55,11 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     btf_drop_has_rx_sk: 0,
     skb_sk: 0,
     sk_net: 0,
+    dev_adj_upper: 0,
+    dev_adj_lower: 0,
+    list_prev: 0,
+    net_refcount: 0,
+    net_has_refcount: 0,
 };
 
 #[map]
@@ -73,96 +81,12 @@ static NETNS_FIRST_DROP: HashMap<u32, u64> = HashMap::with_max_entries(TRAFFIC_M
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
 #[inline(always)]
-fn layout() -> KernelLayout {
-    // Volatile: the value is patched into .rodata after compilation, so the
-    // compiler must not fold the zero initialiser.
-    unsafe { core::ptr::read_volatile(&KERNEL_LAYOUT) }
-}
-
-/// One field of `KERNEL_LAYOUT`, read on its own: a single load from the
-/// frozen read-only map, which the verifier replaces by the value userspace
-/// wrote. That known constant is what lets the BTF-typed programs use it as
-/// the offset of a direct load. Volatile for the same reason as [`layout`].
-macro_rules! layout_field {
-    ($field:ident) => {{
-        #[allow(unused_unsafe)]
-        let value = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(KERNEL_LAYOUT.$field)) };
-        value
-    }};
-}
-
-#[inline(always)]
 fn bump(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: a per-CPU slot, and a program never runs nested on one
+        // CPU (the kernel's `prog->active`), so nothing else writes it now.
         unsafe { *slot += 1 };
     }
-}
-
-#[inline(always)]
-unsafe fn read_kernel<T>(base: *const u8, offset: u32) -> Result<T, ()> {
-    bpf_probe_read_kernel(base.add(offset as usize) as *const T).map_err(|_| ())
-}
-
-/// Where `skb->dev` lives, seen from the collector (traffic only: drops
-/// are counted in every namespace, see [`drop_place`]).
-enum Device {
-    /// In the collector's network namespace, with this ifindex.
-    Local(u32),
-    /// In another namespace: someone else's traffic, never counted here.
-    Foreign,
-    /// No device attached.
-    Absent,
-}
-
-#[inline(always)]
-unsafe fn skb_device(layout: &KernelLayout, skb: *const u8) -> Result<Device, ()> {
-    let dev: *const u8 = read_kernel(skb, layout.skb_dev)?;
-    if dev.is_null() {
-        return Ok(Device::Absent);
-    }
-    let net: *const u8 = read_kernel(dev, layout.dev_nd_net)?;
-    if net.is_null() {
-        return Ok(Device::Absent);
-    }
-    let inum: u32 = read_kernel(net, layout.net_ns_inum)?;
-    if inum != layout.netns_inum {
-        return Ok(Device::Foreign);
-    }
-    let ifindex: i32 = read_kernel(dev, layout.dev_ifindex)?;
-    Ok(Device::Local(ifindex as u32))
-}
-
-/// A direct load of a `T` at `base + offset` inside a kernel object the
-/// verifier knows the BTF type of: it checks the access against that type
-/// (the offset is a constant from `KERNEL_LAYOUT`) and the JIT emits a load
-/// that cannot fault, so no helper is needed.
-#[inline(always)]
-unsafe fn load<T>(base: *const u8, offset: u32) -> T {
-    core::ptr::read_volatile(base.add(offset as usize) as *const T)
-}
-
-/// [`skb_device`] for a BTF-typed `skb`: the same walk in direct loads.
-#[inline(always)]
-unsafe fn skb_device_btf(skb: *const u8) -> Device {
-    // Null checks come before any arithmetic: the verifier refuses offsets
-    // on a pointer that may still be null.
-    if skb.is_null() {
-        return Device::Absent;
-    }
-    let dev: *const u8 = load(skb, layout_field!(skb_dev));
-    if dev.is_null() {
-        return Device::Absent;
-    }
-    let net: *const u8 = load(dev, layout_field!(dev_nd_net));
-    if net.is_null() {
-        return Device::Absent;
-    }
-    let inum: u32 = load(net, layout_field!(net_ns_inum));
-    if inum != layout_field!(netns_inum) {
-        return Device::Foreign;
-    }
-    let ifindex: i32 = load(dev, layout_field!(dev_ifindex));
-    Device::Local(ifindex as u32)
 }
 
 #[inline(always)]
@@ -174,8 +98,8 @@ fn add_traffic(ifindex: u32, rx: bool, len: u32) {
                 .insert(ifindex, IfTraffic::default(), BPF_NOEXIST)
                 .is_err()
             {
-                // Either the map is full or another program on this CPU
-                // raced us in; only the first is a lost update.
+                // Either the map is full or another CPU inserted the same
+                // key first; only the first is a lost update.
                 if TRAFFIC.get_ptr_mut(ifindex).is_none() {
                     bump(Counter::TrafficMapFull);
                     return;
@@ -187,6 +111,8 @@ fn add_traffic(ifindex: u32, rx: bool, len: u32) {
             }
         }
     };
+    // SAFETY: this CPU's copy of a per-CPU value, written by no one else
+    // while the program runs (see `bump`).
     let entry = unsafe { &mut *entry };
     if rx {
         entry.rx_packets += 1;
@@ -199,45 +125,50 @@ fn add_traffic(ifindex: u32, rx: bool, len: u32) {
 
 #[inline(always)]
 fn count_traffic(ctx: &TracePointContext, skbaddr_off: u32, len_off: u32, rx: bool) {
-    let layout = layout();
-    let result = unsafe {
-        let skb: *const u8 = match ctx.read_at(skbaddr_off as usize) {
-            Ok(skb) => skb,
-            Err(_) => return bump(Counter::KernelReadError),
-        };
-        let len: u32 = match ctx.read_at(len_off as usize) {
-            Ok(len) => len,
-            Err(_) => return bump(Counter::KernelReadError),
-        };
-        skb_device(&layout, skb).map(|device| (device, len))
+    // SAFETY: the offsets are the record's `skbaddr` and `len` fields, from
+    // this kernel's tracefs format; `read_at` copies them with a helper.
+    let record = unsafe {
+        (
+            ctx.read_at::<*const u8>(skbaddr_off as usize),
+            ctx.read_at::<u32>(len_off as usize),
+        )
     };
-    match result {
-        Ok((Device::Local(ifindex), len)) => add_traffic(ifindex, rx, len),
-        Ok(_) => {}
-        Err(()) => bump(Counter::KernelReadError),
+    let (Ok(skb), Ok(len)) = record else {
+        return bump(Counter::KernelReadError);
+    };
+    // SAFETY: `skb` is the tracepoint's skb, read with helper calls.
+    match unsafe { skb_device::<Helper>(skb) } {
+        Some(Device::Local(ifindex)) => add_traffic(ifindex, rx, len),
+        Some(_) => {}
+        None => bump(Counter::KernelReadError),
     }
 }
 
 #[tracepoint]
 pub fn netif_receive_skb(ctx: TracePointContext) -> u32 {
-    let layout = layout();
-    count_traffic(&ctx, layout.rx_skbaddr, layout.rx_len, true);
+    count_traffic(&ctx, layout_field!(rx_skbaddr), layout_field!(rx_len), true);
     0
 }
 
 #[tracepoint]
 pub fn net_dev_start_xmit(ctx: TracePointContext) -> u32 {
-    let layout = layout();
-    count_traffic(&ctx, layout.tx_skbaddr, layout.tx_len, false);
+    count_traffic(
+        &ctx,
+        layout_field!(tx_skbaddr),
+        layout_field!(tx_len),
+        false,
+    );
     0
 }
 
 /// Traffic seen by a BTF-typed program at `skb`, its length read from the skb.
 #[inline(always)]
 fn count_traffic_btf(skb: *const u8, rx: bool) {
-    if let Device::Local(ifindex) = unsafe { skb_device_btf(skb) } {
-        let len: u32 = unsafe { load(skb, layout_field!(skb_len)) };
-        add_traffic(ifindex, rx, len);
+    // SAFETY: `skb` is the tracepoint's BTF-typed argument.
+    if let Some(Device::Local(ifindex)) = unsafe { skb_device::<Direct>(skb) } {
+        // SAFETY: non-null (a Local device was read through it).
+        let len = unsafe { Direct::read::<u32>(skb, layout_field!(skb_len)) };
+        add_traffic(ifindex, rx, len.unwrap_or(0));
     }
 }
 
@@ -251,97 +182,6 @@ pub fn netif_receive_skb_btf(ctx: BtfTracePointContext) -> i32 {
 pub fn net_dev_start_xmit_btf(ctx: BtfTracePointContext) -> i32 {
     count_traffic_btf(ctx.arg(0), false);
     0
-}
-
-// Drops are counted in every network namespace, keyed by the namespace
-// they happened in. Which namespace: the receiving socket's (`rx_sk`, 6.11+:
-// `skb->dev` can be cleared or reused by then), else the device's, else the
-// socket the skb belongs to (often a local sender); the device's ifindex
-// only when the device is in that namespace.
-
-/// Namespace and device of a drop, read with helper calls (classic flavour).
-#[inline(always)]
-unsafe fn drop_place(
-    layout: &KernelLayout,
-    skb: *const u8,
-    rx_sk: *const u8,
-) -> Result<(u32, u32), ()> {
-    let mut netns = NETNS_NONE;
-    if !rx_sk.is_null() {
-        netns = sock_netns(layout, rx_sk)?;
-    }
-    let dev: *const u8 = read_kernel(skb, layout.skb_dev)?;
-    if !dev.is_null() {
-        let net: *const u8 = read_kernel(dev, layout.dev_nd_net)?;
-        if !net.is_null() {
-            let dev_netns: u32 = read_kernel(net, layout.net_ns_inum)?;
-            if netns == NETNS_NONE {
-                netns = dev_netns;
-            }
-            if dev_netns == netns {
-                let ifindex: i32 = read_kernel(dev, layout.dev_ifindex)?;
-                return Ok((netns, ifindex as u32));
-            }
-        }
-    }
-    if netns == NETNS_NONE {
-        let sk: *const u8 = read_kernel(skb, layout.skb_sk)?;
-        if !sk.is_null() {
-            netns = sock_netns(layout, sk)?;
-        }
-    }
-    Ok((netns, 0))
-}
-
-#[inline(always)]
-unsafe fn sock_netns(layout: &KernelLayout, sk: *const u8) -> Result<u32, ()> {
-    let net: *const u8 = read_kernel(sk, layout.sk_net)?;
-    if net.is_null() {
-        return Ok(NETNS_NONE);
-    }
-    read_kernel(net, layout.net_ns_inum)
-}
-
-/// [`drop_place`] for BTF-typed pointers: the same walk in direct loads.
-#[inline(always)]
-unsafe fn drop_place_btf(skb: *const u8, rx_sk: *const u8) -> (u32, u32) {
-    let mut netns = NETNS_NONE;
-    if !rx_sk.is_null() {
-        netns = sock_netns_btf(rx_sk);
-    }
-    if skb.is_null() {
-        return (netns, 0);
-    }
-    let dev: *const u8 = load(skb, layout_field!(skb_dev));
-    if !dev.is_null() {
-        let net: *const u8 = load(dev, layout_field!(dev_nd_net));
-        if !net.is_null() {
-            let dev_netns: u32 = load(net, layout_field!(net_ns_inum));
-            if netns == NETNS_NONE {
-                netns = dev_netns;
-            }
-            if dev_netns == netns {
-                let ifindex: i32 = load(dev, layout_field!(dev_ifindex));
-                return (netns, ifindex as u32);
-            }
-        }
-    }
-    if netns == NETNS_NONE {
-        let sk: *const u8 = load(skb, layout_field!(skb_sk));
-        if !sk.is_null() {
-            netns = sock_netns_btf(sk);
-        }
-    }
-    (netns, 0)
-}
-
-#[inline(always)]
-unsafe fn sock_netns_btf(sk: *const u8) -> u32 {
-    let net: *const u8 = load(sk, layout_field!(sk_net));
-    if net.is_null() {
-        return NETNS_NONE;
-    }
-    load(net, layout_field!(net_ns_inum))
 }
 
 #[btf_tracepoint(function = "kfree_skb")]
@@ -364,18 +204,22 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
     } else {
         core::ptr::null()
     };
-    let (netns, ifindex) = unsafe { drop_place_btf(ctx.arg(0), rx_sk) };
-    count_drop(DropKey {
-        netns,
-        ifindex,
-        reason,
-    });
+    // SAFETY: the tracepoint's own BTF-typed arguments.
+    match unsafe { drop_place::<Direct>(ctx.arg(0), rx_sk) } {
+        Some((netns, ifindex)) => count_drop(DropKey {
+            netns,
+            ifindex,
+            reason,
+        }),
+        None => bump(Counter::KernelReadError),
+    }
     0
 }
 
 #[inline(always)]
 fn count_drop(key: DropKey) {
     if let Some(count) = DROPS.get_ptr_mut(key) {
+        // SAFETY: this CPU's copy of a per-CPU value (see `bump`).
         unsafe { *count += 1 };
         return;
     }
@@ -388,6 +232,7 @@ fn count_drop(key: DropKey) {
     }
     if DROPS.insert(key, 1, BPF_NOEXIST).is_err() {
         match DROPS.get_ptr_mut(key) {
+            // SAFETY: as above; another CPU inserted the key first.
             Some(count) => unsafe { *count += 1 },
             None => bump(Counter::DropMapFull),
         }
@@ -396,9 +241,10 @@ fn count_drop(key: DropKey) {
 
 #[tracepoint]
 pub fn kfree_skb(ctx: TracePointContext) -> u32 {
-    let layout = layout();
-    let reason = if layout.drop_has_reason != 0 {
-        match unsafe { ctx.read_at::<u32>(layout.drop_reason as usize) } {
+    let has_reason = layout_field!(drop_has_reason) != 0;
+    let reason = if has_reason {
+        // SAFETY: the record's `reason` field, at its tracefs offset.
+        match unsafe { ctx.read_at::<u32>(layout_field!(drop_reason) as usize) } {
             Ok(reason) => reason,
             Err(_) => {
                 bump(Counter::KernelReadError);
@@ -408,30 +254,32 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     } else {
         REASON_UNKNOWN
     };
-    if layout.drop_has_reason != 0
-        && (reason == layout.reason_not_dropped || reason == layout.reason_consumed)
+    if has_reason
+        && (reason == layout_field!(reason_not_dropped) || reason == layout_field!(reason_consumed))
     {
         return 0;
     }
+    // SAFETY: the record's `skbaddr` and `rx_sk` fields at their tracefs
+    // offsets, then a walk with helper reads from the pointers they hold.
     let place = unsafe {
-        let skb: Result<*const u8, _> = ctx.read_at(layout.drop_skbaddr as usize);
-        let rx_sk: Result<*const u8, _> = if layout.drop_has_rx_sk != 0 {
-            ctx.read_at(layout.drop_rx_sk as usize)
+        let skb = ctx.read_at::<*const u8>(layout_field!(drop_skbaddr) as usize);
+        let rx_sk = if layout_field!(drop_has_rx_sk) != 0 {
+            ctx.read_at::<*const u8>(layout_field!(drop_rx_sk) as usize)
         } else {
             Ok(core::ptr::null())
         };
         match (skb, rx_sk) {
-            (Ok(skb), Ok(rx_sk)) => drop_place(&layout, skb, rx_sk),
-            _ => Err(()),
+            (Ok(skb), Ok(rx_sk)) => drop_place::<Helper>(skb, rx_sk),
+            _ => None,
         }
     };
     match place {
-        Ok((netns, ifindex)) => count_drop(DropKey {
+        Some((netns, ifindex)) => count_drop(DropKey {
             netns,
             ifindex,
             reason,
         }),
-        Err(()) => bump(Counter::KernelReadError),
+        None => bump(Counter::KernelReadError),
     }
     0
 }

@@ -7,6 +7,10 @@
 //! Every test runs once per program flavour (tp_btf, classic).
 
 mod common;
+#[path = "pod_drops/dying.rs"]
+mod dying;
+#[path = "pod_drops/queued.rs"]
+mod queued;
 #[path = "pod_drops/races.rs"]
 mod races;
 #[path = "pod_drops/snapshot.rs"]
@@ -117,6 +121,28 @@ fn node_with_runtime(subnet: u8) -> (Netns, PodRuntime) {
     let node = Netns::new("pdnode");
     let runtime = PodRuntime::start(&node, subnet);
     (node, runtime)
+}
+
+/// No IPv6 in `namespaces`: a link coming up sends router solicitations
+/// and MLD reports, which the other end may drop, and these tests compare
+/// every count of a namespace with what they sent.
+fn without_ipv6(namespaces: &[&Netns]) {
+    for ns in namespaces {
+        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    }
+}
+
+/// A node namespace and a CNI results directory with one pod laid out by
+/// hand (`CniPod`), IPv6 off in both namespaces: for the tests that take a
+/// pod's part away or delete its namespace with devices still in it,
+/// which containerd never does on request (its CNI DEL removes the pod's
+/// veth from the live namespace first).
+fn node_with_pod(pod: (&str, &str), veth: &str, subnet: u8) -> (Netns, tempfile::TempDir, CniPod) {
+    let node = Netns::new("pdnode");
+    let results = tempfile::tempdir().unwrap();
+    let pod = CniPod::start(&node, results.path(), pod, "azure", veth, subnet);
+    without_ipv6(&[&node, &pod.netns]);
+    (node, results, pod)
 }
 
 /// A pod whose neighbours are pinned, so every packet a test sends it
@@ -377,4 +403,15 @@ fn without_tracefs_the_btf_typed_probe_names_pod_drops_from_btf() {
         stderr.contains("no tracefs: only BTF-typed tracepoints can attach"),
         "the collector had a tracefs after all: {stderr}"
     );
+}
+
+#[test]
+fn out_of_order_and_fragment_queue_drops_are_the_pods() {
+    let has_reason = kfree_skb_has_reason();
+    each_flavour(|flavour| queued::queued_drops_are_the_pods(flavour, has_reason));
+}
+
+#[test]
+fn drops_while_a_namespace_is_torn_down_are_never_its_inodes() {
+    each_flavour(dying::drops_of_a_dying_namespace);
 }

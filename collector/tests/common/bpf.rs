@@ -287,7 +287,7 @@ pub fn start_flavour(ns: &super::Netns, flavour: &str, args: &[&str]) -> super::
 }
 
 /// One key of the drop map: namespace inode, ifindex in it, reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DropMapKey {
     pub netns: u32,
     pub ifindex: u32,
@@ -298,6 +298,23 @@ pub struct DropMapKey {
 /// shows them. Read from the kernel, so a test can tell entries of its own
 /// namespaces from those of every other namespace the probe counts in.
 pub fn drop_map_keys(pid: u32) -> Vec<DropMapKey> {
+    drop_map_counts(pid).into_keys().collect()
+}
+
+/// The drop map a collector holds, each key with its packets summed over
+/// CPUs, as `bpftool map dump` shows it: what the probe counted, before
+/// the collector names or prunes anything.
+pub fn drop_map_counts(pid: u32) -> std::collections::BTreeMap<DropMapKey, u64> {
+    let bytes = |value: &serde_json::Value| -> Vec<u8> {
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|hex| {
+                u8::from_str_radix(hex.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+            })
+            .collect()
+    };
     for id in BpfHeld::of(pid).maps {
         let id = id.to_string();
         let show = run("bpftool", &["-j", "map", "show", "id", &id]);
@@ -312,18 +329,20 @@ pub fn drop_map_keys(pid: u32) -> Vec<DropMapKey> {
             .unwrap()
             .iter()
             .map(|entry| {
-                let word = |at: usize| {
-                    let byte = |i: usize| {
-                        let hex = entry["key"][at + i].as_str().unwrap();
-                        u8::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap()
-                    };
-                    u32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)])
-                };
-                DropMapKey {
+                let key = bytes(&entry["key"]);
+                let word = |at: usize| u32::from_le_bytes(key[at..at + 4].try_into().unwrap());
+                let packets: u64 = entry["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|cpu| u64::from_le_bytes(bytes(&cpu["value"])[..8].try_into().unwrap()))
+                    .sum();
+                let key = DropMapKey {
                     netns: word(0),
                     ifindex: word(4),
                     reason: word(8),
-                }
+                };
+                (key, packets)
             })
             .collect();
     }

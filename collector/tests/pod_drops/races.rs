@@ -11,25 +11,6 @@
 
 use super::*;
 
-/// No IPv6 in `namespaces`: a link coming up sends router solicitations
-/// and MLD reports, which the other end may drop, and these tests compare
-/// every count of a namespace with what they sent.
-fn without_ipv6(namespaces: &[&Netns]) {
-    for ns in namespaces {
-        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-    }
-}
-
-/// A node namespace and a CNI results directory with one hand-made pod in
-/// it, IPv6 off in both namespaces.
-fn node_with_pod(pod: (&str, &str), veth: &str, subnet: u8) -> (Netns, tempfile::TempDir, CniPod) {
-    let node = Netns::new("pdnode");
-    let results = tempfile::tempdir().unwrap();
-    let pod = CniPod::start(&node, results.path(), pod, "azure", veth, subnet);
-    without_ipv6(&[&node, &pod.netns]);
-    (node, results, pod)
-}
-
 /// Sends `count` datagrams to a closed UDP port of `pod` and waits for the
 /// kernel to count them.
 fn closed_port_drops(node: &Netns, pod: &CniPod, count: usize) {

@@ -94,7 +94,7 @@ const KERNELS: [KernelSpec; 3] = [
 /// prove the probes on this kernel. (test binary, test name). Each runs with
 /// `--exact --include-ignored`: the VLAN and bond tests are `#[ignore]`d on
 /// the host, whose kernel has neither 802.1Q nor bonding.
-const TESTS: [(&str, &str); 13] = [
+const TESTS: [(&str, &str); 15] = [
     (
         "ebpf_probes",
         "probes_count_exact_udp_traffic_on_both_ends_of_a_veth_pair",
@@ -143,6 +143,14 @@ const TESTS: [(&str, &str); 13] = [
     (
         "pod_drops",
         "without_tracefs_the_btf_typed_probe_names_pod_drops_from_btf",
+    ),
+    (
+        "pod_drops",
+        "out_of_order_and_fragment_queue_drops_are_the_pods",
+    ),
+    (
+        "pod_drops",
+        "drops_while_a_namespace_is_torn_down_are_never_its_inodes",
     ),
 ];
 

@@ -13,6 +13,13 @@ pub use crate::model::Probe;
 /// A reason value no kernel uses; stands in for enumerators this kernel lacks.
 const NEVER_A_REASON: u32 = u32::MAX - 1;
 
+/// Where `struct net` keeps the count that reaches 0 when the namespace
+/// is torn down (`put_net` then queues it for `cleanup_net`), newest
+/// kernels first: `ns_common.__ns_ref` (6.18), `ns_common.count` (6.1,
+/// 6.12), `net.count` (5.10), as their BTF has them. A kernel with none of them counts drops of
+/// dying namespaces under their inode, as before this check existed.
+const NET_REFCOUNT: [&str; 3] = ["ns.__ns_ref", "ns.count", "count"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
     #[error(transparent)]
@@ -178,6 +185,9 @@ pub fn probe_layout(
             .flatten()
             .unwrap_or(NEVER_A_REASON)
     };
+    let net_refcount = NET_REFCOUNT
+        .iter()
+        .find_map(|path| btf.member_offset("net", path).ok());
     let globals = KernelLayout {
         netns_inum,
         rx_skbaddr,
@@ -200,6 +210,11 @@ pub fn probe_layout(
         btf_drop_has_rx_sk: u32::from(support.drop_has_rx_sk),
         skb_sk: btf.member_offset("sk_buff", "sk")?,
         sk_net: btf.member_offset("sock", "__sk_common.skc_net.net")?,
+        dev_adj_upper: btf.member_offset("net_device", "adj_list.upper")?,
+        dev_adj_lower: btf.member_offset("net_device", "adj_list.lower")?,
+        list_prev: btf.member_offset("list_head", "prev")?,
+        net_refcount: net_refcount.unwrap_or(0),
+        net_has_refcount: u32::from(net_refcount.is_some()),
     };
     Ok(ProbeLayout {
         globals,
@@ -312,6 +327,21 @@ mod tests {
             (8, 0, 8, 12)
         );
         assert_eq!((new.globals.skb_sk, new.globals.sk_net), (24, 24));
+        // The list heads a device pointer is checked by, and the
+        // namespace count found at `ns.count` (the fixture has no
+        // `ns.__ns_ref`).
+        assert_eq!(
+            (
+                new.globals.dev_adj_upper,
+                new.globals.dev_adj_lower,
+                new.globals.list_prev
+            ),
+            (16, 32, 8)
+        );
+        assert_eq!(
+            (new.globals.net_refcount, new.globals.net_has_refcount),
+            (8, 1)
+        );
         // The fixture has no btf_trace_kfree_skb: no BTF-typed rx_sk.
         assert_eq!(new.globals.btf_drop_has_rx_sk, 0);
     }

@@ -2,6 +2,7 @@
 
 use std::os::fd::BorrowedFd;
 
+use super::prune::unplaceable;
 use super::*;
 
 impl EbpfSource {
@@ -24,6 +25,12 @@ impl EbpfSource {
         for (key, per_cpu) in self.entries(&self.drops, "DROPS")? {
             let packets: u64 = per_cpu.iter().sum();
             reading.drop_keys.push(key);
+            // A place no namespace can have is pruned (see `forget`), so
+            // it is served nowhere: added to the node-level series and then
+            // deleted, it would make that series go backwards.
+            if unplaceable(&key, self.own_netns) {
+                continue;
+            }
             let reasons = match key.netns {
                 own if own == self.own_netns && key.ifindex != 0 => {
                     reading.drops.entry(key.ifindex).or_default()

@@ -1,6 +1,8 @@
 //! Pruning the maps of interfaces and namespaces that are gone, so pod
 //! churn cannot fill them.
 
+use collector_common::NETNS_INUM_FLOOR;
+
 use super::*;
 
 impl EbpfSource {
@@ -24,6 +26,7 @@ impl EbpfSource {
         for key in reading.drop_keys.iter().filter(|k| {
             forgotten.contains(&k.netns)
                 || (k.netns == reading.own_netns && stale.contains(&k.ifindex))
+                || unplaceable(k, reading.own_netns)
         }) {
             drops_left -= usize::from(self.drops.remove(key).is_ok());
         }
@@ -39,6 +42,19 @@ impl EbpfSource {
             let _ = self.first_drops.remove(inode);
         }
         (traffic_left, drops_left)
+    }
+}
+
+/// A key no namespace, pod or device can account for: a device without a
+/// namespace, or an inode below every namespace's. The probe emits neither
+/// (it checks the inode and keeps a device only with its namespace); a
+/// program built before those checks, or a kernel that breaks them, could,
+/// and such keys would otherwise stay until restart.
+pub(super) fn unplaceable(key: &DropKey, own_netns: u32) -> bool {
+    match key.netns {
+        NETNS_NONE => key.ifindex != 0,
+        own if own == own_netns => false,
+        inode => inode < NETNS_INUM_FLOOR,
     }
 }
 
@@ -70,6 +86,26 @@ pub fn stale_interfaces(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_no_namespace_can_account_for_are_unplaceable() {
+        let key = |netns, ifindex| DropKey {
+            netns,
+            ifindex,
+            reason: 2,
+        };
+        // The host's fixed init inode, below the dynamic range: never
+        // unplaceable while it is the collector's own.
+        let own = 0xEFFF_FFF9;
+        assert!(unplaceable(&key(NETNS_NONE, 7), own));
+        assert!(!unplaceable(&key(NETNS_NONE, 0), own));
+        assert!(!unplaceable(&key(own, 3), own));
+        assert!(!unplaceable(&key(4026532001, 2), own));
+        assert!(!unplaceable(&key(4026532001, 0), own));
+        // An inode read from something that is not a namespace.
+        assert!(unplaceable(&key(0x8100_0000, 0), own));
+        assert!(unplaceable(&key(12, 3), own));
+    }
 
     #[test]
     fn only_entries_read_before_a_complete_dump_and_missing_from_it_are_stale() {
