@@ -325,6 +325,15 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
     if RESERVED_LABELS.contains(&key) {
         return Err(format!("`{key}` is set by the collector itself"));
     }
+    // Prometheus treats an empty label as no label, so `cluster=` would
+    // silently serve every node without one; the manifests ship it empty
+    // so that a cluster is never deployed under a placeholder name.
+    if value.is_empty() {
+        return Err(format!(
+            "`{key}` has an empty value: give it one (for `cluster`, this cluster's name; \
+             in the manifests, base/cluster-labels.env) or leave the label out"
+        ));
+    }
     Ok((key.to_string(), value.to_string()))
 }
 

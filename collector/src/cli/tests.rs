@@ -50,6 +50,14 @@ fn malformed_values_are_rejected_naming_the_flag() {
             &["--label", "set by the collector"],
         ),
         (
+            &["collector", "--label", "cluster="],
+            &[
+                "--label",
+                "`cluster` has an empty value",
+                "cluster-labels.env",
+            ],
+        ),
+        (
             &["collector", "--include", "("],
             &["--include", "invalid regex"],
         ),
