@@ -32,6 +32,18 @@ pub const RESERVED_LABELS: [&str; 15] = [
     "netns",
 ];
 
+/// Bounds on `--label` that keep every served series within what the
+/// strictest common backend accepts: Azure Managed Prometheus fails the
+/// whole scrape job on a series with more than 63 labels, a label name over
+/// 511 characters or a value over 1,023. The collector's own labels take at
+/// most 8 of a series' labels (a unit test of the output checks the sum on
+/// the longest legal inputs).
+pub const MAX_LABELS: usize = 32;
+pub const MAX_LABEL_NAME_CHARS: usize = 128;
+pub const MAX_LABEL_VALUE_CHARS: usize = 1023;
+/// A Kubernetes node name (a DNS subdomain) is at most 253 characters.
+pub const MAX_NODE_NAME_CHARS: usize = 253;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "collector",
@@ -181,8 +193,10 @@ pub struct CommonArgs {
     /// Node name for the `host` and `hostname` labels [default: $NODE_NAME, else the hostname].
     #[arg(long, env = "COLLECTOR_NODE_NAME", value_name = "NAME", value_parser = parse_node_name)]
     pub node_name: Option<String>,
-    /// Extra label on every interface series, e.g. cluster=aks-prod; repeatable
-    /// (comma-separated in COLLECTOR_LABEL).
+    /// Extra label on every interface series, e.g. cluster=aks-prod; repeatable,
+    /// at most 32, names up to 128 and values up to 1023 characters
+    /// (comma-separated in COLLECTOR_LABEL, so a value given there cannot
+    /// contain a comma; give such a label with --label).
     #[arg(long = "label", env = "COLLECTOR_LABEL", value_name = "KEY=VALUE", value_delimiter = ',', value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
     /// Only interfaces whose name matches this regex (unanchored, as in node_exporter).
@@ -275,8 +289,16 @@ impl CommonArgs {
         InterfaceFilter::new(self.include.as_deref(), self.exclude.as_deref()).unwrap_or_default()
     }
 
-    /// Labels sorted by key; a key given twice is an error.
+    /// Labels sorted by key; a key given twice, or more than [`MAX_LABELS`],
+    /// is an error.
     pub fn sorted_labels(&self) -> Result<Vec<(String, String)>, String> {
+        if self.labels.len() > MAX_LABELS {
+            return Err(format!(
+                "--label: {} labels given, at most {MAX_LABELS}: beyond 63 labels on one series \
+                 Azure Managed Prometheus fails the whole scrape job",
+                self.labels.len()
+            ));
+        }
         let mut labels = self.labels.clone();
         labels.sort();
         for pair in labels.windows(2) {
@@ -315,6 +337,19 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
     if !valid_start || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(format!(
             "`{key}` is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+        ));
+    }
+    if key.chars().count() > MAX_LABEL_NAME_CHARS {
+        return Err(format!(
+            "label name of {} characters, at most {MAX_LABEL_NAME_CHARS}",
+            key.chars().count()
+        ));
+    }
+    if value.chars().count() > MAX_LABEL_VALUE_CHARS {
+        return Err(format!(
+            "`{key}` has a value of {} characters, at most {MAX_LABEL_VALUE_CHARS}: \
+             Azure Managed Prometheus fails the whole scrape job on a longer one",
+            value.chars().count()
         ));
     }
     if key.starts_with("__") {
@@ -372,6 +407,12 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 fn parse_node_name(text: &str) -> Result<String, String> {
     if text.trim().is_empty() {
         return Err("node name is empty".to_string());
+    }
+    if text.chars().count() > MAX_NODE_NAME_CHARS {
+        return Err(format!(
+            "node name of {} characters, longer than a Kubernetes node name ({MAX_NODE_NAME_CHARS})",
+            text.chars().count()
+        ));
     }
     Ok(text.to_string())
 }
