@@ -177,3 +177,57 @@ fn dashboard_is_importable_with_a_datasource_variable_and_covers_the_seed_querie
         assert!(used_metrics.contains(required), "no panel uses {required}");
     }
 }
+
+/// The dashboard's "Transmit utilisation" panel, evaluated by promtool on
+/// synthetic series: a NIC that reports its speed against that speed, an
+/// interface that reports none against `$link_speed_bits`, and never both.
+#[test]
+fn transmit_utilisation_uses_each_nics_speed_and_the_variable_only_without_one() {
+    let dashboard = dashboard();
+    let targets: Vec<String> = dashboard_targets(&dashboard)
+        .into_iter()
+        .filter(|(title, _)| title == "Transmit utilisation")
+        .map(|(_, target)| {
+            target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "5m")
+                .replace("$link_speed_bits", "10000000")
+                .replace("$cluster", ".*")
+                .replace("$host", ".*")
+                .replace("$interface", ".*")
+        })
+        .collect();
+    assert_eq!(targets.len(), 2, "one query per source of the speed");
+    let node = r#"cluster="c",host="node-1",state="up""#;
+    // eth0: 312,500 B/s of a 1,250,000 B/s link (25 %); azv1, a veth with
+    // no speed: 625,000 B/s, 5 Mbit/s of an assumed 10 Mbit/s (50 %).
+    // (Figures whose ratios are exact in binary: promtool compares exactly.)
+    let series = json!([
+        {"series": format!("network_interface_stats_tx_bytes{{{node},interface=\"eth0\"}}"), "values": "0+18750000x20"},
+        {"series": format!("network_interface_speed_bytes{{{node},interface=\"eth0\"}}"), "values": "1250000x20"},
+        {"series": format!("network_interface_stats_tx_bytes{{{node},interface=\"azv1\"}}"), "values": "0+37500000x20"},
+    ]);
+    let expected = [
+        r#"{host="node-1", interface="eth0"}"#,
+        r#"{host="node-1", interface="azv1"}"#,
+    ];
+    let values = [25.0, 50.0];
+    let tests = json!({
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": series,
+            "promql_expr_test": targets.iter().zip(expected).zip(values).map(|((expr, labels), value)| json!({
+                "expr": expr,
+                "eval_time": "10m",
+                "exp_samples": [{"labels": labels, "value": value}],
+            })).collect::<Vec<_>>(),
+        }],
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("utilisation.test.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(&tests).unwrap()).unwrap();
+    promtool_succeeds(&["test", "rules"], &file);
+}
