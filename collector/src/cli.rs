@@ -242,8 +242,9 @@ pub struct CommonArgs {
     pub btf: String,
     /// Directory to read tracepoint format files from (DIR/events/...)
     /// [default: the tracefs at /sys/kernel/tracing or /sys/kernel/debug/tracing].
-    /// tracefs is looked for there, and mounted at /sys/kernel/tracing when
-    /// missing, in any case: attaching resolves tracepoint ids there.
+    /// tracefs is looked for there in any case (attaching resolves
+    /// tracepoint ids there); `serve` mounts it at /sys/kernel/tracing when
+    /// missing, `snapshot` and `watch` never mount it.
     #[arg(long, env = "COLLECTOR_TRACEFS", value_name = "DIR")]
     pub tracefs: Option<String>,
     /// libcni's result cache, one file per pod attachment, read to name the

@@ -141,7 +141,7 @@ fn every_alert_fires_on_what_it_names_and_stays_quiet_beside_it() {
             &[
                 (format!("network_pod_drops_total{{{pod},reason=\"SOCKET_RCVBUFF\"}}"), "0+30x40"),
                 (format!("network_pod_drops_total{{{},reason=\"SOCKET_RCVBUFF\"}}", pod.replace("eth0", "net1")), "0x40"),
-                (format!("network_pod_drops_total{{cluster=\"c\",host=\"node-1\",namespace=\"shop\",pod=\"web-1\",interface=\"eth0\",reason=\"SOCKET_RCVBUFF\"}}"), "0+10x40"),
+                (r#"network_pod_drops_total{cluster="c",host="node-1",namespace="shop",pod="web-1",interface="eth0",reason="SOCKET_RCVBUFF"}"#.to_string(), "0+10x40"),
                 (format!("network_pod_drops_total{{{pod},reason=\"NO_SOCKET\"}}"), "0+500x40"),
             ],
             vec![
