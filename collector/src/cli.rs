@@ -225,10 +225,11 @@ pub struct CommonArgs {
     /// collector_ebpf_map_full_total.
     #[arg(long, env = "COLLECTOR_EBPF_MAX_INTERFACES", default_value_t = collector_common::TRAFFIC_MAP_ENTRIES, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub ebpf_max_interfaces: u32,
-    /// Probes to attach (comma-separated). The default, `drops`, adds no cost to
-    /// packets that are delivered (kfree_skb fires only for drops); `rx,tx,drops`
-    /// adds per-packet eBPF traffic counters at a measurable cost per packet
-    /// (see docs/bench/README.md).
+    /// Probes to attach (comma-separated). The default, `drops`, runs on
+    /// kfree_skb, which since 5.17 frees only packets that are dropped or not
+    /// given a reason (counted as NOT_SPECIFIED); before 5.17 it also runs on
+    /// plain frees of delivered packets. `rx,tx,drops` adds per-packet eBPF
+    /// traffic counters at a measurable cost per packet (see docs/bench/README.md).
     #[arg(long, env = "COLLECTOR_EBPF_PROBES", value_enum, value_delimiter = ',', default_values_t = [ProbeChoice::Drops])]
     pub ebpf_probes: Vec<ProbeChoice>,
     /// Program flavour: `auto` uses BTF-typed tracepoints (tp_btf, no trace record
