@@ -17,9 +17,9 @@
 #![no_main]
 
 use aya_ebpf::{
-    helpers::bpf_probe_read_kernel,
+    helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel},
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use collector_common::{
@@ -60,6 +60,14 @@ static TRAFFIC: PerCpuHashMap<u32, IfTraffic> =
 
 #[map]
 static DROPS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_entries(DROP_MAP_ENTRIES, 0);
+
+/// When each namespace's first counted drop was inserted (CLOCK_BOOTTIME
+/// ns): userspace compares it with when a pod's namespace was made, so the
+/// counts of a namespace that lived and died between two collections are
+/// never given to the next one on its inode. Written only on the path that
+/// inserts a new drop key, never per drop.
+#[map]
+static NETNS_FIRST_DROP: HashMap<u32, u64> = HashMap::with_max_entries(TRAFFIC_MAP_ENTRIES, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
@@ -370,6 +378,13 @@ fn count_drop(key: DropKey) {
     if let Some(count) = DROPS.get_ptr_mut(key) {
         unsafe { *count += 1 };
         return;
+    }
+    if key.netns != NETNS_NONE && key.netns != layout_field!(netns_inum) {
+        // SAFETY: a helper without arguments, allowed in every tracing program.
+        let now = unsafe { bpf_ktime_get_boot_ns() };
+        // Already there (not the namespace's first key) or full: both fine,
+        // userspace treats a missing time as unknown.
+        let _ = NETNS_FIRST_DROP.insert(key.netns, now, BPF_NOEXIST);
     }
     if DROPS.insert(key, 1, BPF_NOEXIST).is_err() {
         match DROPS.get_ptr_mut(key) {

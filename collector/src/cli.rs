@@ -13,8 +13,11 @@ use crate::output::prometheus::Profile;
 use crate::output::watch::SortKey;
 use crate::sources::ebpf::FlavourPolicy;
 
-/// Labels the collector sets itself; `--label` may not override them.
-pub const RESERVED_LABELS: [&str; 15] = [
+/// Labels the collector sets itself, and those the scrape gives every
+/// target (the PodMonitors honour the collector's labels, so a `job` or
+/// `container` of its own would replace the target's); `--label` may not
+/// set them.
+pub const RESERVED_LABELS: [&str; 19] = [
     "interface",
     "host",
     "hostname",
@@ -30,6 +33,10 @@ pub const RESERVED_LABELS: [&str; 15] = [
     "pod",
     "pod_uid",
     "netns",
+    "job",
+    "instance",
+    "container",
+    "endpoint",
 ];
 
 /// Bounds on `--label` that keep every served series within what the
@@ -360,7 +367,9 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
         ));
     }
     if RESERVED_LABELS.contains(&key) {
-        return Err(format!("`{key}` is set by the collector itself"));
+        return Err(format!(
+            "`{key}` is set by the collector itself or by the scrape's target labels"
+        ));
     }
     // Prometheus treats an empty label as no label, so `cluster=` would
     // silently serve every node without one; the manifests ship it empty

@@ -280,6 +280,7 @@ pub struct MapMemory {
     pub traffic: u64,
     pub drops: u64,
     pub counters: u64,
+    pub first_drops: u64,
 }
 
 /// Probe-side self-counters (see `collector_common::Counter`).

@@ -73,9 +73,16 @@ impl NamespaceLedger {
                 let changed = match (before.get(&inode), now_owners.get(&inode)) {
                     (Some(before), now) => Some(before) != now,
                     // A pod's first drops may come before its first
-                    // sighting; only counts already kept for no one are
-                    // someone else's.
-                    (None, Some(_)) => self.unowned.contains_key(&inode),
+                    // sighting; counts already kept for no one, or whose
+                    // first drop is older than the pod's namespace, are
+                    // another namespace's (one that lived and died on this
+                    // inode between two collections).
+                    (None, Some(_)) => {
+                        let created = pods.and_then(|p| p.get(&inode)).and_then(|p| p.created);
+                        let first_drop = reading.first_drops.get(&inode);
+                        self.unowned.contains_key(&inode)
+                            || matches!((first_drop, created), (Some(f), Some(c)) if *f < c)
+                    }
                     (None, None) => false,
                 };
                 if changed {

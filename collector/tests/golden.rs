@@ -38,6 +38,7 @@ fn full() -> Snapshot {
             traffic: 81920,
             drops: 163840,
             counters: 4096,
+            first_drops: 40960,
         },
         programs: vec![
             ProgramStats {

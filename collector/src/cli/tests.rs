@@ -74,6 +74,10 @@ fn malformed_values_are_rejected_naming_the_flag() {
             ],
         ),
         (
+            &["collector", "--label", "job=y"],
+            &["--label", "target labels"],
+        ),
+        (
             &["collector", "--include", "("],
             &["--include", "invalid regex"],
         ),

@@ -69,6 +69,7 @@ const KEYS: &[&str] = &[
     "sources.ebpf.map_memory",
     "sources.ebpf.map_memory.counters",
     "sources.ebpf.map_memory.drops",
+    "sources.ebpf.map_memory.first_drops",
     "sources.ebpf.map_memory.traffic",
     "sources.ebpf.probe_counters",
     "sources.ebpf.probe_counters.drop_map_full",

@@ -12,6 +12,7 @@ fn pod(name: &str, sandbox: &str) -> PodNamespace {
             network: None,
         },
         interfaces: HashMap::from([(2, "eth0".to_string())]),
+        created: None,
     }
 }
 
@@ -169,4 +170,35 @@ fn drops_are_named_by_the_pod_owning_their_namespace_and_never_given_to_another(
         ]
     );
     assert_eq!(out[1].ifindex, 7);
+}
+
+#[test]
+fn counts_older_than_a_new_pods_namespace_are_a_dead_namespaces() {
+    let mut ledger = NamespaceLedger::default();
+    let now = Instant::now();
+    let none = HashMap::new();
+    assert!(ledger.forgotten(&reading(&[]), Some(&none), now).is_empty());
+    // Between two collections a pod lived, dropped and died on inode 9, and
+    // "db" was made on it: the counts' first drop predates db's namespace.
+    let db = |created| {
+        HashMap::from([(
+            9,
+            PodNamespace {
+                created: Some(created),
+                ..pod("db", "s2")
+            },
+        )])
+    };
+    let mut inherited = reading(&[(9, 2, 40)]);
+    inherited.first_drops.insert(9, 1_000);
+    assert_eq!(
+        ledger.forgotten(&inherited, Some(&db(2_000)), now),
+        [9].into()
+    );
+    // db's own first drops, after its namespace was made, stay its own.
+    let mut ledger = NamespaceLedger::default();
+    assert!(ledger.forgotten(&reading(&[]), Some(&none), now).is_empty());
+    let mut own = reading(&[(9, 2, 3)]);
+    own.first_drops.insert(9, 3_000);
+    assert!(ledger.forgotten(&own, Some(&db(2_000)), now).is_empty());
 }

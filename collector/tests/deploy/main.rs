@@ -292,3 +292,21 @@ fn manifest_labels(objects: &[Value]) -> BTreeMap<String, String> {
         })
         .collect()
 }
+
+/// The `podMetricsEndpoints` examples of docs/operations.md, each the one
+/// endpoint of its block: https with basic auth, and mutual TLS.
+fn documented_scrape_endpoints() -> Vec<Value> {
+    let doc = std::fs::read_to_string(workspace().join("docs/operations.md")).unwrap();
+    doc.split("```yaml\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .filter(|block| block.trim_start().starts_with("podMetricsEndpoints:"))
+        .map(|block| {
+            let example: Value =
+                serde_yaml_ng::from_str(block).expect("documented example is YAML");
+            let endpoints = example["podMetricsEndpoints"].as_array().unwrap();
+            assert_eq!(endpoints.len(), 1, "one endpoint per example: {block}");
+            endpoints[0].clone()
+        })
+        .collect()
+}

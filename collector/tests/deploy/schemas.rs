@@ -190,27 +190,28 @@ fn overlay_objects_refer_to_each_other_by_names_and_labels_that_exist() {
 /// The `podMetricsEndpoints` examples of docs/operations.md (https with
 /// basic auth, and mutual TLS), each put into both overlays' PodMonitor
 /// and validated against that API group's CRD schema, so the documented
-/// settings are ones the operators accept.
+/// settings are ones the operators accept; and each keeps the shipped
+/// endpoint's `honorLabels`, without which the app pods' `namespace` and
+/// `pod` become `exported_namespace` and `exported_pod`.
 #[test]
 fn the_documented_tls_scrape_settings_pass_both_podmonitor_schemas() {
     require_python_modules();
-    let doc = std::fs::read_to_string(workspace().join("docs/operations.md")).unwrap();
-    let examples: Vec<Value> = doc
-        .split("```yaml\n")
-        .skip(1)
-        .filter_map(|block| block.split("```").next())
-        .filter(|block| block.trim_start().starts_with("podMetricsEndpoints:"))
-        .map(|block| serde_yaml_ng::from_str(block).expect("documented example is YAML"))
-        .collect();
+    let examples = documented_scrape_endpoints();
     assert_eq!(examples.len(), 2, "https+basicAuth and mutual TLS");
     let validator = manifests().join("validate.py");
     for overlay in ["overlays/azure", "overlays/prometheus-operator"] {
         let objects = render_overlay(overlay);
         let original = only(&objects, "PodMonitor");
+        let shipped = &original["spec"]["podMetricsEndpoints"][0];
+        assert_eq!(shipped["honorLabels"], true, "{overlay}: {shipped}");
         for example in &examples {
+            assert_eq!(
+                example["honorLabels"], shipped["honorLabels"],
+                "docs/operations.md: {example}"
+            );
             let mut monitor = original.clone();
-            let mut endpoint = example["podMetricsEndpoints"][0].clone();
-            endpoint["interval"] = original["spec"]["podMetricsEndpoints"][0]["interval"].clone();
+            let mut endpoint = example.clone();
+            endpoint["interval"] = shipped["interval"].clone();
             assert_eq!(endpoint["scheme"], "https");
             monitor["spec"]["podMetricsEndpoints"] = json!([endpoint]);
             let input = serde_json::to_vec(&[&monitor]).unwrap();

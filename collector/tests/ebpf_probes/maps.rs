@@ -149,9 +149,16 @@ fn map_memory_is_reported_and_the_traffic_map_costs_nothing_without_rx_tx() {
         let metrics = collector.scrape(&ns);
         let memory = |map: &str| metrics.value("collector_ebpf_map_memory_bytes", &[("map", map)]);
         println!(
-            "--ebpf-probes {probes}, 512 interfaces, {cpus} possible CPUs: traffic {} B, drops {} B",
+            "--ebpf-probes {probes}, 512 interfaces, {cpus} possible CPUs: traffic {} B, drops {} B, first_drops {} B",
             memory("traffic"),
-            memory("drops")
+            memory("drops"),
+            memory("first_drops")
+        );
+        // One entry per interface slot, not per CPU: a key and a time each.
+        let first_drops = memory("first_drops");
+        assert!(
+            (512.0 * 16.0..=512.0 * 128.0).contains(&first_drops),
+            "{first_drops}"
         );
         // Preallocated per-CPU values alone: entries x value size x CPUs.
         assert!(memory("drops") >= 4.0 * 512.0 * 8.0 * cpus);

@@ -154,3 +154,104 @@ fn pod_info_of(metrics: &Metrics, veth: &str) -> Option<String> {
         .map(|s| s.labels["pod"].clone())
         .next()
 }
+
+#[test]
+fn a_pod_that_lived_and_died_between_two_scrapes_passes_nothing_to_the_next_on_its_inode() {
+    require_root();
+    let node = Netns::new("pdnode");
+    without_ipv6(&[&node]);
+    let results = tempfile::tempdir().unwrap();
+    let collector = start(&node, results.path(), "btf");
+    collector.scrape(&node);
+    let short = CniPod::start(
+        &node,
+        results.path(),
+        ("batch", "job-1"),
+        "azure",
+        "azvshort0",
+        47,
+    );
+    without_ipv6(&[&short.netns]);
+    let inode = short.netns.inode();
+    closed_port_drops(&node, &short, 30);
+    // Gone before any scrape saw it, and another pod made on its inode.
+    drop(short);
+    let mut next = None;
+    for attempt in 0..20 {
+        std::thread::sleep(Duration::from_millis(200));
+        let veth = format!("azvshort{}", attempt + 1);
+        let pod = CniPod::start(
+            &node,
+            results.path(),
+            ("batch", "job-2"),
+            "azure",
+            &veth,
+            48,
+        );
+        if pod.netns.inode() == inode {
+            next = Some(pod);
+            break;
+        }
+    }
+    let next = next.unwrap_or_else(|| {
+        panic!("TEST SETUP FAILED: the kernel did not reuse namespace inode {inode}")
+    });
+    without_ipv6(&[&next.netns]);
+    let metrics = collector.scrape(&node);
+    assert_eq!(
+        owner_split(&metrics, &next),
+        (0.0, 0.0),
+        "job-2 inherited job-1's drops"
+    );
+    closed_port_drops(&node, &next, 7);
+    assert_eq!(owner_split(&collector.scrape(&node), &next), (7.0, 0.0));
+}
+
+#[test]
+fn drops_on_an_excluded_interface_stay_in_the_nodes_totals() {
+    require_root();
+    let (node, results, pod) = node_with_pod(("shop", "db-0"), "azvexcl0", 49);
+    let args = [
+        "--cni-results-dir",
+        results.path().to_str().unwrap(),
+        "--netns-dir",
+        "/var/run/netns",
+        "--exclude",
+        "^azv",
+    ];
+    let collector = start_flavour(&node, "btf", &args);
+    // NO_SOCKET only: the test's own scrapes end TCP connections in the
+    // node's namespace, which the kernel may count as TCP_* drops there.
+    let reason = if kfree_skb_has_reason() {
+        "NO_SOCKET"
+    } else {
+        "unknown"
+    };
+    let host = |m: &Metrics| -> f64 {
+        let selector = [("netns", "host"), ("interface", ""), ("reason", reason)];
+        m.select("network_netns_drops_total", &selector)
+            .map(|s| s.value)
+            .sum()
+    };
+    let (before, no_ports) = (
+        host(&collector.scrape(&node)),
+        snmp(&node, "Udp", "NoPorts"),
+    );
+    // From the pod to a closed port of the node: dropped on the host veth.
+    send_udp(&pod.netns, &format!("{}:9", pod.host_address), 20, PAYLOAD);
+    settle();
+    let no_ports = snmp(&node, "Udp", "NoPorts") - no_ports;
+    assert!(no_ports >= 20.0, "the kernel's own count: {no_ports}");
+    let metrics = collector.scrape(&node);
+    assert!(!metrics.interfaces().contains("azvexcl0"), "excluded");
+    assert_eq!(
+        host(&metrics) - before,
+        no_ports,
+        "the excluded veth's drops"
+    );
+    // The veth deleted with its pod: its drops stay counted.
+    drop(pod);
+    settle();
+    collector.scrape(&node);
+    assert_eq!(host(&collector.scrape(&node)) - before, no_ports);
+}

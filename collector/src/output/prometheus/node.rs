@@ -206,6 +206,7 @@ const FAMILIES: [NodeFamily; 24] = [
             emit(&[("map", "traffic")], int(memory.traffic));
             emit(&[("map", "drops")], int(memory.drops));
             emit(&[("map", "counters")], int(memory.counters));
+            emit(&[("map", "first_drops")], int(memory.first_drops));
         },
     },
     NodeFamily {

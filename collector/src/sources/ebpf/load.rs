@@ -57,16 +57,17 @@ impl EbpfSource {
         } else {
             1
         };
+        let drop_entries = max_interfaces.saturating_mul(DROP_MAP_ENTRIES / TRAFFIC_MAP_ENTRIES);
         let mut ebpf = EbpfLoader::new()
             // The object has no CO-RE relocations (offsets come in as
             // globals), so aya need not parse the kernel BTF a second time.
             .btf(None)
             .override_global("KERNEL_LAYOUT", &layout.globals, true)
             .map_max_entries("TRAFFIC", traffic_entries)
-            .map_max_entries(
-                "DROPS",
-                max_interfaces.saturating_mul(DROP_MAP_ENTRIES / TRAFFIC_MAP_ENTRIES),
-            )
+            .map_max_entries("DROPS", drop_entries)
+            // One namespace per interface slot at most, as a pod has a host
+            // veth; a namespace it cannot hold keeps today's ownership rule.
+            .map_max_entries("NETNS_FIRST_DROP", max_interfaces)
             .load(object)?;
         // BtfTracePoint::load wants aya's own parse of the kernel BTF (to
         // find the btf_trace_* ids), and the loader's (EbpfLoader::new()
@@ -138,6 +139,8 @@ impl EbpfSource {
         let traffic: PerCpuHashMap<MapData, u32, IfTraffic> = take_map(&mut ebpf, "TRAFFIC")?;
         let drops: PerCpuHashMap<MapData, DropKey, u64> = take_map(&mut ebpf, "DROPS")?;
         let counters: PerCpuArray<MapData, u64> = take_map(&mut ebpf, "COUNTERS")?;
+        let first_drops: aya::maps::HashMap<MapData, u32, u64> =
+            take_map(&mut ebpf, "NETNS_FIRST_DROP")?;
         let map_memory = {
             use aya::maps::IterableMap;
             let memlock = |map: &MapData| map_memlock(map).unwrap_or(0);
@@ -145,6 +148,7 @@ impl EbpfSource {
                 traffic: memlock(traffic.map()),
                 drops: memlock(drops.map()),
                 counters: memlock(counters.map()),
+                first_drops: memlock(first_drops.map()),
             }
         };
         tracing::info!(
@@ -163,6 +167,7 @@ impl EbpfSource {
             traffic,
             drops,
             counters,
+            first_drops,
             reason_names: layout.drop_reason_names,
             own_netns: layout.globals.netns_inum,
             attachments,

@@ -44,6 +44,13 @@ impl EbpfSource {
                 .entry(self.reason_names.name(key.reason))
                 .or_default() += packets;
         }
+        for entry in self.first_drops.iter() {
+            let (inode, at) = entry.map_err(|source| EbpfError::Map {
+                map: "NETNS_FIRST_DROP",
+                source,
+            })?;
+            reading.first_drops.insert(inode, at);
+        }
         let counter = |slot: Counter| -> Result<u64, EbpfError> {
             let per_cpu =
                 self.counters

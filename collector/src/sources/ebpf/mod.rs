@@ -135,6 +135,9 @@ pub struct EbpfReading {
     /// Every other drop: (namespace, ifindex in it or 0) -> reason name ->
     /// packets.
     pub namespace_drops: BTreeMap<(Netns, u32), BTreeMap<String, u64>>,
+    /// When each other namespace's first drop key was inserted
+    /// (CLOCK_BOOTTIME ns), as long as it has keys.
+    pub first_drops: HashMap<u32, u64>,
     /// Every key of the drop map as read.
     pub drop_keys: Vec<DropKey>,
     /// Inode of the collector's own network namespace.
@@ -150,6 +153,8 @@ pub struct EbpfSource {
     traffic: PerCpuHashMap<MapData, u32, IfTraffic>,
     drops: PerCpuHashMap<MapData, DropKey, u64>,
     counters: PerCpuArray<MapData, u64>,
+    /// Namespace inode -> CLOCK_BOOTTIME ns of its first drop key.
+    first_drops: aya::maps::HashMap<MapData, u32, u64>,
     reason_names: ReasonNames,
     /// Inode of the namespace whose devices are the host's interfaces.
     own_netns: u32,

@@ -27,6 +27,17 @@ impl EbpfSource {
         }) {
             drops_left -= usize::from(self.drops.remove(key).is_ok());
         }
+        // A namespace's first-drop time goes with its last key, so the next
+        // namespace on its inode gets a time of its own.
+        let keyed: HashSet<u32> = reading
+            .drop_keys
+            .iter()
+            .map(|k| k.netns)
+            .filter(|netns| !forgotten.contains(netns))
+            .collect();
+        for inode in reading.first_drops.keys().filter(|i| !keyed.contains(i)) {
+            let _ = self.first_drops.remove(inode);
+        }
         (traffic_left, drops_left)
     }
 }

@@ -513,4 +513,40 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn host_routes_of_the_main_table_are_read_and_all_else_skipped() {
+        use netlink_packet_route::route::{RouteMessage, RouteProtocol, RouteScope};
+        use netlink_packet_route::AddressFamily;
+        let route = |destination: std::net::IpAddr, prefix: u8, table: u32, kind: RouteType| {
+            let mut message = RouteMessage::default();
+            message.header.address_family = match destination {
+                std::net::IpAddr::V4(_) => AddressFamily::Inet,
+                std::net::IpAddr::V6(_) => AddressFamily::Inet6,
+            };
+            message.header.destination_prefix_length = prefix;
+            message.header.table = table.min(255) as u8;
+            message.header.protocol = RouteProtocol::Boot;
+            message.header.scope = RouteScope::Link;
+            message.header.kind = kind;
+            message.attributes = vec![
+                RouteAttribute::Table(table),
+                RouteAttribute::Destination(destination.into()),
+                RouteAttribute::Oif(7),
+            ];
+            let mut bytes = vec![0u8; message.buffer_len()];
+            message.emit(&mut bytes);
+            host_route_from_payload(&bytes)
+        };
+        let pod: std::net::IpAddr = "10.224.0.35".parse().unwrap();
+        let pod6: std::net::IpAddr = "fd00::35".parse().unwrap();
+        assert_eq!(route(pod, 32, 254, RouteType::Unicast), Some((pod, 7)));
+        assert_eq!(route(pod6, 128, 254, RouteType::Unicast), Some((pod6, 7)));
+        // A subnet, another table (one above 255 too), a local route.
+        assert_eq!(route(pod, 24, 254, RouteType::Unicast), None);
+        assert_eq!(route(pod, 32, 255, RouteType::Unicast), None);
+        assert_eq!(route(pod, 32, 1000, RouteType::Unicast), None);
+        assert_eq!(route(pod, 32, 254, RouteType::Local), None);
+        assert_eq!(host_route_from_payload(&[2, 32]), None, "truncated");
+    }
 }

@@ -77,6 +77,9 @@ pub struct PodNamespace {
     pub identity: PodIdentity,
     /// Pod-side ifindex -> name (`eth0`, `net1`).
     pub interfaces: HashMap<u32, String>,
+    /// When the namespace was made (CLOCK_BOOTTIME ns), from its netns
+    /// file; `None` when not known.
+    pub created: Option<u64>,
 }
 
 /// An attachment placed in a namespace: the namespace's inode, its id
@@ -90,6 +93,8 @@ pub struct Placed<'a> {
     pub attachment: &'a CniAttachment,
     pub current: bool,
     pub written: Option<SystemTime>,
+    /// When the namespace was made (CLOCK_BOOTTIME ns).
+    pub created: Option<u64>,
 }
 
 /// Which of two claims is better: one found now, then the newer file.
@@ -158,15 +163,13 @@ pub fn pod_namespaces(
     let mut namespaces: HashMap<u32, PodNamespace> = newest
         .into_values()
         .map(|(inode, _)| {
-            let identity = identity_of(claims[&inode].0.attachment, false);
-            let interfaces = HashMap::new();
-            (
-                inode,
-                PodNamespace {
-                    identity,
-                    interfaces,
-                },
-            )
+            let placed = claims[&inode].0;
+            let namespace = PodNamespace {
+                identity: identity_of(placed.attachment, false),
+                interfaces: HashMap::new(),
+                created: placed.created,
+            };
+            (inode, namespace)
         })
         .collect();
     let inode_of: HashMap<i32, u32> = attachments

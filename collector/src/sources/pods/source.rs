@@ -67,6 +67,8 @@ pub struct PodView {
 struct Placement {
     inode: u32,
     nsid: Option<i32>,
+    /// When the namespace was made (CLOCK_BOOTTIME ns).
+    created: Option<u64>,
 }
 
 pub struct PodSource {
@@ -167,6 +169,7 @@ impl PodSource {
                     attachment,
                     current: !file.failing,
                     written: file.mtime,
+                    created: placed.created,
                 })
             })
             .collect();
@@ -317,21 +320,37 @@ impl State {
         }
         let handle = std::fs::File::open(netns_path).map_err(|_| "netns")?;
         // The inode of the file opened, not of a stat before it.
-        let inode = handle.metadata().map_err(|_| "netns")?.ino() as u32;
+        let metadata = handle.metadata().map_err(|_| "netns")?;
+        let inode = metadata.ino() as u32;
+        let created = namespace_created(&metadata);
         let socket = match &mut self.socket {
             Some(socket) => socket,
-            None if self.no_socket => return Ok(Placement { inode, nsid: None }),
+            None if self.no_socket => {
+                return Ok(Placement {
+                    inode,
+                    nsid: None,
+                    created,
+                })
+            }
             None => match NsidSocket::open() {
                 Ok(socket) => self.socket.insert(socket),
                 Err(error) => {
                     tracing::warn!(%error, "no rtnetlink socket for RTM_GETNSID");
                     self.no_socket = true;
-                    return Ok(Placement { inode, nsid: None });
+                    return Ok(Placement {
+                        inode,
+                        nsid: None,
+                        created,
+                    });
                 }
             },
         };
         match socket.nsid_of(&handle) {
-            Ok(nsid) => Ok(Placement { inode, nsid }),
+            Ok(nsid) => Ok(Placement {
+                inode,
+                nsid,
+                created,
+            }),
             Err(error) => {
                 // Not a netns file (EINVAL), or no answer: a fresh socket
                 // next time, in case a late reply is queued.
@@ -370,9 +389,10 @@ impl State {
                 .unwrap_or_default();
             let placement = netnsid_by_route(addresses, &routes, links).and_then(|nsid| {
                 let inode = by_nsid.get(&nsid)?;
+                let placed = self.netns_dir.values().find(|p| p.inode == *inode)?;
                 Some(Placement {
-                    inode: *inode,
                     nsid: Some(nsid),
+                    ..*placed
                 })
             });
             match placement {
@@ -413,4 +433,24 @@ impl State {
         self.netns_dir = listed;
         by_nsid
     }
+}
+
+/// When the namespace behind a netns file was made, on CLOCK_BOOTTIME (the
+/// probes' clock): nsfs stamps its inode when the namespace is first given
+/// a path, which a runtime does right after creating it (the bind mount
+/// in /var/run/netns), before any device or socket lives there. The stamp
+/// is the coarse realtime clock, so it may read up to one tick early.
+fn namespace_created(metadata: &std::fs::Metadata) -> Option<u64> {
+    let stamped = i128::from(metadata.ctime()) * 1_000_000_000 + i128::from(metadata.ctime_nsec());
+    let clock = |id| {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec, which `now` is.
+        let rc = unsafe { libc::clock_gettime(id, &mut now) };
+        (rc == 0).then(|| i128::from(now.tv_sec) * 1_000_000_000 + i128::from(now.tv_nsec))
+    };
+    let (realtime, boottime) = (clock(libc::CLOCK_REALTIME)?, clock(libc::CLOCK_BOOTTIME)?);
+    u64::try_from(stamped - (realtime - boottime)).ok()
 }

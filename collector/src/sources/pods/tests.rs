@@ -31,6 +31,7 @@ fn placed(inode: u32, nsid: Option<i32>, attachment: &CniAttachment) -> Placed<'
         attachment,
         current: true,
         written: Some(SystemTime::UNIX_EPOCH),
+        created: None,
     }
 }
 
