@@ -12,12 +12,12 @@ use bytemuck::{Pod, Zeroable};
 /// per-interface eBPF counts for the excess (counted in
 /// [`Counter::TrafficMapFull`], the alarm to raise `--ebpf-max-interfaces`),
 /// never the netlink ones. Maps are per-CPU and preallocated, so every
-/// entry costs memory on every possible CPU (see the README's formula).
+/// entry costs memory on every possible CPU (docs/metrics.md#kernel-memory-of-the-maps gives the formula).
 pub const TRAFFIC_MAP_ENTRIES: u32 = 1_024;
 /// Default bound of (namespace, device, reason) triples in the drop map:
 /// four per interface slot, so sixteen per pod at AKS's 250-pod maximum,
 /// shared between its host veth and its own namespace (`eth0`, no device,
-/// `lo`); the README gives the sizing.
+/// `lo`); docs/metrics.md#kernel-memory-of-the-maps gives the sizing.
 pub const DROP_MAP_ENTRIES: u32 = 4 * TRAFFIC_MAP_ENTRIES;
 /// `netns` of a drop no namespace could be found for (no receiving socket,
 /// no device, no socket): a node-level count by reason.

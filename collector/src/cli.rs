@@ -39,6 +39,18 @@ pub const RESERVED_LABELS: [&str; 19] = [
     "endpoint",
 ];
 
+/// Bounds on `--label` that keep every served series within what the
+/// strictest common backend accepts: Azure Managed Prometheus fails the
+/// whole scrape job on a series with more than 63 labels, a label name over
+/// 511 characters or a value over 1,023. The collector's own labels take at
+/// most 8 of a series' labels (a unit test of the output checks the sum on
+/// the longest legal inputs).
+pub const MAX_LABELS: usize = 32;
+pub const MAX_LABEL_NAME_CHARS: usize = 128;
+pub const MAX_LABEL_VALUE_CHARS: usize = 1023;
+/// A Kubernetes node name (a DNS subdomain) is at most 253 characters.
+pub const MAX_NODE_NAME_CHARS: usize = 253;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "collector",
@@ -188,8 +200,10 @@ pub struct CommonArgs {
     /// Node name for the `host` and `hostname` labels [default: $NODE_NAME, else the hostname].
     #[arg(long, env = "COLLECTOR_NODE_NAME", value_name = "NAME", value_parser = parse_node_name)]
     pub node_name: Option<String>,
-    /// Extra label on every interface series, e.g. cluster=aks-prod; repeatable
-    /// (comma-separated in COLLECTOR_LABEL).
+    /// Extra label on every interface series, e.g. cluster=aks-prod; repeatable,
+    /// at most 32, names up to 128 and values up to 1023 characters
+    /// (comma-separated in COLLECTOR_LABEL, so a value given there cannot
+    /// contain a comma; give such a label with --label).
     #[arg(long = "label", env = "COLLECTOR_LABEL", value_name = "KEY=VALUE", value_delimiter = ',', value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
     /// Only interfaces whose name matches this regex (unanchored, as in node_exporter).
@@ -218,10 +232,11 @@ pub struct CommonArgs {
     /// collector_ebpf_map_full_total.
     #[arg(long, env = "COLLECTOR_EBPF_MAX_INTERFACES", default_value_t = collector_common::TRAFFIC_MAP_ENTRIES, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub ebpf_max_interfaces: u32,
-    /// Probes to attach (comma-separated). The default, `drops`, adds no cost to
-    /// packets that are delivered (kfree_skb fires only for drops); `rx,tx,drops`
-    /// adds per-packet eBPF traffic counters at a measurable cost per packet
-    /// (see docs/bench/README.md).
+    /// Probes to attach (comma-separated). The default, `drops`, runs on
+    /// kfree_skb, which since 5.17 frees only packets that are dropped or not
+    /// given a reason (counted as NOT_SPECIFIED); before 5.17 it also runs on
+    /// plain frees of delivered packets. `rx,tx,drops` adds per-packet eBPF
+    /// traffic counters at a measurable cost per packet (see docs/bench/README.md).
     #[arg(long, env = "COLLECTOR_EBPF_PROBES", value_enum, value_delimiter = ',', default_values_t = [ProbeChoice::Drops])]
     pub ebpf_probes: Vec<ProbeChoice>,
     /// Program flavour: `auto` uses BTF-typed tracepoints (tp_btf, no trace record
@@ -235,8 +250,9 @@ pub struct CommonArgs {
     pub btf: String,
     /// Directory to read tracepoint format files from (DIR/events/...)
     /// [default: the tracefs at /sys/kernel/tracing or /sys/kernel/debug/tracing].
-    /// tracefs is looked for there, and mounted at /sys/kernel/tracing when
-    /// missing, in any case: attaching resolves tracepoint ids there.
+    /// tracefs is looked for there in any case (attaching resolves
+    /// tracepoint ids there); `serve` mounts it at /sys/kernel/tracing when
+    /// missing, `snapshot` and `watch` never mount it.
     #[arg(long, env = "COLLECTOR_TRACEFS", value_name = "DIR")]
     pub tracefs: Option<String>,
     /// libcni's result cache, one file per pod attachment, read to name the
@@ -282,8 +298,16 @@ impl CommonArgs {
         InterfaceFilter::new(self.include.as_deref(), self.exclude.as_deref()).unwrap_or_default()
     }
 
-    /// Labels sorted by key; a key given twice is an error.
+    /// Labels sorted by key; a key given twice, or more than [`MAX_LABELS`],
+    /// is an error.
     pub fn sorted_labels(&self) -> Result<Vec<(String, String)>, String> {
+        if self.labels.len() > MAX_LABELS {
+            return Err(format!(
+                "--label: {} labels given, at most {MAX_LABELS}: beyond 63 labels on one series \
+                 Azure Managed Prometheus fails the whole scrape job",
+                self.labels.len()
+            ));
+        }
         let mut labels = self.labels.clone();
         labels.sort();
         for pair in labels.windows(2) {
@@ -324,6 +348,19 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
             "`{key}` is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"
         ));
     }
+    if key.chars().count() > MAX_LABEL_NAME_CHARS {
+        return Err(format!(
+            "label name of {} characters, at most {MAX_LABEL_NAME_CHARS}",
+            key.chars().count()
+        ));
+    }
+    if value.chars().count() > MAX_LABEL_VALUE_CHARS {
+        return Err(format!(
+            "`{key}` has a value of {} characters, at most {MAX_LABEL_VALUE_CHARS}: \
+             Azure Managed Prometheus fails the whole scrape job on a longer one",
+            value.chars().count()
+        ));
+    }
     if key.starts_with("__") {
         return Err(format!(
             "`{key}`: names starting with __ are reserved by Prometheus"
@@ -332,6 +369,15 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
     if RESERVED_LABELS.contains(&key) {
         return Err(format!(
             "`{key}` is set by the collector itself or by the scrape's target labels"
+        ));
+    }
+    // Prometheus treats an empty label as no label, so `cluster=` would
+    // silently serve every node without one; the manifests ship it empty
+    // so that a cluster is never deployed under a placeholder name.
+    if value.is_empty() {
+        return Err(format!(
+            "`{key}` has an empty value: give it one (for `cluster`, this cluster's name; \
+             in the manifests, base/cluster-labels.env) or leave the label out"
         ));
     }
     Ok((key.to_string(), value.to_string()))
@@ -372,6 +418,12 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
 fn parse_node_name(text: &str) -> Result<String, String> {
     if text.trim().is_empty() {
         return Err("node name is empty".to_string());
+    }
+    if text.chars().count() > MAX_NODE_NAME_CHARS {
+        return Err(format!(
+            "node name of {} characters, longer than a Kubernetes node name ({MAX_NODE_NAME_CHARS})",
+            text.chars().count()
+        ));
     }
     Ok(text.to_string())
 }

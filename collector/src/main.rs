@@ -58,7 +58,9 @@ fn limit_retained_heap() {
     }
 }
 
-fn build_collector(common: &CommonArgs) -> Collector {
+/// The collector of a command; `may_mount_tracefs` only for `serve` (see
+/// [`EbpfConfig::may_mount_tracefs`]).
+fn build_collector(common: &CommonArgs, may_mount_tracefs: bool) -> Collector {
     let labels = match common.sorted_labels() {
         Ok(labels) => labels,
         Err(message) => Cli::command()
@@ -86,6 +88,7 @@ fn build_collector(common: &CommonArgs) -> Collector {
                 .map(|choice| choice.probe())
                 .collect(),
             flavour: common.ebpf_flavour.policy(),
+            may_mount_tracefs,
         };
         match EbpfSource::start(&config) {
             Ok(source) => {
@@ -133,7 +136,7 @@ fn serve(args: collector::cli::ServeArgs) -> anyhow::Result<()> {
     if auth.is_some() && tls.is_none() {
         tracing::warn!("basic auth without TLS: passwords cross the network in clear text");
     }
-    let collector = Arc::new(build_collector(&args.common));
+    let collector = Arc::new(build_collector(&args.common, true));
     // Bound before the capabilities go, so a privileged port still works.
     let (metrics_limits, health_limits) =
         (http::ServerLimits::metrics(), http::ServerLimits::health());
@@ -203,7 +206,7 @@ async fn shutdown_signal() {
 }
 
 fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
-    let collector = build_collector(&args.common);
+    let collector = build_collector(&args.common, false);
     if collector.ebpf_enabled() {
         // The probes were attached a moment ago; let them see some traffic.
         std::thread::sleep(args.window);
@@ -233,7 +236,7 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
 }
 
 fn watch_rates(args: WatchArgs) -> anyhow::Result<()> {
-    let collector = build_collector(&args.common);
+    let collector = build_collector(&args.common, false);
     drop_capabilities(&collector);
     let refresh = watch::Refresh {
         interval: args.interval,

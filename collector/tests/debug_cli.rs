@@ -289,3 +289,47 @@ fn watch_exits_cleanly_on_ctrl_c_and_detaches_its_probes() {
     );
     held.assert_released("watch left programs behind after Ctrl-C");
 }
+
+/// `snapshot` (and `watch`, built the same way) run by hand on a host
+/// without tracefs mounted: the BTF-typed probe loads without it, and the
+/// host's mounts are left as they were (only `serve` may mount tracefs,
+/// for the classic programs). Run in a private mount namespace whose
+/// tracefs and debugfs are unmounted, so the host's are untouched.
+#[test]
+fn snapshot_leaves_tracefs_unmounted_and_loads_the_btf_typed_probe() {
+    require_root();
+    let out = tempfile::tempdir().unwrap();
+    let json = out.path().join("snapshot.json");
+    let script = r#"set -e
+tracefs_mounts() { grep -c ' - tracefs ' /proc/self/mountinfo || true; }
+for _ in 1 2 3 4 5 6 7 8; do
+  target=$(awk '/ - (tracefs|debugfs) / {print $5; exit}' /proc/self/mountinfo)
+  [ -n "$target" ] || break
+  umount -l "$target"
+done
+echo "before $(tracefs_mounts)"
+"$0" snapshot --format json --window 0s > "$1"
+echo "after $(tracefs_mounts)"
+"#;
+    let output = collector_command("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script])
+        .args([COLLECTOR, json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let report = text(&output);
+    assert!(output.status.success(), "{report}");
+    assert!(
+        report.contains("before 0"),
+        "tracefs still mounted: {report}"
+    );
+    assert!(
+        report.contains("after 0"),
+        "the snapshot mounted tracefs: {report}"
+    );
+    let snapshot: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        snapshot["sources"]["ebpf"]["enabled"], true,
+        "tp_btf needs no tracefs: {report}"
+    );
+}

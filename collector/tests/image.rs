@@ -279,7 +279,6 @@ fn every_runtime_setting_of_the_daemonset_is_given_to_the_container() {
         "--cap-drop ALL",
         "--cap-add BPF",
         "--cap-add PERFMON",
-        "--volume /sys/kernel/btf:/sys/kernel/btf:ro",
         "--volume /sys/kernel/tracing:/sys/kernel/tracing:ro",
         "--volume /var/run/netns:/var/run/netns:ro,rslave",
         &format!("--env NODE_NAME={NODE_NAME}"),

@@ -50,6 +50,30 @@ fn malformed_values_are_rejected_naming_the_flag() {
             &["--label", "set by the collector"],
         ),
         (
+            &["collector", "--label", &format!("{}=x", "n".repeat(129))],
+            &["--label", "129 characters, at most 128"],
+        ),
+        (
+            &[
+                "collector",
+                "--label",
+                &format!("cluster={}", "v".repeat(1024)),
+            ],
+            &["--label", "1024 characters, at most 1023", "Azure"],
+        ),
+        (
+            &["collector", "--node-name", &"n".repeat(254)],
+            &["--node-name", "254 characters"],
+        ),
+        (
+            &["collector", "--label", "cluster="],
+            &[
+                "--label",
+                "`cluster` has an empty value",
+                "cluster-labels.env",
+            ],
+        ),
+        (
             &["collector", "--label", "job=y"],
             &["--label", "target labels"],
         ),
@@ -158,6 +182,23 @@ fn the_web_config_flag_has_node_exporters_name() {
     );
     assert_eq!(cli.serve.health_listen.to_string(), "127.0.0.1:9");
     assert!(parse(["collector", "--health-listen", "nowhere"]).is_err());
+}
+
+#[test]
+fn more_labels_than_the_bound_are_rejected_and_the_bound_itself_is_taken() {
+    let pairs: Vec<String> = (0..=MAX_LABELS).map(|n| format!("l{n}=v")).collect();
+    let args = |count: usize| {
+        let mut args = vec!["collector"];
+        for pair in &pairs[..count] {
+            args.extend(["--label", pair.as_str()]);
+        }
+        args
+    };
+    let cli = parse(args(MAX_LABELS)).unwrap();
+    assert_eq!(cli.serve.common.sorted_labels().unwrap().len(), MAX_LABELS);
+    let cli = parse(args(MAX_LABELS + 1)).unwrap();
+    let error = cli.serve.common.sorted_labels().unwrap_err();
+    assert!(error.contains("33 labels given, at most 32"), "{error}");
 }
 
 #[test]

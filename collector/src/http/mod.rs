@@ -119,11 +119,20 @@ async fn metrics(scraper: &Arc<Scraper>, request: &Request<Incoming>) -> Respons
     } else {
         (Encoding::Identity, &scraper.http.plain_responses)
     };
-    counter.fetch_add(1, Ordering::Relaxed);
-    let Some(collected) = scraper.collect().await else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "the collection failed\n");
+    // HEAD is answered from the headers alone: a collection (eBPF map
+    // reads, a netlink dump, pod identity) only to count a body that is
+    // never sent would let any client trigger them for free. The length
+    // is left out, as RFC 9110 allows for values known only once the
+    // content is made.
+    let mut response = if request.method() == Method::HEAD {
+        Response::new(Either::Right(Full::new(Bytes::new())))
+    } else {
+        counter.fetch_add(1, Ordering::Relaxed);
+        let Some(collected) = scraper.collect().await else {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "the collection failed\n");
+        };
+        Response::new(Either::Left(scraper.body(&collected, encoding)))
     };
-    let mut response = Response::new(Either::Left(scraper.body(&collected, encoding)));
     let headers = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,

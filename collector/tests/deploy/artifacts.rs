@@ -67,102 +67,6 @@ fn alert_rules_pass_promtool() {
     promtool_succeeds(&["check", "rules"], &rules_file(dir.path()));
 }
 
-/// The alerts about pods and the collector's own health fire on the
-/// condition they name, and stay quiet beside it: `promtool test rules`
-/// over synthetic series, with every label and annotation expected.
-#[test]
-fn pod_and_collector_alerts_fire_on_what_they_name() {
-    require_python_modules();
-    let dir = tempfile::tempdir().unwrap();
-    let rules = rules_file(dir.path());
-    let pod =
-        r#"cluster="c",host="node-1",namespace="kube-system",pod="coredns-1",interface="eth0""#;
-    let collector =
-        r#"namespace="netif-collector",pod="netif-collector-x",instance="10.0.0.4:2112""#;
-    let fired = |labels: Value, annotations: Value| json!([{"exp_labels": labels, "exp_annotations": annotations}]);
-    let collector_labels = |extra: Value| {
-        let mut labels = json!({
-            "namespace": "netif-collector",
-            "pod": "netif-collector-x",
-            "instance": "10.0.0.4:2112",
-            "severity": "warning",
-        });
-        labels
-            .as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        labels
-    };
-    let tests = json!({
-        "rule_files": [rules],
-        "evaluation_interval": "1m",
-        "tests": [{
-            "interval": "1m",
-            "input_series": [
-                {"series": format!("network_pod_drops_total{{{pod},reason=\"SOCKET_RCVBUFF\"}}"), "values": "0+10x30"},
-                // Other reasons of the same pod are not this alert's.
-                {"series": format!("network_pod_drops_total{{{pod},reason=\"NO_SOCKET\"}}"), "values": "0+50x30"},
-                {"series": format!("collector_ebpf_map_full_total{{{collector},map=\"drops\"}}"), "values": "0 0 5 5 5"},
-                {"series": format!("collector_ebpf_map_full_total{{{collector},map=\"traffic\"}}"), "values": "0 0 0 0 0"},
-                {"series": format!("collector_pod_identity_up{{{collector}}}"), "values": "1 1 0x30"},
-            ],
-            "alert_rule_test": [
-                {
-                    "eval_time": "4m",
-                    "alertname": "PodSocketReceiveBufferFull",
-                    "exp_alerts": [],
-                },
-                {
-                    "eval_time": "12m",
-                    "alertname": "PodSocketReceiveBufferFull",
-                    "exp_alerts": fired(
-                        json!({"cluster": "c", "host": "node-1", "namespace": "kube-system", "pod": "coredns-1", "severity": "warning"}),
-                        json!({
-                            "summary": "kube-system/coredns-1: socket receive buffer full",
-                            "description": "50 packets dropped in 5 minutes because a socket in the pod did not read fast enough (SOCKET_RCVBUFF); raise its buffer (net.core.rmem_*) or its readers.",
-                        }),
-                    ),
-                },
-                {
-                    "eval_time": "1m",
-                    "alertname": "NetifCollectorEbpfMapFull",
-                    "exp_alerts": [],
-                },
-                {
-                    "eval_time": "3m",
-                    "alertname": "NetifCollectorEbpfMapFull",
-                    "exp_alerts": fired(
-                        collector_labels(json!({"map": "drops"})),
-                        json!({
-                            "summary": "netif-collector-x: BPF map drops full, counts lost",
-                            "description": "collector_ebpf_map_full_total{map=\"drops\"} rose: probe updates are being lost; raise --ebpf-max-interfaces.",
-                        }),
-                    ),
-                },
-                {
-                    "eval_time": "10m",
-                    "alertname": "NetifCollectorPodIdentityDown",
-                    "exp_alerts": [],
-                },
-                {
-                    "eval_time": "20m",
-                    "alertname": "NetifCollectorPodIdentityDown",
-                    "exp_alerts": fired(
-                        collector_labels(json!({})),
-                        json!({
-                            "summary": "netif-collector-x: pods are not named on this node",
-                            "description": "collector_pod_identity_up is 0: the CNI results directory is unreadable; drops inside pods are served without pod labels.",
-                        }),
-                    ),
-                },
-            ],
-        }],
-    });
-    let test_file = dir.path().join("alerts.test.json");
-    std::fs::write(&test_file, serde_json::to_vec_pretty(&tests).unwrap()).unwrap();
-    promtool_succeeds(&["test", "rules"], &test_file);
-}
-
 pub(crate) fn dashboard() -> Value {
     let path = manifests().join("dashboards/network-interfaces.json");
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).expect("dashboard is JSON")
@@ -272,4 +176,58 @@ fn dashboard_is_importable_with_a_datasource_variable_and_covers_the_seed_querie
     ] {
         assert!(used_metrics.contains(required), "no panel uses {required}");
     }
+}
+
+/// The dashboard's "Transmit utilisation" panel, evaluated by promtool on
+/// synthetic series: a NIC that reports its speed against that speed, an
+/// interface that reports none against `$link_speed_bits`, and never both.
+#[test]
+fn transmit_utilisation_uses_each_nics_speed_and_the_variable_only_without_one() {
+    let dashboard = dashboard();
+    let targets: Vec<String> = dashboard_targets(&dashboard)
+        .into_iter()
+        .filter(|(title, _)| title == "Transmit utilisation")
+        .map(|(_, target)| {
+            target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "5m")
+                .replace("$link_speed_bits", "10000000")
+                .replace("$cluster", ".*")
+                .replace("$host", ".*")
+                .replace("$interface", ".*")
+        })
+        .collect();
+    assert_eq!(targets.len(), 2, "one query per source of the speed");
+    let node = r#"cluster="c",host="node-1",state="up""#;
+    // eth0: 312,500 B/s of a 1,250,000 B/s link (25 %); azv1, a veth with
+    // no speed: 625,000 B/s, 5 Mbit/s of an assumed 10 Mbit/s (50 %).
+    // (Figures whose ratios are exact in binary: promtool compares exactly.)
+    let series = json!([
+        {"series": format!("network_interface_stats_tx_bytes{{{node},interface=\"eth0\"}}"), "values": "0+18750000x20"},
+        {"series": format!("network_interface_speed_bytes{{{node},interface=\"eth0\"}}"), "values": "1250000x20"},
+        {"series": format!("network_interface_stats_tx_bytes{{{node},interface=\"azv1\"}}"), "values": "0+37500000x20"},
+    ]);
+    let expected = [
+        r#"{host="node-1", interface="eth0"}"#,
+        r#"{host="node-1", interface="azv1"}"#,
+    ];
+    let values = [25.0, 50.0];
+    let tests = json!({
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": series,
+            "promql_expr_test": targets.iter().zip(expected).zip(values).map(|((expr, labels), value)| json!({
+                "expr": expr,
+                "eval_time": "10m",
+                "exp_samples": [{"labels": labels, "value": value}],
+            })).collect::<Vec<_>>(),
+        }],
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("utilisation.test.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(&tests).unwrap()).unwrap();
+    promtool_succeeds(&["test", "rules"], &file);
 }

@@ -17,8 +17,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod alerts;
 mod artifacts;
 mod capabilities;
+mod first_apply;
 mod kustomize;
 mod policy;
 mod prometheus;
@@ -222,9 +224,30 @@ fn seconds(duration: &str) -> f64 {
         }
 }
 
-/// The process environment the DaemonSet gives the collector: literal
-/// values, the downward-API node name, and ConfigMaps from envFrom.
+/// The process environment the DaemonSet gives the collector once the
+/// operator has named the cluster, as they must before the first apply:
+/// [`shipped_environment`] with each empty `COLLECTOR_LABEL` value (which
+/// the collector refuses) set to `test-<key>`.
 fn manifest_environment(objects: &[Value]) -> Vec<(String, String)> {
+    let mut environment = shipped_environment(objects);
+    for (key, value) in &mut environment {
+        if key == "COLLECTOR_LABEL" {
+            *value = value
+                .split(',')
+                .map(|pair| match pair.split_once('=') {
+                    Some((label, "")) => format!("{label}=test-{label}"),
+                    _ => pair.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+        }
+    }
+    environment
+}
+
+/// The process environment the DaemonSet gives the collector as shipped:
+/// literal values, the downward-API node name, and ConfigMaps from envFrom.
+fn shipped_environment(objects: &[Value]) -> Vec<(String, String)> {
     let container = collector_container(only(objects, "DaemonSet"));
     let mut environment = Vec::new();
     for source in container["envFrom"].as_array().into_iter().flatten() {

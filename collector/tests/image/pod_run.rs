@@ -46,6 +46,22 @@ fn string(value: &Value, what: &str) -> String {
         .to_string()
 }
 
+/// A ConfigMap value as the operator leaves it before the first apply: the
+/// labels that ship empty (which the collector refuses) set to `test-<key>`.
+fn operator_set(key: &str, value: &str) -> String {
+    if key != "COLLECTOR_LABEL" {
+        return value.to_string();
+    }
+    value
+        .split(',')
+        .map(|pair| match pair.split_once('=') {
+            Some((label, "")) => format!("{label}=test-{label}"),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl PodRun {
     pub fn from_daemonset(objects: &[Value]) -> PodRun {
         let daemonsets: Vec<&Value> = objects
@@ -189,7 +205,7 @@ impl PodRun {
             keys_known(source, "envFrom entry", &["configMapRef"]);
             let name = string(&source["configMapRef"]["name"], "configMapRef.name");
             for (key, value) in configmap(&name) {
-                flag("--env", format!("{key}={value}"));
+                flag("--env", format!("{key}={}", operator_set(&key, &value)));
             }
         }
         for variable in container["env"].as_array().into_iter().flatten() {

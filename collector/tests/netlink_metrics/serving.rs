@@ -19,6 +19,28 @@ fn http_surface_serves_three_paths_and_nothing_else() {
     assert_eq!(status("DELETE", "/healthz"), 405);
 }
 
+/// HEAD /metrics is answered without a collection (it would only have
+/// counted a body that is never sent): three HEADs between two GETs leave
+/// one collection between them, the GET's.
+#[test]
+fn head_on_metrics_answers_without_collecting() {
+    require_root();
+    let ns = Netns::new("head");
+    let collector = CollectorProcess::start(&ns, &["--no-ebpf"]);
+    let collections = || {
+        collector
+            .scrape(&ns)
+            .value("collector_collections_total", &[])
+    };
+    let before = collections();
+    for _ in 0..3 {
+        let (status, body) = http(&ns, collector.port, "HEAD", "/metrics").unwrap();
+        assert_eq!(status, 200);
+        assert!(body.is_empty(), "a HEAD response has no body: {body}");
+    }
+    assert_eq!(collections(), before + 1.0, "only the second GET collected");
+}
+
 #[test]
 fn missing_btf_or_tracefs_degrades_to_netlink_with_one_log_line() {
     require_root();

@@ -209,6 +209,16 @@ pub fn run(options: &Options) -> Result<()> {
     std::fs::create_dir_all(kernels_dir())?;
     std::fs::write(&matrix, format!("{table}\n{tests}"))
         .with_context(|| format!("writing {}", matrix.display()))?;
+    // A run over every kernel is the one docs/testing.md refers to: its
+    // figures are kept where the run writes them, never copied into prose.
+    if options.kernels.is_empty() {
+        let docs = workspace_root().join("docs/kernels/matrix.md");
+        std::fs::create_dir_all(docs.parent().expect("a file in docs/kernels"))?;
+        let header = "# Kernel matrix: the last full run of `cargo xtask kernels`\n\n\
+                      Written by that run; see docs/testing.md#the-kernel-matrix for what it does.\n\n";
+        std::fs::write(&docs, format!("{header}{table}\n{tests}"))
+            .with_context(|| format!("writing {}", docs.display()))?;
+    }
     let phases: Vec<String> = phases
         .iter()
         .map(|(what, took)| format!("{what} {:.0} s", took.as_secs_f64()))

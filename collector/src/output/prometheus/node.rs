@@ -59,7 +59,23 @@ fn pod_identity_enabled(snapshot: &Snapshot) -> bool {
     snapshot.sources.pod_identity.enabled
 }
 
-const FAMILIES: [NodeFamily; 23] = [
+/// Each source that is on (eBPF loaded, pod identity configured; netlink
+/// always) and whether it succeeded in this collection, as node_exporter's
+/// node_scrape_collector_success: a gauge alerts can compare with 0 without
+/// a rate() over the error counters.
+fn sources_up(snapshot: &Snapshot) -> Vec<(&'static str, bool)> {
+    let sources = &snapshot.sources;
+    let mut up = vec![("netlink", sources.netlink_error.is_none())];
+    if sources.ebpf.enabled {
+        up.push(("ebpf", sources.ebpf.read_error.is_none()));
+    }
+    if sources.pod_identity.enabled {
+        up.push(("pods", sources.pod_identity.up));
+    }
+    up
+}
+
+const FAMILIES: [NodeFamily; 24] = [
     NodeFamily {
         name: "collector_build_info",
         help: "Build of the running collector; value is always 1.",
@@ -89,6 +105,17 @@ const FAMILIES: [NodeFamily; 23] = [
         samples: |s, _, emit| {
             for (source, errors) in &s.sources.errors_total {
                 emit(&[("source", source)], int(*errors));
+            }
+        },
+    },
+    NodeFamily {
+        name: "collector_source_up",
+        help: "1 when the source succeeded in the last collection, 0 when it failed (netlink dump, eBPF map read, pods' results directory); only sources that are on.",
+        kind: Kind::Gauge,
+        served: always,
+        samples: |s, _, emit| {
+            for (source, up) in sources_up(s) {
+                emit(&[("source", source)], int(up));
             }
         },
     },
@@ -249,7 +276,7 @@ const FAMILIES: [NodeFamily; 23] = [
     },
     NodeFamily {
         name: "collector_http_connections_rejected_total",
-        help: "Connections closed on accept because the connection limit was reached.",
+        help: "Idle keep-alive connections closed to make room for a new one when every connection slot was taken (newcomers wait; they are never refused).",
         kind: Kind::Counter,
         served: always,
         samples: |_, http, emit| emit(&[], int(http.connections_rejected)),

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+mod limits;
 mod parsed;
 #[path = "../../../tests/fixtures/snapshots.rs"]
 mod snapshots;
@@ -203,4 +204,31 @@ fn rendered_in_pieces_is_the_same_text_family_by_family() {
         assert!(pieces.len() > 10, "{} pieces", pieces.len());
         assert!(pieces.iter().all(|p| p.starts_with("# HELP ")));
     }
+}
+
+/// `collector_source_up` lines of `snapshot`'s exposition, as `source value`.
+fn sources_up(snapshot: &Snapshot) -> Vec<String> {
+    render(snapshot, &HttpStats::default())
+        .lines()
+        .filter_map(|line| line.strip_prefix("collector_source_up{source=\""))
+        .map(|rest| rest.replace("\"} ", " "))
+        .collect()
+}
+
+#[test]
+fn source_up_is_one_per_source_that_is_on_and_zero_for_the_one_that_failed() {
+    assert_eq!(sources_up(&snapshot()), ["netlink 1", "ebpf 1", "pods 1"]);
+
+    let mut failed = snapshot();
+    failed.sources.netlink_error = Some("dump timed out".into());
+    failed.sources.ebpf.read_error = Some("map read failed".into());
+    failed.sources.pod_identity.up = false;
+    assert_eq!(sources_up(&failed), ["netlink 0", "ebpf 0", "pods 0"]);
+
+    // Sources that are off serve nothing rather than a 0 that would page:
+    // eBPF not loaded has collector_ebpf_enabled 0 and its own alert.
+    let mut off = snapshot();
+    off.sources.ebpf.enabled = false;
+    off.sources.pod_identity.enabled = false;
+    assert_eq!(sources_up(&off), ["netlink 1"]);
 }

@@ -11,7 +11,11 @@ impl EbpfSource {
         // under the standard mount points, so it must be there even when
         // formats are read from elsewhere. `tp_btf` programs need none, so
         // without it they alone are tried.
-        let system_tracefs = locate_or_mount_tracefs();
+        let system_tracefs = if config.may_mount_tracefs {
+            locate_or_mount_tracefs()
+        } else {
+            Tracefs::locate()
+        };
         let tracefs = match &config.tracefs_root {
             Some(root) => {
                 let tracefs = Tracefs::at(root);

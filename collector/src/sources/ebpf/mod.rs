@@ -95,6 +95,11 @@ pub struct EbpfConfig {
     pub probes: Vec<Probe>,
     /// Which program flavours to try.
     pub flavour: FlavourPolicy,
+    /// Whether a tracefs found nowhere may be mounted (at
+    /// /sys/kernel/tracing) for the classic programs: `serve` may, in its
+    /// own mount namespace; `snapshot` and `watch`, run by hand on a host,
+    /// must not leave a mount behind, and make do with tp_btf.
+    pub may_mount_tracefs: bool,
 }
 
 /// Which flavours the loader tries.
@@ -115,6 +120,7 @@ impl Default for EbpfConfig {
             max_interfaces: TRAFFIC_MAP_ENTRIES,
             probes: Probe::ALL.to_vec(),
             flavour: FlavourPolicy::Auto,
+            may_mount_tracefs: false,
         }
     }
 }
