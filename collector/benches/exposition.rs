@@ -79,6 +79,7 @@ fn snapshot() -> Snapshot {
         ],
         interfaces: (0..INTERFACES).map(interface).collect(),
         namespace_drops: Vec::new(),
+        pod_netstat: Vec::new(),
         sources: SourceStatus {
             netlink_error: None,
             ebpf: EbpfStatus {
@@ -93,6 +94,7 @@ fn snapshot() -> Snapshot {
             netlink_skipped_attributes_total: 0,
             collections_total: 1,
             pod_identity: Default::default(),
+            pod_netstat: Default::default(),
         },
         collection_seconds: 0.002,
     }

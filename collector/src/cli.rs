@@ -274,6 +274,22 @@ pub struct CommonArgs {
         default_value = "/var/run/netns"
     )]
     pub netns_dir: std::path::PathBuf,
+    /// The host's /proc (the DaemonSet mounts it read-only at /host/proc):
+    /// each pod's own TCP/UDP/IP counters are read from its sandbox
+    /// process's /proc/PID/net/{snmp,netstat,snmp6}, which needs no
+    /// capability. Not the host's (no pod's process in it): counted in
+    /// collector_pod_netstat_errors_total{reason="process"}.
+    #[arg(
+        long,
+        env = "COLLECTOR_HOST_PROC",
+        value_name = "DIR",
+        default_value = "/proc"
+    )]
+    pub host_proc: std::path::PathBuf,
+    /// Do not serve pods' own SNMP counters (network_pod_netstat_*, 34
+    /// series per pod).
+    #[arg(long, env = "COLLECTOR_NO_POD_NETSTAT")]
+    pub no_pod_netstat: bool,
 }
 
 impl CommonArgs {

@@ -1,7 +1,7 @@
 //! One collection: read every source, merge per interface, apply filters.
 //!
 //! [`Collector::collect`] does all the reading (netlink, the BPF maps, pod
-//! identity, sysfs link speeds); [`merge`] then joins those values without
+//! identity, pods' own SNMP counters, sysfs link speeds); [`merge`] then joins those values without
 //! any I/O, so it is the one place that decides what an interface is.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 mod excluded;
 
 use crate::filter::InterfaceFilter;
-use crate::model::{EbpfInterface, EbpfStatus, Interface, PodIdentity, Snapshot, SourceStatus};
+use crate::model::{
+    EbpfInterface, EbpfStatus, Interface, PodIdentity, PodNetstatStatus, Snapshot, SourceStatus,
+};
 use crate::namespaces::{namespace_drops, NamespaceLedger};
 use crate::sources::ebpf::{stale_interfaces, EbpfReading, EbpfSource};
 use crate::sources::netlink::{self, Link};
+use crate::sources::netstat::PodNetstatSource;
 use crate::sources::pods::{PodSource, PodView};
 use crate::sources::sysfs;
 
@@ -52,6 +55,7 @@ pub struct Collector {
     ebpf_errors: AtomicU64,
     collections: AtomicU64,
     pods: Option<PodSource>,
+    netstat: Option<PodNetstatSource>,
     namespaces: Mutex<NamespaceLedger>,
     excluded: Mutex<excluded::ExcludedDrops>,
 }
@@ -78,6 +82,7 @@ impl Collector {
             ebpf_errors: AtomicU64::new(0),
             collections: AtomicU64::new(0),
             pods: None,
+            netstat: None,
             namespaces: Mutex::new(NamespaceLedger::default()),
             excluded: Mutex::default(),
         }
@@ -87,6 +92,13 @@ impl Collector {
     /// whose peer is in a pod's network namespace.
     pub fn with_pod_source(mut self, pods: PodSource) -> Self {
         self.pods = Some(pods);
+        self
+    }
+
+    /// Adds each pod's own SNMP counters, read from its sandbox process
+    /// (needs the pod source to know the pods).
+    pub fn with_netstat_source(mut self, netstat: PodNetstatSource) -> Self {
+        self.netstat = Some(netstat);
         self
     }
 
@@ -188,6 +200,10 @@ impl Collector {
         }
         drop(ebpf_source);
 
+        let (pod_netstat, pod_netstat_status) = match &self.netstat {
+            Some(source) if self.pods.is_some() => source.read(&pod_view.namespaces),
+            _ => (Vec::new(), PodNetstatStatus::default()),
+        };
         let PodView {
             by_link,
             namespaces,
@@ -213,6 +229,7 @@ impl Collector {
             labels: self.config.labels.clone(),
             interfaces,
             namespace_drops,
+            pod_netstat,
             sources: SourceStatus {
                 netlink_error,
                 ebpf: ebpf_status,
@@ -221,6 +238,7 @@ impl Collector {
                 netlink_skipped_attributes_total: self.skipped_attributes.load(Ordering::Relaxed),
                 collections_total,
                 pod_identity,
+                pod_netstat: pod_netstat_status,
             },
             collection_seconds: started.elapsed().as_secs_f64(),
         }

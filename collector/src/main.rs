@@ -14,6 +14,7 @@ use collector::output::{prometheus, table, watch};
 use collector::privileges::{self, Kept};
 use collector::share::Scraper;
 use collector::sources::ebpf::{EbpfConfig, EbpfSource};
+use collector::sources::netstat::PodNetstatSource;
 use collector::sources::pods::PodSource;
 use collector::web_config::WebConfig;
 
@@ -109,7 +110,13 @@ fn build_collector(common: &CommonArgs, may_mount_tracefs: bool) -> Collector {
             }
         }
     };
-    Collector::new(config, ebpf).with_pod_source(PodSource::new(common.pod_config()))
+    let collector =
+        Collector::new(config, ebpf).with_pod_source(PodSource::new(common.pod_config()));
+    if common.no_pod_netstat {
+        collector
+    } else {
+        collector.with_netstat_source(PodNetstatSource::new(common.host_proc.clone()))
+    }
 }
 
 fn serve(args: collector::cli::ServeArgs) -> anyhow::Result<()> {

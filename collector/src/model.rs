@@ -12,6 +12,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+pub mod netstat;
+
+pub use netstat::{NetstatField, NetstatFile, PodNetstat, PodNetstatStatus, NETSTAT_FIELDS};
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
     /// Node name reported in the `host`/`hostname` labels.
@@ -24,6 +28,8 @@ pub struct Snapshot {
     /// network namespaces, without a device, or with no namespace at all.
     /// Pods first (by namespace, pod), then the rest.
     pub namespace_drops: Vec<NamespaceDrops>,
+    /// Each pod's own SNMP counters, by namespace and pod.
+    pub pod_netstat: Vec<PodNetstat>,
     pub sources: SourceStatus,
     /// Wall time this collection took.
     pub collection_seconds: f64,
@@ -172,6 +178,7 @@ pub struct SourceStatus {
     /// Collections since start, this one included; concurrent scrapes share one.
     pub collections_total: u64,
     pub pod_identity: PodStatus,
+    pub pod_netstat: PodNetstatStatus,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use collector::model::{
-    EbpfStatus, Flavour, HttpStats, MapMemory, NamespaceDrops, Netns, PodIdentity, PodStatus,
-    Probe, ProbeCounters, ProgramStats, Snapshot,
+    EbpfStatus, Flavour, HttpStats, MapMemory, NamespaceDrops, Netns, PodIdentity, PodNetstat,
+    PodNetstatStatus, PodStatus, Probe, ProbeCounters, ProgramStats, Snapshot, NETSTAT_FIELDS,
 };
 use collector::output::prometheus::{render, render_profile, Profile};
 use snapshots::{attachment, base, http, interface, source_status};
@@ -75,6 +75,19 @@ fn full() -> Snapshot {
         source_status(ebpf, pods),
     );
     snapshot.namespace_drops = namespace_drops();
+    snapshot.pod_netstat = vec![PodNetstat {
+        pod: snapshot.namespace_drops[0].pod.clone().unwrap(),
+        netns: 4026532001,
+        counters: NETSTAT_FIELDS
+            .iter()
+            .zip(1000..)
+            .map(|(field, value)| (field.key, value))
+            .collect(),
+    }];
+    snapshot.sources.pod_netstat = PodNetstatStatus {
+        enabled: true,
+        errors_total: BTreeMap::from([("malformed", 0), ("proc", 0), ("process", 2), ("read", 1)]),
+    };
     snapshot
 }
 

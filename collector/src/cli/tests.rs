@@ -164,6 +164,10 @@ fn bare_invocation_serves_with_defaults() {
         std::path::Path::new("/var/lib/cni/results")
     );
     assert_eq!(pods.netns_dir, std::path::Path::new("/var/run/netns"));
+    // Pods' own counters on, from the /proc of a collector run on the host;
+    // the DaemonSet points it at its mount of the host's.
+    assert_eq!(cli.serve.common.host_proc, std::path::Path::new("/proc"));
+    assert!(!cli.serve.common.no_pod_netstat);
 }
 
 #[test]

@@ -53,6 +53,16 @@ const KEYS: &[&str] = &[
     "namespace_drops[].pod.pod_interface",
     "namespace_drops[].pod.pod_uid",
     "node",
+    "pod_netstat",
+    "pod_netstat[].counters",
+    "pod_netstat[].netns",
+    "pod_netstat[].pod",
+    "pod_netstat[].pod.container_id",
+    "pod_netstat[].pod.namespace",
+    "pod_netstat[].pod.network",
+    "pod_netstat[].pod.pod",
+    "pod_netstat[].pod.pod_interface",
+    "pod_netstat[].pod.pod_uid",
     "sources",
     "sources.collections_total",
     "sources.ebpf",
@@ -93,6 +103,9 @@ const KEYS: &[&str] = &[
     "sources.pod_identity.error",
     "sources.pod_identity.errors_total",
     "sources.pod_identity.up",
+    "sources.pod_netstat",
+    "sources.pod_netstat.enabled",
+    "sources.pod_netstat.errors_total",
 ];
 
 /// The IFLA_STATS64 names under `interfaces[].counters`, as in
@@ -171,11 +184,16 @@ fn snapshot_json_has_exactly_the_documented_keys() {
         namespace_drops: vec![
             NamespaceDrops {
                 netns: Netns::Inode(4026532001),
-                pod: Some(pod),
+                pod: Some(pod.clone()),
                 ..NamespaceDrops::default()
             },
             NamespaceDrops::default(),
         ],
+        pod_netstat: vec![PodNetstat {
+            pod: pod.clone(),
+            netns: 4026532001,
+            counters: NETSTAT_FIELDS.iter().map(|f| (f.key, 1)).collect(),
+        }],
         sources: SourceStatus {
             netlink_error: None,
             ebpf: EbpfStatus {
@@ -194,6 +212,7 @@ fn snapshot_json_has_exactly_the_documented_keys() {
             netlink_skipped_attributes_total: 0,
             collections_total: 1,
             pod_identity: PodStatus::default(),
+            pod_netstat: Default::default(),
         },
         collection_seconds: 0.0,
     };
@@ -205,6 +224,12 @@ fn snapshot_json_has_exactly_the_documented_keys() {
         COUNTERS
             .iter()
             .map(|c| format!("interfaces[].counters.{c}")),
+    );
+    // A pod's counters are keyed as node_exporter names them.
+    expected.extend(
+        NETSTAT_FIELDS
+            .iter()
+            .map(|f| format!("pod_netstat[].counters.{}", f.key)),
     );
     let missing: Vec<_> = expected.difference(&keys).collect();
     let unexpected: Vec<_> = keys.difference(&expected).collect();
@@ -221,6 +246,7 @@ pub(crate) fn empty_snapshot() -> Snapshot {
         labels: Vec::new(),
         interfaces: Vec::new(),
         namespace_drops: Vec::new(),
+        pod_netstat: Vec::new(),
         sources: SourceStatus {
             netlink_error: None,
             ebpf: EbpfStatus::default(),
@@ -229,6 +255,7 @@ pub(crate) fn empty_snapshot() -> Snapshot {
             netlink_skipped_attributes_total: 0,
             collections_total: 0,
             pod_identity: PodStatus::default(),
+            pod_netstat: Default::default(),
         },
         collection_seconds: 0.0,
     }

@@ -2,5 +2,6 @@
 //! values; none of them formats output.
 pub mod ebpf;
 pub mod netlink;
+pub mod netstat;
 pub mod pods;
 pub mod sysfs;

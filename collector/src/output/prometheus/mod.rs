@@ -16,6 +16,7 @@ mod counters;
 mod interface;
 mod namespace;
 mod node;
+mod pod_netstat;
 #[cfg(test)]
 mod tests;
 
@@ -64,6 +65,7 @@ pub fn render_profile(snapshot: &Snapshot, http: &HttpStats, profile: Profile) -
     let mut out = String::with_capacity(256 + snapshot.interfaces.len() * 6_000);
     interface::write(&mut out, snapshot, profile, &mut |_| {});
     namespace::write(&mut out, snapshot);
+    pod_netstat::write(&mut out, snapshot);
     node::write(&mut out, snapshot, http);
     out
 }
@@ -84,6 +86,8 @@ pub fn render_pieces(
     };
     interface::write(&mut out, snapshot, profile, &mut flush);
     namespace::write(&mut out, snapshot);
+    pod_netstat::write(&mut out, snapshot);
+    flush(&mut out);
     node::write(&mut out, snapshot, http);
     flush(&mut out);
 }

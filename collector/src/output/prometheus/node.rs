@@ -75,7 +75,7 @@ fn sources_up(snapshot: &Snapshot) -> Vec<(&'static str, bool)> {
     up
 }
 
-const FAMILIES: [NodeFamily; 24] = [
+const FAMILIES: [NodeFamily; 25] = [
     NodeFamily {
         name: "collector_build_info",
         help: "Build of the running collector; value is always 1.",
@@ -270,6 +270,17 @@ const FAMILIES: [NodeFamily; 24] = [
         served: pod_identity_enabled,
         samples: |s, _, emit| {
             for (reason, count) in &s.sources.pod_identity.errors_total {
+                emit(&[("reason", reason)], int(*count));
+            }
+        },
+    },
+    NodeFamily {
+        name: "collector_pod_netstat_errors_total",
+        help: "Pods whose own SNMP counters were not read, once per pod and failing stretch: process (no live sandbox process found under --host-proc), read (its /proc/PID/net files unreadable), malformed (they did not parse); proc (--host-proc could not be listed, per search).",
+        kind: Kind::Counter,
+        served: |s| s.sources.pod_netstat.enabled,
+        samples: |s, _, emit| {
+            for (reason, count) in &s.sources.pod_netstat.errors_total {
                 emit(&[("reason", reason)], int(*count));
             }
         },

@@ -11,6 +11,7 @@ mod snapshots;
 use super::*;
 use crate::model::{EbpfStatus, Flavour, HttpStats, Interface, Snapshot};
 use crate::model::{NamespaceDrops, Netns, PodIdentity, PodStatus, Probe, ProbeCounters};
+use crate::model::{PodNetstat, PodNetstatStatus, NETSTAT_FIELDS};
 
 /// An interface name with every character the text format escapes
 /// (Linux allows quotes and backslashes in names), and a label value
@@ -84,6 +85,20 @@ fn snapshot() -> Snapshot {
             ..NamespaceDrops::default()
         },
     ];
+    // One pod's own counters, every field with a value of its own.
+    snapshot.pod_netstat = vec![PodNetstat {
+        pod: snapshot.namespace_drops[0].pod.clone().unwrap(),
+        netns: 4026532001,
+        counters: NETSTAT_FIELDS
+            .iter()
+            .zip(100..)
+            .map(|(field, value)| (field.key, value))
+            .collect(),
+    }];
+    snapshot.sources.pod_netstat = PodNetstatStatus {
+        enabled: true,
+        errors_total: BTreeMap::from([("process", 1), ("read", 0)]),
+    };
     snapshot.collection_seconds = 0.25;
     snapshot
 }

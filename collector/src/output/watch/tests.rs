@@ -19,6 +19,7 @@ fn snapshot(rx_bytes: u64, no_socket: u64, ifindex: u32) -> Snapshot {
         labels: vec![],
         interfaces: vec![interface],
         namespace_drops: Vec::new(),
+        pod_netstat: Vec::new(),
         sources: SourceStatus {
             netlink_error: None,
             ebpf: EbpfStatus {
@@ -30,6 +31,7 @@ fn snapshot(rx_bytes: u64, no_socket: u64, ifindex: u32) -> Snapshot {
             netlink_skipped_attributes_total: 0,
             collections_total: 1,
             pod_identity: Default::default(),
+            pod_netstat: Default::default(),
         },
         collection_seconds: 0.0,
     }
