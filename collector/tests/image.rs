@@ -281,6 +281,8 @@ fn every_runtime_setting_of_the_daemonset_is_given_to_the_container() {
         "--cap-add PERFMON",
         "--volume /sys/kernel/tracing:/sys/kernel/tracing:ro",
         "--volume /var/run/netns:/var/run/netns:ro,rslave",
+        "--volume /proc:/host/proc:ro",
+        "--env COLLECTOR_HOST_PROC=/host/proc",
         &format!("--env NODE_NAME={NODE_NAME}"),
         "--env COLLECTOR_LISTEN=0.0.0.0:2112",
         "--env COLLECTOR_HEALTH_LISTEN=0.0.0.0:2113",

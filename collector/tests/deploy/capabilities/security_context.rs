@@ -60,6 +60,7 @@ impl SecurityContext {
             .collect();
         let mut tracefs = None;
         let mut netns = None;
+        let mut host_proc = None;
         for mount in container["volumeMounts"].as_array().unwrap() {
             let host_path = host_paths[mount["name"].as_str().unwrap()];
             let mount_path = mount["mountPath"].as_str().unwrap();
@@ -78,10 +79,20 @@ impl SecurityContext {
                     assert_eq!(mount["mountPropagation"], "HostToContainer");
                     netns = Some(mount_path.to_string());
                 }
+                "/proc" => {
+                    assert!(read_only, "the host's /proc must be mounted read-only");
+                    host_proc = Some(mount_path.to_string());
+                }
                 other => panic!("hostPath {other}: this test does not reproduce it; extend it"),
             }
         }
         let (tracefs_mount, tracefs_read_only) = tracefs.expect("tracefs is mounted");
+        let environment = manifest_environment(&objects);
+        let host_proc = host_proc.expect("the host's /proc is mounted");
+        assert!(
+            environment.contains(&("COLLECTOR_HOST_PROC".to_string(), host_proc)),
+            "--host-proc names the mount of the host's /proc"
+        );
         let port = container["ports"]
             .as_array()
             .unwrap()
@@ -99,7 +110,7 @@ impl SecurityContext {
             tracefs_read_only,
             netns_mount: netns.expect("netns files are mounted"),
             cni_results: None,
-            environment: manifest_environment(&objects),
+            environment,
             args: strings(&container["args"]),
             port,
         }
@@ -175,6 +186,9 @@ impl SecurityContext {
         if let Some(dir) = &self.cni_results {
             command.env("COLLECTOR_CNI_RESULTS_DIR", dir);
         }
+        // The replay shares the host's PID namespace, so its own /proc is
+        // the host's that the DaemonSet mounts at --host-proc.
+        command.env("COLLECTOR_HOST_PROC", "/proc");
         command
     }
 
