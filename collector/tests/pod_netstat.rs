@@ -416,3 +416,72 @@ impl Drop for StrayProcess {
         let _ = self.0.wait();
     }
 }
+
+/// The pid of the process whose cgroup names sandbox `id`.
+fn sandbox_pid(id: &str) -> u32 {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(id))
+        })
+        .unwrap_or_else(|| panic!("no process of sandbox {id}"))
+}
+
+#[test]
+fn a_pod_whose_process_is_not_found_is_counted_once_and_hides_nothing_else() {
+    require_root();
+    let node = Netns::new("snnode");
+    let runtime = PodRuntime::containerd(&node, 62);
+    let pod = runtime.run_pod(("shop", "cart-0"));
+    // What the design rests on, with no capability: the pause process's
+    // MIB files read, its namespace link refused (ptrace access).
+    let pid = sandbox_pid(&pod.container_id);
+    let unprivileged = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--inh-caps=-all", "--bounding-set=-all", "--"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let snmp = unprivileged(&["cat", &format!("/proc/{pid}/net/snmp")]);
+    assert!(snmp.status.success(), "{snmp:?}");
+    let link = unprivileged(&["stat", "-L", &format!("/proc/{pid}/ns/net")]);
+    assert!(
+        !link.status.success(),
+        "/proc/PID/ns/net needs ptrace access: {link:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&link.stderr).contains("Permission denied"),
+        "{link:?}"
+    );
+
+    // A --host-proc with no processes in it: the pod cannot be read.
+    let empty = tempfile::tempdir().unwrap();
+    let results = runtime.results_dir();
+    let collector = CollectorProcess::start(
+        &node,
+        &[
+            "--cni-results-dir",
+            results.to_str().unwrap(),
+            "--host-proc",
+            empty.path().to_str().unwrap(),
+        ],
+    );
+    for _ in 0..3 {
+        let metrics = collector.scrape(&node);
+        assert!(served_pods(&metrics).is_empty());
+        let errors =
+            |reason| metrics.value("collector_pod_netstat_errors_total", &[("reason", reason)]);
+        assert_eq!(errors("process"), 1.0, "counted once, not per scrape");
+        assert_eq!(
+            (errors("proc"), errors("read"), errors("malformed")),
+            (0.0, 0.0, 0.0)
+        );
+        // The pod is still known, its veth named.
+        let info = metrics
+            .select("network_interface_pod_info", &[("pod", "cart-0")])
+            .count();
+        assert_eq!(info, 1);
+    }
+}
