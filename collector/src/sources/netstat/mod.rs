@@ -45,8 +45,11 @@ pub struct PodNetstatSource {
 
 #[derive(Default)]
 struct State {
-    /// Sandbox id -> its process, held open.
-    processes: HashMap<String, ProcessDir>,
+    /// Sandbox id -> its process's pid, as last found. Only the number is
+    /// kept between collections: a `/proc/PID` held open would keep an
+    /// exited sandbox's `struct pid`, and with it its PID namespace and
+    /// that namespace's inode number, alive until the next collection.
+    pids: HashMap<String, u32>,
     /// Sandbox id -> the reason its pod is failing, counted once.
     failing: HashMap<String, &'static str>,
     /// The ids the last search looked for, and when it ran.
@@ -79,27 +82,31 @@ impl PodNetstatSource {
             .values()
             .map(|n| n.identity.container_id.as_str())
             .collect();
-        state.processes.retain(|id, _| live.contains(id.as_str()));
+        state.pids.retain(|id, _| live.contains(id.as_str()));
         state.failing.retain(|id, _| live.contains(id.as_str()));
-        // A held process that left its sandbox (exited) is looked for anew,
-        // at once.
-        let exited: Vec<String> = state
-            .processes
-            .iter()
-            .filter(|(id, process)| !process.in_sandbox(id))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &exited {
-            state.processes.remove(id);
-            state.searched.remove(id);
+        // This collection's handles, closed when it ends. A known pid whose
+        // process exited, or is no longer the sandbox's, is looked for
+        // anew at once.
+        let mut processes: HashMap<String, ProcessDir> = HashMap::new();
+        let known: Vec<(String, u32)> = state.pids.iter().map(|(i, p)| (i.clone(), *p)).collect();
+        for (id, pid) in known {
+            match ProcessDir::open(&self.proc_dir, pid) {
+                Ok(process) if process.in_sandbox(&id) => {
+                    processes.insert(id, process);
+                }
+                _ => {
+                    state.pids.remove(&id);
+                    state.searched.remove(&id);
+                }
+            }
         }
-        self.search(&mut state, &live);
+        self.search(&mut state, &live, &mut processes);
 
         let mut pods = Vec::new();
         let mut outcomes = Vec::new();
         for (inode, namespace) in namespaces {
             let id = namespace.identity.container_id.as_str();
-            let read = match state.processes.get(id) {
+            let read = match processes.get(id) {
                 None => Err("process"),
                 Some(process) => read_counters(process, id),
             };
@@ -126,13 +133,19 @@ impl PodNetstatSource {
         (pods, status)
     }
 
-    /// Looks for the processes of pods that have none held: at once for a
-    /// pod not looked for before, every [`SEARCH_AGAIN`] for the rest.
-    fn search(&self, state: &mut State, live: &HashSet<&str>) {
+    /// Looks for the processes of pods that have none: at once for a pod
+    /// not looked for before, every [`SEARCH_AGAIN`] for the rest. Those
+    /// found are added to `processes`, opened.
+    fn search(
+        &self,
+        state: &mut State,
+        live: &HashSet<&str>,
+        processes: &mut HashMap<String, ProcessDir>,
+    ) {
         let missing: HashSet<&str> = live
             .iter()
             .copied()
-            .filter(|id| !state.processes.contains_key(*id) && usable_id(id))
+            .filter(|id| !processes.contains_key(*id) && usable_id(id))
             .collect();
         let new = missing.iter().any(|id| !state.searched.contains(*id));
         let due = state
@@ -150,7 +163,8 @@ impl PodNetstatSource {
                     // handle, in case the pid was reused in between.
                     match ProcessDir::open(&self.proc_dir, pid) {
                         Ok(process) if process.in_sandbox(&id) => {
-                            state.processes.insert(id, process);
+                            state.pids.insert(id.clone(), pid);
+                            processes.insert(id, process);
                         }
                         _ => {}
                     }

@@ -10,9 +10,10 @@
 //! the pause process (root with capabilities the collector has dropped),
 //! and the inodes under `/proc/<pid>/net/` are procfs entry numbers, not
 //! `ns.inum`. What is checked is that the process is still the sandbox's:
-//! its `/proc/<pid>` directory is opened once and every file is read
-//! through that handle, which stays bound to the process and fails once
-//! it exits, so a reused pid never lends its files.
+//! in each collection its `/proc/<pid>` directory is opened, its cgroup
+//! read again, and every file read through that handle, which stays bound
+//! to the process and fails once it exits, so a reused pid never lends its
+//! files.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
@@ -41,7 +42,7 @@ pub fn ids_in_cgroup(text: &str) -> impl Iterator<Item = &str> {
         .filter(|run| run.len() >= MIN_ID_CHARS)
 }
 
-/// A process's `/proc/<pid>` directory, held open.
+/// A process's `/proc/<pid>` directory, held open for one collection.
 #[derive(Debug)]
 pub struct ProcessDir {
     pub pid: u32,
