@@ -37,6 +37,8 @@ pub enum ParseError {
     },
     #[error("{file}: line {line}: not `<name> <value>`")]
     Line { file: &'static str, line: usize },
+    #[error("{file}: the last line is not terminated: the file was cut")]
+    Unterminated { file: &'static str },
 }
 
 /// The wanted counters of `file`'s `text`, added to `counters`.
@@ -45,6 +47,11 @@ pub fn parse_into(
     text: &str,
     counters: &mut BTreeMap<&'static str, u64>,
 ) -> Result<(), ParseError> {
+    // procfs ends every line; a value on a cut last line could be a prefix
+    // of the real one (`12` read as `1`).
+    if !text.is_empty() && !text.ends_with('\n') {
+        return Err(ParseError::Unterminated { file: file.path() });
+    }
     match file {
         NetstatFile::Snmp | NetstatFile::Netstat => parse_sections(file, text, counters),
         NetstatFile::Snmp6 => parse_lines(text, counters),

@@ -109,9 +109,9 @@ fn a_field_an_older_kernel_lacks_is_left_out() {
 #[test]
 fn malformed_files_are_errors_naming_the_line() {
     let cut = |text: &str, keep: usize| -> String { text.chars().take(keep).collect() };
-    // Cut in the middle of the Tcp values: fewer values than names.
+    // A line of Tcp values shorter than its names.
     let at = SNMP.find("Tcp: 1").unwrap() + 12;
-    let error = parse_all(&cut(SNMP, at), NETSTAT, SNMP6).unwrap_err();
+    let error = parse_all(&(cut(SNMP, at) + "\n"), NETSTAT, SNMP6).unwrap_err();
     assert!(
         matches!(error, ParseError::Mismatch { ref section, .. } if section == "Tcp"),
         "{error}"
@@ -140,6 +140,30 @@ fn malformed_files_are_errors_naming_the_line() {
     assert!(matches!(error, ParseError::Line { line: 1, .. }), "{error}");
     // Unserved fields are never parsed: `Tcp MaxConn` is -1.
     assert!(SNMP.contains("Tcp: 1 200 120000 -1 "));
+}
+
+#[test]
+fn a_file_cut_anywhere_is_an_error_or_gives_only_true_values() {
+    let expected: BTreeMap<&str, u64> = EXPECTED.into_iter().collect();
+    for (file, text) in [
+        (NetstatFile::Snmp, SNMP),
+        (NetstatFile::Netstat, NETSTAT),
+        (NetstatFile::Snmp6, SNMP6),
+    ] {
+        for cut in (0..text.len()).filter(|at| text.is_char_boundary(*at)) {
+            let mut counters = BTreeMap::new();
+            if parse_into(file, &text[..cut], &mut counters).is_ok() {
+                for (key, value) in &counters {
+                    assert_eq!(expected[key], *value, "{key} from {file:?} cut at {cut}");
+                }
+            }
+        }
+    }
+    let error = parse_all(&SNMP[..SNMP.len() - 1], NETSTAT, SNMP6).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "net/snmp: the last line is not terminated: the file was cut"
+    );
 }
 
 #[test]
