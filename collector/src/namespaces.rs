@@ -9,8 +9,9 @@
 //! counts were served without a pod becoming a pod's), every entry read for
 //! the inode is forgotten, so the new owner starts at zero. A namespace no
 //! pod owns cannot be watched
-//! for its end (that needs the host's `/proc`): its entries are forgotten
-//! once they have not moved for [`IDLE_NAMESPACE`].
+//! for its end (which process is in which namespace is behind
+//! `/proc/PID/ns/net`, which needs ptrace access): its entries are
+//! forgotten once they have not moved for [`IDLE_NAMESPACE`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
