@@ -241,7 +241,9 @@ fn lint() -> Result<()> {
         cargo()
             .args(["clippy", "--manifest-path", manifest, "--target-dir"])
             .arg(workspace_root().join("target/ebpf-lint"))
-            .args(["--", "-D", "warnings"]),
+            .args(["--", "-D", "warnings"])
+            .args(["-D", "clippy::undocumented_unsafe_blocks"])
+            .args(["-D", "clippy::missing_safety_doc"]),
     )?;
     Ok(())
 }
