@@ -269,3 +269,27 @@ fn drops_on_an_excluded_interface_stay_in_the_nodes_totals() {
     collector.scrape(&node);
     assert_eq!(host(&collector.scrape(&node)) - before, no_ports);
 }
+
+/// The runtime deletes a pod's cache file, then its namespace: drops in
+/// between (its teardown) are no one's, and are not kept as a namespace no
+/// pod owns (which would stay for 15 minutes); those after the namespace
+/// is gone are counted at node level.
+#[test]
+fn a_departed_pods_teardown_drops_are_not_kept_for_its_inode() {
+    require_root();
+    let (node, results, pod) = node_with_pod(("shop", "gone-0"), "azvrace9", 50);
+    let collector = start(&node, results.path(), "btf");
+    closed_port_drops(&node, &pod, 20);
+    assert_eq!(owner_split(&collector.scrape(&node), &pod), (20.0, 0.0));
+
+    std::fs::remove_file(&pod.attachments[0].2).unwrap();
+    assert_eq!(owner_split(&collector.scrape(&node), &pod), (0.0, 0.0));
+    for round in 0..2 {
+        closed_port_drops(&node, &pod, 15);
+        assert_eq!(
+            owner_split(&collector.scrape(&node), &pod),
+            (0.0, 0.0),
+            "teardown drops kept for the departed pod's inode (round {round})"
+        );
+    }
+}
