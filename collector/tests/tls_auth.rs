@@ -4,6 +4,9 @@
 
 mod common;
 
+#[path = "tls_auth/attack.rs"]
+mod attack;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 

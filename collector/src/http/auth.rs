@@ -1,21 +1,24 @@
 //! HTTP basic authentication against bcrypt hashes (`basic_auth_users`).
 //!
 //! bcrypt is slow on purpose (tens of ms per check at the usual cost), so
-//! a check runs on the blocking pool, one at a time, and the password that
-//! last passed for each user is remembered: a scraper presenting the same
-//! credentials every 15 s costs one hash, and a client guessing passwords
-//! queues behind its own guesses instead of taking the async workers.
+//! a check runs on the blocking pool, one at a time ([`Turns`]), and the
+//! password that last passed for each user is remembered: a scraper
+//! presenting the same credentials every 15 s costs one hash, and a client
+//! guessing passwords queues behind its own guesses instead of taking the
+//! async workers or the scraper's turn.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use tokio::sync::Semaphore;
+use std::net::IpAddr;
+
+use super::turns::Turns;
 
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
     passed: Mutex<HashMap<String, Vec<u8>>>,
-    checking: Semaphore,
+    turns: Arc<Turns>,
 }
 
 impl BasicAuth {
@@ -24,13 +27,19 @@ impl BasicAuth {
         BasicAuth {
             users,
             passed: Mutex::new(HashMap::new()),
-            checking: Semaphore::new(1),
+            turns: Arc::default(),
         }
     }
 
     /// Whether an `Authorization` header value names a user and the
-    /// password of its hash.
-    pub async fn admits(&self, header: Option<&[u8]>) -> bool {
+    /// password of its hash. `on_turn` runs when the check itself begins,
+    /// after waiting for its turn (see [`Turns`]) as a request from `peer`.
+    pub async fn admits(
+        &self,
+        header: Option<&[u8]>,
+        peer: IpAddr,
+        on_turn: impl FnOnce(),
+    ) -> bool {
         let Some((user, password)) = header.and_then(credentials) else {
             return false;
         };
@@ -40,15 +49,20 @@ impl BasicAuth {
         if self.remembered(&user, &password) {
             return true;
         }
-        let Ok(_turn) = self.checking.acquire().await else {
-            return false;
-        };
+        let turn = self.turns.take(peer).await;
+        on_turn();
         let (hash, candidate) = (hash.clone(), password.clone());
-        let verified = tokio::task::spawn_blocking(move || bcrypt::verify(candidate, &hash))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(false);
+        // The turn goes with the check: a request given up while its hash
+        // is computed (its connection cut) does not let the next one run
+        // beside it.
+        let verified = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            bcrypt::verify(candidate, &hash)
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false);
         if verified {
             let mut passed = self.passed.lock().unwrap_or_else(|p| p.into_inner());
             passed.insert(user, password);
@@ -94,7 +108,8 @@ pub fn header(user: &str, password: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+
+    const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn auth() -> Arc<BasicAuth> {
         let hash = bcrypt::hash("s3cret:with colon", 4).unwrap();
@@ -105,11 +120,11 @@ mod tests {
     async fn the_right_password_passes_and_nothing_else_does() {
         let auth = auth();
         let right = header("prom", "s3cret:with colon");
-        assert!(auth.admits(Some(right.as_bytes())).await);
+        assert!(auth.admits(Some(right.as_bytes()), PEER, || {}).await);
         // Remembered now, and still only for the right password.
-        assert!(auth.admits(Some(right.as_bytes())).await);
+        assert!(auth.admits(Some(right.as_bytes()), PEER, || {}).await);
         let lower = right.replacen("Basic", "basic", 1);
-        assert!(auth.admits(Some(lower.as_bytes())).await);
+        assert!(auth.admits(Some(lower.as_bytes()), PEER, || {}).await);
         for wrong in [
             header("prom", "s3cret"),
             header("prom", "s3cret:with colon "),
@@ -122,10 +137,13 @@ mod tests {
                 base64::engine::general_purpose::STANDARD.encode("no colon")
             ),
         ] {
-            assert!(!auth.admits(Some(wrong.as_bytes())).await, "{wrong}");
+            assert!(
+                !auth.admits(Some(wrong.as_bytes()), PEER, || {}).await,
+                "{wrong}"
+            );
         }
-        assert!(!auth.admits(None).await);
-        assert!(!auth.admits(Some(&[0xff, 0xfe])).await);
+        assert!(!auth.admits(None, PEER, || {}).await);
+        assert!(!auth.admits(Some(&[0xff, 0xfe]), PEER, || {}).await);
     }
 
     #[test]

@@ -1,21 +1,22 @@
 //! Listening sockets, the accept loop and one connection's life.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION};
 use hyper::server::conn::http1;
-use hyper::Request;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::slots::{Activity, QuietLimits, Slots, Tracked};
 use super::stall::StallGuard;
-use super::{route, BasicAuth, ReloadingTls, Routes};
+use super::{route, unauthorized, BasicAuth, Body, ReloadingTls, Routes};
 use crate::share::Scraper;
 
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +177,7 @@ pub async fn serve(scraper: Arc<Scraper>, endpoint: Endpoint) -> std::io::Result
         let (scraper, site) = (Arc::clone(&scraper), Arc::clone(&site));
         tokio::spawn(async move {
             let activity = Arc::clone(&slot.activity);
-            serve_connection(&scraper, &site, stream, activity).await;
+            serve_connection(&scraper, &site, stream, peer.ip(), activity).await;
             drop(slot);
         });
     }
@@ -200,17 +201,18 @@ async fn serve_connection(
     scraper: &Arc<Scraper>,
     site: &Arc<Site>,
     stream: TcpStream,
+    peer: IpAddr,
     activity: Arc<Activity>,
 ) {
     let limits = site.limits;
     let io = StallGuard::new(stream, Arc::clone(&activity));
     let work = async {
         match &site.tls {
-            None => serve_http(scraper, site, io, &activity).await,
+            None => serve_http(scraper, site, io, peer, &activity).await,
             Some(tls) => {
                 let handshake = tls.acceptor().accept(io);
                 match tokio::time::timeout(limits.header_read_timeout, handshake).await {
-                    Ok(Ok(stream)) => serve_http(scraper, site, stream, &activity).await,
+                    Ok(Ok(stream)) => serve_http(scraper, site, stream, peer, &activity).await,
                     Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
                     Err(_) => {
                         activity.mark_cut();
@@ -239,22 +241,26 @@ async fn serve_connection(
     }
 }
 
-async fn serve_http<S>(scraper: &Arc<Scraper>, site: &Arc<Site>, io: S, activity: &Arc<Activity>)
-where
+async fn serve_http<S>(
+    scraper: &Arc<Scraper>,
+    site: &Arc<Site>,
+    io: S,
+    peer: IpAddr,
+    activity: &Arc<Activity>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = {
         let (scraper, site, activity) =
             (Arc::clone(scraper), Arc::clone(site), Arc::clone(activity));
         hyper::service::service_fn(move |request: Request<Incoming>| {
-            activity.busy();
             let (scraper, site, activity) = (
                 Arc::clone(&scraper),
                 Arc::clone(&site),
                 Arc::clone(&activity),
             );
             async move {
-                let response = route(&scraper, site.routes, site.auth.as_deref(), &request).await;
+                let response = answer(&scraper, &site, peer, &activity, &request).await;
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, activity)))
             }
         })
@@ -267,4 +273,27 @@ where
     if let Err(error) = builder.serve_connection(TokioIo::new(io), service).await {
         tracing::debug!(%error, "connection ended");
     }
+}
+
+/// Credentials first, then the route. A request waiting for its check is
+/// quiet, so guesses never pin a slot (see [`Activity::awaits_check`]).
+async fn answer(
+    scraper: &Arc<Scraper>,
+    site: &Site,
+    peer: IpAddr,
+    activity: &Activity,
+    request: &Request<Incoming>,
+) -> Response<Body> {
+    if let Some(auth) = &site.auth {
+        activity.awaits_check();
+        let header = request.headers().get(AUTHORIZATION);
+        let admitted = auth
+            .admits(header.map(HeaderValue::as_bytes), peer, || activity.busy())
+            .await;
+        if !admitted {
+            return unauthorized();
+        }
+    }
+    activity.busy();
+    route(scraper, site.routes, request).await
 }
