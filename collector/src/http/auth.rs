@@ -17,6 +17,13 @@ use super::turns::Turns;
 
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
+    /// What a password for a user not configured is checked against, its
+    /// verdict ignored: so that refusing one costs a check like refusing a
+    /// known user, and time does not tell which users exist. The costliest
+    /// of the configured hashes: of their cost and bcrypt variant by
+    /// construction, and nothing to compute at start (a decoy made at the
+    /// configured cost would cost a check, or far more at a high cost).
+    decoy: Option<String>,
     passed: Mutex<HashMap<String, Vec<u8>>>,
     turns: Arc<Turns>,
 }
@@ -24,8 +31,16 @@ pub struct BasicAuth {
 impl BasicAuth {
     /// `users`: name to bcrypt hash, validated by `web_config`.
     pub fn new(users: BTreeMap<String, String>) -> Self {
+        let decoy = users
+            .values()
+            .max_by_key(|hash| {
+                hash.parse::<bcrypt::HashParts>()
+                    .map_or(0, |parts| parts.get_cost())
+            })
+            .cloned();
         BasicAuth {
             users,
+            decoy,
             passed: Mutex::new(HashMap::new()),
             turns: Arc::default(),
         }
@@ -43,7 +58,8 @@ impl BasicAuth {
         let Some((user, password)) = header.and_then(credentials) else {
             return false;
         };
-        let Some(hash) = self.users.get(&user) else {
+        let known = self.users.get(&user);
+        let Some(hash) = known.or(self.decoy.as_ref()) else {
             return false;
         };
         if self.remembered(&user, &password) {
@@ -62,7 +78,8 @@ impl BasicAuth {
         .await
         .ok()
         .and_then(Result::ok)
-        .unwrap_or(false);
+        .unwrap_or(false)
+            && known.is_some();
         if verified {
             let mut passed = self.passed.lock().unwrap_or_else(|p| p.into_inner());
             passed.insert(user, password);
@@ -144,6 +161,31 @@ mod tests {
         }
         assert!(!auth.admits(None, PEER, || {}).await);
         assert!(!auth.admits(Some(&[0xff, 0xfe]), PEER, || {}).await);
+    }
+
+    /// How long `tries` wrong passwords for `user` take to be refused,
+    /// each one new.
+    async fn refusing(auth: &BasicAuth, user: &str, tries: usize) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        for guess in 0..tries {
+            let wrong = header(user, &format!("guess {guess}"));
+            assert!(!auth.admits(Some(wrong.as_bytes()), PEER, || {}).await);
+        }
+        started.elapsed()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_unknown_user_is_refused_no_faster_than_a_known_one() {
+        let hash = bcrypt::hash("right", 8).unwrap();
+        let auth = BasicAuth::new(BTreeMap::from([("prom".to_string(), hash)]));
+        let known = refusing(&auth, "prom", 6).await;
+        let unknown = refusing(&auth, "nobody", 6).await;
+        let ratio = unknown.as_secs_f64() / known.as_secs_f64();
+        println!("6 wrong passwords: known user {known:?}, unknown user {unknown:?} ({ratio:.3})");
+        assert!(
+            (0.5..2.0).contains(&ratio),
+            "an unknown user is told apart by time: {unknown:?} against {known:?}"
+        );
     }
 
     #[test]
