@@ -132,7 +132,11 @@ fn serve(args: collector::cli::ServeArgs) -> anyhow::Result<()> {
         .map(http::ReloadingTls::new)
         .transpose()?
         .map(Arc::new);
-    let auth = (!web.users.is_empty()).then(|| Arc::new(http::BasicAuth::new(web.users.clone())));
+    let auth = if web.users.is_empty() {
+        None
+    } else {
+        Some(Arc::new(http::BasicAuth::new(web.users.clone())?))
+    };
     if auth.is_some() && tls.is_none() {
         tracing::warn!("basic auth without TLS: passwords cross the network in clear text");
     }
