@@ -15,6 +15,7 @@ mod slots;
 mod stall;
 mod tls;
 mod turns;
+mod web;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,9 +27,9 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, StatusCode};
 
-pub use auth::BasicAuth;
 pub use server::{bind, serve, Endpoint, ListenError, ServerLimits};
-pub use tls::{ReloadingTls, TlsError};
+pub use tls::TlsError;
+pub use web::{ReloadingWeb, WebError};
 
 use crate::output::prometheus;
 use crate::share::{Encoding, Scraper, SharedBody};

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::slots::{Activity, QuietLimits, Slots, Tracked};
 use super::stall::StallGuard;
-use super::{route, unauthorized, BasicAuth, Body, ReloadingTls, Routes};
+use super::{route, unauthorized, Body, ReloadingWeb, Routes};
 use crate::share::Scraper;
 
 #[derive(Debug, thiserror::Error)]
@@ -109,8 +109,8 @@ pub struct Endpoint {
     pub listener: std::net::TcpListener,
     pub routes: Routes,
     pub limits: ServerLimits,
-    pub tls: Option<Arc<ReloadingTls>>,
-    pub auth: Option<Arc<BasicAuth>>,
+    /// The web config file (TLS, basic auth), if any.
+    pub web: Option<Arc<ReloadingWeb>>,
 }
 
 /// Binds `address` with `limits`' buffer sizes and backlog (before
@@ -142,20 +142,19 @@ pub async fn serve(scraper: Arc<Scraper>, endpoint: Endpoint) -> std::io::Result
     let site = Arc::new(Site {
         routes: endpoint.routes,
         limits: endpoint.limits,
-        tls: endpoint.tls,
-        auth: endpoint.auth,
+        web: endpoint.web,
     });
     if let Ok(bound) = listener.local_addr() {
         let paths = match site.routes {
             Routes::All => "/metrics, /healthz, /readyz",
             Routes::Health => "/healthz, /readyz",
         };
-        let tls = if site.tls.is_some() { "https" } else { "http" };
-        let auth = if site.auth.is_some() {
-            ", basic auth"
-        } else {
-            ""
-        };
+        let settings = site.web.as_ref().map(|web| web.in_force());
+        let (tls, auth) = settings.map_or((false, false), |settings| {
+            (settings.tls.is_some(), settings.auth.is_some())
+        });
+        let tls = if tls { "https" } else { "http" };
+        let auth = if auth { ", basic auth" } else { "" };
         tracing::info!(address = %bound, "serving {paths} ({tls}{auth})");
     }
     let slots = Slots::new(site.limits.max_connections, site.limits.quiet);
@@ -193,8 +192,7 @@ fn count_rejected(scraper: &Scraper) {
 struct Site {
     routes: Routes,
     limits: ServerLimits,
-    tls: Option<Arc<ReloadingTls>>,
-    auth: Option<Arc<BasicAuth>>,
+    web: Option<Arc<ReloadingWeb>>,
 }
 
 async fn serve_connection(
@@ -207,10 +205,14 @@ async fn serve_connection(
     let limits = site.limits;
     let io = StallGuard::new(stream, Arc::clone(&activity));
     let work = async {
-        match &site.tls {
+        let settings = site
+            .web
+            .as_ref()
+            .map(|web| web.current(&scraper.http.web_config_reload_failures));
+        match settings.and_then(|settings| settings.tls.clone()) {
             None => serve_http(scraper, site, io, peer, &activity).await,
             Some(tls) => {
-                let handshake = tls.acceptor().accept(io);
+                let handshake = tls.accept(io);
                 match tokio::time::timeout(limits.header_read_timeout, handshake).await {
                     Ok(Ok(stream)) => serve_http(scraper, site, stream, peer, &activity).await,
                     Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
@@ -284,7 +286,15 @@ async fn answer(
     activity: &Activity,
     request: &Request<Incoming>,
 ) -> Response<Body> {
-    if let Some(auth) = &site.auth {
+    // Users as the file says now, on a connection opened before a change too.
+    let settings = site
+        .web
+        .as_ref()
+        .map(|web| web.current(&scraper.http.web_config_reload_failures));
+    if let Some(auth) = settings
+        .as_ref()
+        .and_then(|settings| settings.auth.as_ref())
+    {
         activity.awaits_check();
         let header = request.headers().get(AUTHORIZATION);
         let admitted = auth
