@@ -28,6 +28,7 @@ type Tag = [u8; 32];
 #[error("basic auth: the system gave no randomness for the key of its cache")]
 pub struct NoRandomness;
 
+/// The users of one version of the web config.
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
     /// What a password for a user not configured is checked against, its
@@ -37,9 +38,43 @@ pub struct BasicAuth {
     /// construction, and nothing to compute at start (hashing a decoy at the
     /// configured cost would cost a check there, or far more).
     decoy: Option<String>,
+    checks: Arc<Checks>,
+}
+
+/// What outlives a reload of the web config: the one-at-a-time turns, and
+/// the verdicts, which stay true since each is tagged with the hash it was
+/// checked against (a certificate rotation costs the scraper no check).
+pub struct Checks {
     tag_key: hmac::Key,
     recent: Mutex<Recent>,
     turns: Arc<Turns>,
+}
+
+impl Checks {
+    pub fn new() -> Result<Arc<Self>, NoRandomness> {
+        let tag_key = hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+            .map_err(|_| NoRandomness)?;
+        Ok(Arc::new(Checks {
+            tag_key,
+            recent: Mutex::default(),
+            turns: Arc::default(),
+        }))
+    }
+
+    fn tag(&self, user: &str, hash: &str, password: &[u8]) -> Tag {
+        let mut context = hmac::Context::with_key(&self.tag_key);
+        for part in [user.as_bytes(), hash.as_bytes(), password] {
+            context.update(&(part.len() as u64).to_le_bytes());
+            context.update(part);
+        }
+        let mut tag = [0; 32];
+        tag.copy_from_slice(context.sign().as_ref());
+        tag
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Verdicts of recent checks, by the tag of user, hash and password (as
@@ -84,7 +119,7 @@ impl Recent {
 
 impl BasicAuth {
     /// `users`: name to bcrypt hash, validated by `web_config`.
-    pub fn new(users: BTreeMap<String, String>) -> Result<Self, NoRandomness> {
+    pub fn new(users: BTreeMap<String, String>, checks: Arc<Checks>) -> Self {
         let decoy = users
             .values()
             .max_by_key(|hash| {
@@ -92,15 +127,16 @@ impl BasicAuth {
                     .map_or(0, |parts| parts.get_cost())
             })
             .cloned();
-        let tag_key = hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
-            .map_err(|_| NoRandomness)?;
-        Ok(BasicAuth {
+        // One password kept per user configured now, whatever came before.
+        checks
+            .recent()
+            .passed
+            .retain(|user, _| users.contains_key(user));
+        BasicAuth {
             users,
             decoy,
-            tag_key,
-            recent: Mutex::default(),
-            turns: Arc::default(),
-        })
+            checks,
+        }
     }
 
     /// Whether an `Authorization` header value names a user and the
@@ -120,11 +156,11 @@ impl BasicAuth {
         let Some(hash) = known.or(self.decoy.as_ref()) else {
             return false;
         };
-        let tag = self.tag(&user, hash, &password);
-        if let Some(verdict) = self.recent().verdict(&user, &tag) {
+        let tag = self.checks.tag(&user, hash, &password);
+        if let Some(verdict) = self.checks.recent().verdict(&user, &tag) {
             return verdict;
         }
-        let turn = self.turns.take(peer).await;
+        let turn = self.checks.turns.take(peer).await;
         on_turn();
         let hash = hash.clone();
         // The turn goes with the check: a request given up while its hash
@@ -139,23 +175,8 @@ impl BasicAuth {
         .and_then(Result::ok)
         .unwrap_or(false);
         let admitted = verified && known.is_some();
-        self.recent().remember(user, tag, admitted);
+        self.checks.recent().remember(user, tag, admitted);
         admitted
-    }
-
-    fn tag(&self, user: &str, hash: &str, password: &[u8]) -> Tag {
-        let mut context = hmac::Context::with_key(&self.tag_key);
-        for part in [user.as_bytes(), hash.as_bytes(), password] {
-            context.update(&(part.len() as u64).to_le_bytes());
-            context.update(part);
-        }
-        let mut tag = [0; 32];
-        tag.copy_from_slice(context.sign().as_ref());
-        tag
-    }
-
-    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
-        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -194,7 +215,10 @@ mod tests {
 
     fn auth() -> Arc<BasicAuth> {
         let hash = bcrypt::hash("s3cret:with colon", 4).unwrap();
-        Arc::new(BasicAuth::new(BTreeMap::from([("prom".to_string(), hash)])).unwrap())
+        Arc::new(BasicAuth::new(
+            BTreeMap::from([("prom".to_string(), hash)]),
+            Checks::new().unwrap(),
+        ))
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -231,7 +255,7 @@ mod tests {
     /// each one new while fewer than `FAILED_KEPT` are kept: numbered on
     /// from the count kept.
     async fn refusing(auth: &BasicAuth, user: &str, tries: usize) -> std::time::Duration {
-        let first = auth.recent().failed.len();
+        let first = auth.checks.recent().failed.len();
         let started = std::time::Instant::now();
         for guess in first..first + tries {
             let wrong = header(user, &format!("guess {guess}"));
@@ -243,7 +267,10 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn an_unknown_user_is_refused_no_faster_than_a_known_one() {
         let hash = bcrypt::hash("right", 8).unwrap();
-        let auth = BasicAuth::new(BTreeMap::from([("prom".to_string(), hash)])).unwrap();
+        let auth = BasicAuth::new(
+            BTreeMap::from([("prom".to_string(), hash)]),
+            Checks::new().unwrap(),
+        );
         // Alternated, so that load from other tests slows both alike.
         let (mut known, mut unknown) = (Vec::new(), Vec::new());
         for _ in 0..7 {
@@ -264,7 +291,10 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_replayed_guess_costs_no_check() {
         let hash = bcrypt::hash("right", 8).unwrap();
-        let auth = BasicAuth::new(BTreeMap::from([("prom".to_string(), hash)])).unwrap();
+        let auth = BasicAuth::new(
+            BTreeMap::from([("prom".to_string(), hash)]),
+            Checks::new().unwrap(),
+        );
         let first = refusing(&auth, "prom", 1).await;
         let started = std::time::Instant::now();
         for _ in 0..10 {
@@ -295,7 +325,7 @@ mod tests {
         refusing(&auth, "prom", FAILED_KEPT + 10).await;
         refusing(&auth, "nobody", 10).await;
         {
-            let recent = auth.recent();
+            let recent = auth.checks.recent();
             assert_eq!(recent.failed.len(), FAILED_KEPT);
             assert_eq!(recent.failed_set.len(), FAILED_KEPT);
             assert_eq!(recent.passed.len(), 1);
@@ -308,6 +338,24 @@ mod tests {
         let oldest = header("prom", "guess 0");
         assert!(!auth.admits(Some(oldest.as_bytes()), PEER, check).await);
         assert!(checked.get());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn verdicts_outlive_a_reload_and_a_user_removed_is_refused() {
+        let auth = auth();
+        let right = header("prom", "s3cret:with colon");
+        assert!(auth.admits(Some(right.as_bytes()), PEER, || {}).await);
+        let checked = std::cell::Cell::new(false);
+        let check = || checked.set(true);
+        let reloaded = BasicAuth::new(auth.users.clone(), Arc::clone(&auth.checks));
+        assert!(reloaded.admits(Some(right.as_bytes()), PEER, check).await);
+        assert!(!checked.get(), "checked again after a reload");
+        let other = bcrypt::hash("other", 4).unwrap();
+        let without = BTreeMap::from([("other".to_string(), other)]);
+        let without = BasicAuth::new(without, Arc::clone(&auth.checks));
+        assert!(!without.admits(Some(right.as_bytes()), PEER, check).await);
+        assert!(checked.get(), "a user removed is checked against the decoy");
+        assert!(without.checks.recent().passed.is_empty());
     }
 
     #[test]

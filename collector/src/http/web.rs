@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use tokio_rustls::TlsAcceptor;
 
-use super::auth::{BasicAuth, NoRandomness};
+use super::auth::{BasicAuth, Checks, NoRandomness};
 use super::tls::{self, TlsError};
 use crate::web_config::{WebConfig, WebConfigError};
 
@@ -47,6 +47,7 @@ type Stamp = Vec<Option<(SystemTime, u64, u64)>>;
 
 pub struct ReloadingWeb {
     path: PathBuf,
+    checks: Arc<Checks>,
     current: Mutex<Current>,
 }
 
@@ -61,9 +62,11 @@ impl ReloadingWeb {
     /// Loads the file now: one that does not load stops the start with an
     /// error naming the file and the setting.
     pub fn load(path: &Path) -> Result<Self, WebError> {
-        let attempt = attempt(path, None);
+        let checks = Checks::new()?;
+        let attempt = attempt(path, None, &checks);
         Ok(ReloadingWeb {
             path: path.to_path_buf(),
+            checks,
             current: Mutex::new(Current {
                 settings: Arc::new(attempt.settings?),
                 watched: attempt.watched,
@@ -83,7 +86,8 @@ impl ReloadingWeb {
     pub fn current(&self, failures: &AtomicU64) -> Arc<WebSettings> {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if stamp(&current.watched) != current.stamp {
-            let attempt = attempt(&self.path, Some(current.settings.tls.is_some()));
+            let had_tls = current.settings.tls.is_some();
+            let attempt = attempt(&self.path, Some(had_tls), &self.checks);
             // Stamped as read whatever the outcome, so that the same bad
             // content is not tried again at every connection.
             current.watched = attempt.watched;
@@ -121,7 +125,7 @@ struct Attempt {
 
 /// Reads `path` and what it names; `had_tls` is whether the listener
 /// serves TLS (`None` at start, when the file decides).
-fn attempt(path: &Path, had_tls: Option<bool>) -> Attempt {
+fn attempt(path: &Path, had_tls: Option<bool>, checks: &Arc<Checks>) -> Attempt {
     // Each file is stamped before it is read: a change made meanwhile is
     // seen at the next look.
     let mut watched = vec![path.to_path_buf()];
@@ -152,7 +156,7 @@ fn attempt(path: &Path, had_tls: Option<bool>) -> Attempt {
             path: path.to_path_buf(),
             change: if had { "removed" } else { "added" },
         }),
-        _ => settings(&config),
+        _ => settings(&config, checks),
     };
     Attempt {
         watched,
@@ -161,7 +165,7 @@ fn attempt(path: &Path, had_tls: Option<bool>) -> Attempt {
     }
 }
 
-fn settings(config: &WebConfig) -> Result<WebSettings, WebError> {
+fn settings(config: &WebConfig, checks: &Arc<Checks>) -> Result<WebSettings, WebError> {
     let tls = config
         .tls
         .as_ref()
@@ -171,7 +175,10 @@ fn settings(config: &WebConfig) -> Result<WebSettings, WebError> {
     let auth = if config.users.is_empty() {
         None
     } else {
-        Some(Arc::new(BasicAuth::new(config.users.clone())?))
+        Some(Arc::new(BasicAuth::new(
+            config.users.clone(),
+            Arc::clone(checks),
+        )))
     };
     Ok(WebSettings { tls, auth })
 }
@@ -186,4 +193,66 @@ fn stamp(paths: &[PathBuf]) -> Stamp {
             Some((meta.modified().ok()?, meta.len(), meta.ino()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::auth::header;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn users(password: &str) -> String {
+        let hash = bcrypt::hash(password, 4).unwrap();
+        format!("basic_auth_users:\n  prom: '{hash}'\n")
+    }
+
+    /// Replaced whole, as a Secret update does: a new inode each time.
+    fn replace(path: &Path, text: &str) {
+        let aside = path.with_extension("new");
+        std::fs::write(&aside, text).unwrap();
+        std::fs::rename(&aside, path).unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_change_is_in_force_at_once_and_a_bad_one_or_a_switch_to_https_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yml");
+        replace(&path, &users("first"));
+        let web = ReloadingWeb::load(&path).unwrap();
+        let failures = AtomicU64::new(0);
+        let admits = |password: &'static str| {
+            let auth = web.current(&failures).auth.clone().expect("basic auth");
+            async move {
+                let header = header("prom", password);
+                let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+                auth.admits(Some(header.as_bytes()), peer, || {}).await
+            }
+        };
+        assert!(admits("first").await);
+        replace(&path, &users("second"));
+        assert!(admits("second").await);
+        assert!(!admits("first").await);
+        assert_eq!(failures.load(Ordering::Relaxed), 0);
+
+        let https = "tls_server_config:\n  cert_file: a.pem\n  key_file: a.key\n";
+        let bad = [
+            "basic_auth_users: [".to_string(),
+            "basic_auth_users:\n  prom: plain\n".to_string(),
+            format!("{https}{}", users("third")),
+        ];
+        for (count, bad) in bad.iter().enumerate() {
+            replace(&path, bad);
+            assert!(admits("second").await, "{bad}");
+            assert!(!admits("third").await, "{bad}");
+            // Counted once per change, not at every look.
+            assert!(admits("second").await);
+            assert_eq!(failures.load(Ordering::Relaxed), count as u64 + 1);
+        }
+        assert!(web.in_force().tls.is_none());
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            admits("second").await,
+            "a file gone keeps the last good one"
+        );
+    }
 }
