@@ -17,8 +17,10 @@ use crate::common::*;
 /// More than the 32 connection slots of the main listener.
 const ATTACKERS: usize = 40;
 
-/// One attacker: keep-alive requests, each with a password not tried
-/// before (so no cache can answer it), reconnecting whenever cut.
+/// One attacker: keep-alive requests, reconnecting whenever cut or
+/// closed. Odd ones send a password not tried before each time (so no
+/// cache can answer it: each costs a bcrypt check), even ones the same one
+/// again and again (answered from the cache at once, back to back).
 fn attack(attacker: usize, stop: &AtomicBool, refused: &AtomicU64) {
     let mut stream: Option<TcpStream> = None;
     let mut guess = 0u64;
@@ -37,7 +39,7 @@ fn attack(attacker: usize, stop: &AtomicBool, refused: &AtomicU64) {
                 stream.insert(connection)
             }
         };
-        guess += 1;
+        guess += attacker as u64 % 2;
         let credentials = base64::engine::general_purpose::STANDARD
             .encode(format!("prometheus:guess-{attacker}-{guess}"));
         let request = format!(
@@ -63,10 +65,17 @@ fn attack(attacker: usize, stop: &AtomicBool, refused: &AtomicU64) {
         };
         if answered && response.starts_with(b"HTTP/1.1 401") {
             refused.fetch_add(1, Ordering::Relaxed);
-        } else {
+        }
+        if !answered || response_closes(&response) {
             stream = None;
         }
     }
+}
+
+fn response_closes(response: &[u8]) -> bool {
+    String::from_utf8_lossy(response)
+        .to_ascii_lowercase()
+        .contains("connection: close")
 }
 
 #[test]
