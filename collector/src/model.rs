@@ -334,6 +334,9 @@ pub struct HttpStats {
     pub evicted_responses_cut: u64,
     /// Rendered bodies held for unfinished responses.
     pub retained_bodies: u64,
+    /// Changes of the web config file (or of the files it names) that did
+    /// not load, the last good configuration kept.
+    pub web_config_reload_failures: u64,
 }
 
 #[cfg(test)]

@@ -102,6 +102,8 @@ pub struct HttpCounters {
     pub gzip_responses: AtomicU64,
     pub stalled_responses_cut: AtomicU64,
     pub evicted_responses_cut: AtomicU64,
+    /// Changes of the web config file that did not load.
+    pub web_config_reload_failures: AtomicU64,
 }
 
 pub struct Scraper {
@@ -139,6 +141,10 @@ impl Scraper {
             gzip_responses: self.http.gzip_responses.load(Ordering::Relaxed),
             stalled_responses_cut: self.http.stalled_responses_cut.load(Ordering::Relaxed),
             evicted_responses_cut: self.http.evicted_responses_cut.load(Ordering::Relaxed),
+            web_config_reload_failures: self
+                .http
+                .web_config_reload_failures
+                .load(Ordering::Relaxed),
             retained_bodies: self.bodies.retained() as u64,
         }
     }

@@ -75,7 +75,7 @@ fn sources_up(snapshot: &Snapshot) -> Vec<(&'static str, bool)> {
     up
 }
 
-const FAMILIES: [NodeFamily; 24] = [
+const FAMILIES: [NodeFamily; 25] = [
     NodeFamily {
         name: "collector_build_info",
         help: "Build of the running collector; value is always 1.",
@@ -300,6 +300,13 @@ const FAMILIES: [NodeFamily; 24] = [
             emit(&[("why", "stalled")], int(http.stalled_responses_cut));
             emit(&[("why", "evicted")], int(http.evicted_responses_cut));
         },
+    },
+    NodeFamily {
+        name: "collector_http_web_config_reload_failures_total",
+        help: "Changes of --web.config.file (or of the certificate files it names) that did not load; the last good configuration stays in force, and the log says why.",
+        kind: Kind::Counter,
+        served: always,
+        samples: |_, http, emit| emit(&[], int(http.web_config_reload_failures)),
     },
     NodeFamily {
         name: "collector_http_retained_bodies",

@@ -145,6 +145,10 @@ fn render_parses_back_with_a_prometheus_parser_and_values_and_labels_round_trip(
         value("collector_http_connections_rejected_total", &none),
         3.0
     );
+    assert_eq!(
+        value("collector_http_web_config_reload_failures_total", &none),
+        2.0
+    );
     assert_eq!(value("collector_collections_total", &none), 9.0);
     assert_eq!(value("collector_scrape_duration_seconds", &none), 0.25);
     assert_eq!(
