@@ -260,7 +260,7 @@ impl Pod<'_> {
             }
         }
         drop(cri);
-        reap_shims(false);
+        reap_shims(None);
     }
 }
 
@@ -279,7 +279,7 @@ impl Drop for Pod<'_> {
         let _ = cri.stop_pod_sandbox(&self.container_id);
         let _ = cri.remove_pod_sandbox(&self.container_id);
         drop(cri);
-        reap_shims(false);
+        reap_shims(None);
     }
 }
 

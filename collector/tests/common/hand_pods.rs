@@ -66,15 +66,7 @@ impl HandMade {
     pub fn start(node: &Netns, subnet: u8) -> HandMade {
         check_templates();
         let gateway = format!("198.18.{subnet}.1/24");
-        node.ip(&[
-            "link",
-            "add",
-            BRIDGE,
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
+        add_bridge(node);
         node.ip(&["addr", "add", &gateway, "dev", BRIDGE]);
         node.ip(&["link", "set", BRIDGE, "up"]);
         HandMade {
