@@ -71,6 +71,18 @@ pub struct Interface {
     pub pod: Option<PodIdentity>,
 }
 
+#[cfg(test)]
+impl Interface {
+    /// A link with only its index and name set, for tests.
+    pub fn named(ifindex: u32, name: &str) -> Interface {
+        Interface {
+            ifindex,
+            name: name.into(),
+            ..Interface::default()
+        }
+    }
+}
+
 /// Every IFLA_STATS64 counter, named and ordered as in `struct
 /// rtnl_link_stats64` (the order the netlink source decodes them in).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -213,12 +213,17 @@ mod tests {
 
     const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
-    fn auth() -> Arc<BasicAuth> {
-        let hash = bcrypt::hash("s3cret:with colon", 4).unwrap();
-        Arc::new(BasicAuth::new(
+    /// One user, `prom`, whose password is hashed at bcrypt `cost`.
+    fn prom_only(password: &str, cost: u32) -> BasicAuth {
+        let hash = bcrypt::hash(password, cost).unwrap();
+        BasicAuth::new(
             BTreeMap::from([("prom".to_string(), hash)]),
             Checks::new().unwrap(),
-        ))
+        )
+    }
+
+    fn auth() -> Arc<BasicAuth> {
+        Arc::new(prom_only("s3cret:with colon", 4))
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -266,11 +271,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn an_unknown_user_is_refused_no_faster_than_a_known_one() {
-        let hash = bcrypt::hash("right", 8).unwrap();
-        let auth = BasicAuth::new(
-            BTreeMap::from([("prom".to_string(), hash)]),
-            Checks::new().unwrap(),
-        );
+        let auth = prom_only("right", 8);
         // Alternated, so that load from other tests slows both alike.
         let (mut known, mut unknown) = (Vec::new(), Vec::new());
         for _ in 0..7 {
@@ -290,11 +291,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_replayed_guess_costs_no_check() {
-        let hash = bcrypt::hash("right", 8).unwrap();
-        let auth = BasicAuth::new(
-            BTreeMap::from([("prom".to_string(), hash)]),
-            Checks::new().unwrap(),
-        );
+        let auth = prom_only("right", 8);
         let first = refusing(&auth, "prom", 1).await;
         let started = std::time::Instant::now();
         for _ in 0..10 {
