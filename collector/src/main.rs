@@ -16,7 +16,6 @@ use collector::share::Scraper;
 use collector::sources::ebpf::{EbpfConfig, EbpfSource};
 use collector::sources::netstat::PodNetstatSource;
 use collector::sources::pods::PodSource;
-use collector::web_config::WebConfig;
 
 fn main() -> std::process::ExitCode {
     limit_retained_heap();
@@ -129,19 +128,17 @@ fn serve(args: collector::cli::ServeArgs) -> anyhow::Result<()> {
             .exit();
     }
     // Read before anything touches the kernel: a bad file stops the start.
-    let web = match &args.web_config_file {
-        Some(path) => WebConfig::load(path)?,
-        None => WebConfig::default(),
-    };
-    let tls = web
-        .tls
-        .clone()
-        .map(http::ReloadingTls::new)
+    let web = args
+        .web_config_file
+        .as_deref()
+        .map(http::ReloadingWeb::load)
         .transpose()?
         .map(Arc::new);
-    let auth = (!web.users.is_empty()).then(|| Arc::new(http::BasicAuth::new(web.users.clone())));
-    if auth.is_some() && tls.is_none() {
-        tracing::warn!("basic auth without TLS: passwords cross the network in clear text");
+    if let Some(web) = &web {
+        let settings = web.in_force();
+        if settings.auth.is_some() && settings.tls.is_none() {
+            tracing::warn!("basic auth without TLS: passwords cross the network in clear text");
+        }
     }
     let collector = Arc::new(build_collector(&args.common, true));
     // Bound before the capabilities go, so a privileged port still works.
@@ -151,15 +148,13 @@ fn serve(args: collector::cli::ServeArgs) -> anyhow::Result<()> {
         listener: http::bind(args.listen, &metrics_limits)?,
         routes: http::Routes::All,
         limits: metrics_limits,
-        tls,
-        auth,
+        web,
     };
     let health = http::Endpoint {
         listener: http::bind(args.health_listen, &health_limits)?,
         routes: http::Routes::Health,
         limits: health_limits,
-        tls: None,
-        auth: None,
+        web: None,
     };
     drop_capabilities(&collector);
     let runtime = tokio::runtime::Builder::new_multi_thread()

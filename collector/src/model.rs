@@ -77,6 +77,18 @@ pub struct Interface {
     pub pod: Option<PodIdentity>,
 }
 
+#[cfg(test)]
+impl Interface {
+    /// A link with only its index and name set, for tests.
+    pub fn named(ifindex: u32, name: &str) -> Interface {
+        Interface {
+            ifindex,
+            name: name.into(),
+            ..Interface::default()
+        }
+    }
+}
+
 /// Every IFLA_STATS64 counter, named and ordered as in `struct
 /// rtnl_link_stats64` (the order the netlink source decodes them in).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -341,6 +353,9 @@ pub struct HttpStats {
     pub evicted_responses_cut: u64,
     /// Rendered bodies held for unfinished responses.
     pub retained_bodies: u64,
+    /// Changes of the web config file (or of the files it names) that did
+    /// not load, the last good configuration kept.
+    pub web_config_reload_failures: u64,
 }
 
 #[cfg(test)]

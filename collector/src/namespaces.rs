@@ -7,11 +7,16 @@
 //! sandbox owned each inode at the last collection; when that changes (the
 //! pod deleted, another pod created on the same inode, a namespace whose
 //! counts were served without a pod becoming a pod's), every entry read for
-//! the inode is forgotten, so the new owner starts at zero. A namespace no
-//! pod owns cannot be watched
-//! for its end (which process is in which namespace is behind
-//! `/proc/PID/ns/net`, which needs ptrace access): its entries are
-//! forgotten once they have not moved for [`IDLE_NAMESPACE`].
+//! the inode is forgotten, so the new owner starts at zero. A pod's
+//! namespace outlives its cache file for a moment (the runtime deletes the
+//! file, then the namespace), and its teardown drops would otherwise be
+//! kept as a namespace no pod owns: so for [`DEPARTED_COLLECTIONS`] after
+//! its pod went, an inode's new entries are forgotten too (once the
+//! namespace is dead the probe counts its drops at node level). Any other
+//! namespace no pod owns cannot be watched for its end (which process is in
+//! which namespace is behind `/proc/PID/ns/net`, which needs ptrace
+//! access): its entries are forgotten once they have not moved for
+//! [`IDLE_NAMESPACE`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -23,6 +28,10 @@ use crate::sources::pods::PodNamespace;
 /// How long the entries of a namespace no pod owns are kept without a new
 /// drop.
 pub const IDLE_NAMESPACE: Duration = Duration::from_secs(15 * 60);
+
+/// For how many collections after its pod went an inode's new entries
+/// are still the departed pod's teardown, forgotten rather than kept.
+pub const DEPARTED_COLLECTIONS: u8 = 3;
 
 /// Every namespace is created with its loopback first, at this ifindex.
 const LOOPBACK_IFINDEX: u32 = 1;
@@ -37,6 +46,9 @@ pub struct NamespaceLedger {
     owners: Option<HashMap<u32, Owner>>,
     /// Each unowned namespace's drops when they last moved, and when.
     unowned: HashMap<u32, (u64, Instant)>,
+    /// Inodes whose pod went, with the collections left in which their
+    /// new entries are its teardown's.
+    departed: HashMap<u32, u8>,
 }
 
 impl NamespaceLedger {
@@ -73,6 +85,8 @@ impl NamespaceLedger {
             if let (Some(before), Some(now_owners)) = (&self.owners, &current) {
                 let changed = match (before.get(&inode), now_owners.get(&inode)) {
                     (Some(before), now) => Some(before) != now,
+                    // A departed pod's namespace, still being torn down.
+                    (None, None) if self.departed.contains_key(&inode) => true,
                     // A pod's first drops may come before its first
                     // sighting; counts already kept for no one, or whose
                     // first drop is older than the pod's namespace, are
@@ -110,6 +124,15 @@ impl NamespaceLedger {
                 && !forgotten.contains(inode)
                 && owners.is_none_or(|o| !o.contains_key(inode))
         });
+        if let (Some(before), Some(now_owners)) = (&self.owners, &current) {
+            self.departed.retain(|inode, left| {
+                *left -= 1;
+                *left > 0 && !now_owners.contains_key(inode)
+            });
+            for inode in before.keys().filter(|i| !now_owners.contains_key(i)) {
+                self.departed.insert(*inode, DEPARTED_COLLECTIONS);
+            }
+        }
         if current.is_some() {
             self.owners = current;
         }

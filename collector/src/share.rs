@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use futures::future::{BoxFuture, FutureExt, Shared};
 use hyper::body::Bytes;
+use tokio::sync::watch;
 
 use crate::collect::Collector;
 use crate::model::{HttpStats, Snapshot};
@@ -88,7 +88,10 @@ impl Collected {
     }
 }
 
-type SharedCollection = Shared<BoxFuture<'static, Option<Arc<Collected>>>>;
+/// What the scrapes that join a collection wait on: `None` until it is
+/// done, then its result. A collection task that fails drops the sender
+/// without a value, which ends every wait with nothing.
+type SharedCollection = watch::Receiver<Option<Arc<Collected>>>;
 
 /// Counters of the HTTP layer itself, served beside the snapshot.
 #[derive(Debug, Default)]
@@ -99,6 +102,8 @@ pub struct HttpCounters {
     pub gzip_responses: AtomicU64,
     pub stalled_responses_cut: AtomicU64,
     pub evicted_responses_cut: AtomicU64,
+    /// Changes of the web config file that did not load.
+    pub web_config_reload_failures: AtomicU64,
 }
 
 pub struct Scraper {
@@ -136,6 +141,10 @@ impl Scraper {
             gzip_responses: self.http.gzip_responses.load(Ordering::Relaxed),
             stalled_responses_cut: self.http.stalled_responses_cut.load(Ordering::Relaxed),
             evicted_responses_cut: self.http.evicted_responses_cut.load(Ordering::Relaxed),
+            web_config_reload_failures: self
+                .http
+                .web_config_reload_failures
+                .load(Ordering::Relaxed),
             retained_bodies: self.bodies.retained() as u64,
         }
     }
@@ -178,21 +187,28 @@ impl Scraper {
     /// its outcome and clears the slot even when every scrape waiting for
     /// it has gone: a waiter that disconnects strands nothing.
     pub async fn collect(self: &Arc<Self>) -> Option<Arc<Collected>> {
-        let shared = {
+        let mut shared = {
             // Held while spawning so the task's own clean-up cannot run
-            // before its future is published in the slot.
+            // before its receiver is published in the slot.
             let mut slot = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
             match slot.as_ref() {
                 Some((_, shared)) => shared.clone(),
                 None => {
-                    let task = tokio::spawn(Arc::clone(self).run_collection());
-                    let shared = async move { task.await.ok().flatten() }.boxed().shared();
+                    let (done, shared) = watch::channel(None);
+                    let scraper = Arc::clone(self);
+                    tokio::spawn(async move {
+                        if let Some(collected) = scraper.run_collection().await {
+                            done.send_replace(Some(collected));
+                        }
+                    });
                     *slot = Some((Instant::now(), shared.clone()));
                     shared
                 }
             }
         };
-        shared.await
+        // Err: the task ended without a result (its sender dropped).
+        let result = shared.wait_for(Option::is_some).await;
+        result.ok().and_then(|collected| collected.clone())
     }
 
     async fn run_collection(self: Arc<Self>) -> Option<Arc<Collected>> {

@@ -153,12 +153,29 @@ fn traffic_pod<'a>(runtime: &'a PodRuntime, pod: (&str, &str)) -> Pod<'a> {
     pod
 }
 
+/// Tests that need a freed namespace inode back, or none to take one, run alone: the others
+/// make namespaces all the time (pods, and the mount namespaces of `ip
+/// netns exec`, `ip -n` and the collectors they start), and the kernel
+/// hands a freed inode to the next namespace of any type.
+static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held for a whole test that may run beside others.
+fn beside_others() -> std::sync::RwLockReadGuard<'static, ()> {
+    ALONE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held for a whole test that must run alone.
+fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    ALONE.write().unwrap_or_else(|e| e.into_inner())
+}
+
 fn settle() {
     std::thread::sleep(Duration::from_millis(300));
 }
 
 #[test]
 fn drops_inside_a_pod_are_its_own_by_kernel_reason_exactly() {
+    let _guard = beside_others();
     let has_reason = kfree_skb_has_reason();
     each_flavour(|flavour| pod_drops_match_the_kernel(flavour, has_reason));
 }
@@ -232,6 +249,7 @@ fn pod_drops_match_the_kernel(flavour: &str, has_reason: bool) {
 
 #[test]
 fn drops_in_a_namespace_no_pod_owns_never_reach_a_pod() {
+    let _guard = beside_others();
     each_flavour(namespace_without_pod);
 }
 
@@ -274,6 +292,7 @@ fn namespace_without_pod(flavour: &str) {
 
 #[test]
 fn a_pod_created_on_a_deleted_pods_namespace_inode_starts_at_zero() {
+    let _guard = alone();
     let has_reason = kfree_skb_has_reason();
     each_flavour(|flavour| new_pod_on_a_reused_inode(flavour, has_reason));
 }
@@ -361,6 +380,7 @@ fn new_pod_on_a_reused_inode(flavour: &str, has_reason: bool) {
 
 #[test]
 fn without_tracefs_the_btf_typed_probe_names_pod_drops_from_btf() {
+    let _guard = beside_others();
     require_root();
     let has_reason = kfree_skb_has_reason();
     let (node, runtime) = node_with_runtime(45);
@@ -407,11 +427,14 @@ fn without_tracefs_the_btf_typed_probe_names_pod_drops_from_btf() {
 
 #[test]
 fn out_of_order_and_fragment_queue_drops_are_the_pods() {
+    let _guard = beside_others();
     let has_reason = kfree_skb_has_reason();
     each_flavour(|flavour| queued::queued_drops_are_the_pods(flavour, has_reason));
 }
 
 #[test]
 fn drops_while_a_namespace_is_torn_down_are_never_its_inodes() {
+    // Alone: a namespace made meanwhile may take the dying one's inode.
+    let _guard = alone();
     each_flavour(dying::drops_of_a_dying_namespace);
 }

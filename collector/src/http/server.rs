@@ -1,21 +1,22 @@
 //! Listening sockets, the accept loop and one connection's life.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION};
 use hyper::server::conn::http1;
-use hyper::Request;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::slots::{Activity, QuietLimits, Slots, Tracked};
 use super::stall::StallGuard;
-use super::{route, BasicAuth, ReloadingTls, Routes};
+use super::{route, unauthorized, Body, ReloadingWeb, Routes};
 use crate::share::Scraper;
 
 #[derive(Debug, thiserror::Error)]
@@ -108,8 +109,8 @@ pub struct Endpoint {
     pub listener: std::net::TcpListener,
     pub routes: Routes,
     pub limits: ServerLimits,
-    pub tls: Option<Arc<ReloadingTls>>,
-    pub auth: Option<Arc<BasicAuth>>,
+    /// The web config file (TLS, basic auth), if any.
+    pub web: Option<Arc<ReloadingWeb>>,
 }
 
 /// Binds `address` with `limits`' buffer sizes and backlog (before
@@ -141,20 +142,19 @@ pub async fn serve(scraper: Arc<Scraper>, endpoint: Endpoint) -> std::io::Result
     let site = Arc::new(Site {
         routes: endpoint.routes,
         limits: endpoint.limits,
-        tls: endpoint.tls,
-        auth: endpoint.auth,
+        web: endpoint.web,
     });
     if let Ok(bound) = listener.local_addr() {
         let paths = match site.routes {
             Routes::All => "/metrics, /healthz, /readyz",
             Routes::Health => "/healthz, /readyz",
         };
-        let tls = if site.tls.is_some() { "https" } else { "http" };
-        let auth = if site.auth.is_some() {
-            ", basic auth"
-        } else {
-            ""
-        };
+        let settings = site.web.as_ref().map(|web| web.in_force());
+        let (tls, auth) = settings.map_or((false, false), |settings| {
+            (settings.tls.is_some(), settings.auth.is_some())
+        });
+        let tls = if tls { "https" } else { "http" };
+        let auth = if auth { ", basic auth" } else { "" };
         tracing::info!(address = %bound, "serving {paths} ({tls}{auth})");
     }
     let slots = Slots::new(site.limits.max_connections, site.limits.quiet);
@@ -176,7 +176,7 @@ pub async fn serve(scraper: Arc<Scraper>, endpoint: Endpoint) -> std::io::Result
         let (scraper, site) = (Arc::clone(&scraper), Arc::clone(&site));
         tokio::spawn(async move {
             let activity = Arc::clone(&slot.activity);
-            serve_connection(&scraper, &site, stream, activity).await;
+            serve_connection(&scraper, &site, stream, peer.ip(), activity).await;
             drop(slot);
         });
     }
@@ -192,25 +192,29 @@ fn count_rejected(scraper: &Scraper) {
 struct Site {
     routes: Routes,
     limits: ServerLimits,
-    tls: Option<Arc<ReloadingTls>>,
-    auth: Option<Arc<BasicAuth>>,
+    web: Option<Arc<ReloadingWeb>>,
 }
 
 async fn serve_connection(
     scraper: &Arc<Scraper>,
     site: &Arc<Site>,
     stream: TcpStream,
+    peer: IpAddr,
     activity: Arc<Activity>,
 ) {
     let limits = site.limits;
     let io = StallGuard::new(stream, Arc::clone(&activity));
     let work = async {
-        match &site.tls {
-            None => serve_http(scraper, site, io, &activity).await,
+        let settings = site
+            .web
+            .as_ref()
+            .map(|web| web.current(&scraper.http.web_config_reload_failures));
+        match settings.and_then(|settings| settings.tls.clone()) {
+            None => serve_http(scraper, site, io, peer, &activity).await,
             Some(tls) => {
-                let handshake = tls.acceptor().accept(io);
+                let handshake = tls.accept(io);
                 match tokio::time::timeout(limits.header_read_timeout, handshake).await {
-                    Ok(Ok(stream)) => serve_http(scraper, site, stream, &activity).await,
+                    Ok(Ok(stream)) => serve_http(scraper, site, stream, peer, &activity).await,
                     Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
                     Err(_) => {
                         activity.mark_cut();
@@ -239,22 +243,26 @@ async fn serve_connection(
     }
 }
 
-async fn serve_http<S>(scraper: &Arc<Scraper>, site: &Arc<Site>, io: S, activity: &Arc<Activity>)
-where
+async fn serve_http<S>(
+    scraper: &Arc<Scraper>,
+    site: &Arc<Site>,
+    io: S,
+    peer: IpAddr,
+    activity: &Arc<Activity>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = {
         let (scraper, site, activity) =
             (Arc::clone(scraper), Arc::clone(site), Arc::clone(activity));
         hyper::service::service_fn(move |request: Request<Incoming>| {
-            activity.busy();
             let (scraper, site, activity) = (
                 Arc::clone(&scraper),
                 Arc::clone(&site),
                 Arc::clone(&activity),
             );
             async move {
-                let response = route(&scraper, site.routes, site.auth.as_deref(), &request).await;
+                let response = answer(&scraper, &site, peer, &activity, &request).await;
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, activity)))
             }
         })
@@ -267,4 +275,35 @@ where
     if let Err(error) = builder.serve_connection(TokioIo::new(io), service).await {
         tracing::debug!(%error, "connection ended");
     }
+}
+
+/// Credentials first, then the route. A request waiting for its check is
+/// quiet, so guesses never pin a slot (see [`Activity::awaits_check`]).
+async fn answer(
+    scraper: &Arc<Scraper>,
+    site: &Site,
+    peer: IpAddr,
+    activity: &Activity,
+    request: &Request<Incoming>,
+) -> Response<Body> {
+    // Users as the file says now, on a connection opened before a change too.
+    let settings = site
+        .web
+        .as_ref()
+        .map(|web| web.current(&scraper.http.web_config_reload_failures));
+    if let Some(auth) = settings
+        .as_ref()
+        .and_then(|settings| settings.auth.as_ref())
+    {
+        activity.awaits_check();
+        let header = request.headers().get(AUTHORIZATION);
+        let admitted = auth
+            .admits(header.map(HeaderValue::as_bytes), peer, || activity.busy())
+            .await;
+        if !admitted {
+            return unauthorized();
+        }
+    }
+    activity.busy();
+    route(scraper, site.routes, request).await
 }

@@ -96,6 +96,18 @@ impl Activity {
         self.idle_since.store(0, Ordering::Relaxed);
     }
 
+    /// A request head is complete, and waits for its turn to have its
+    /// credentials checked: of no use to anyone until admitted, so quiet
+    /// from now on. A check's turn or an admission marks it [`busy`]:
+    /// guesses queued behind each other never pin a slot, and the one
+    /// check running at a time holds one for a bounded time.
+    ///
+    /// [`busy`]: Activity::busy
+    pub fn awaits_check(&self) {
+        self.serving.store(false, Ordering::Relaxed);
+        self.idle_since.store(now(), Ordering::Relaxed);
+    }
+
     fn idle(&self) {
         self.serving.store(false, Ordering::Relaxed);
         self.idle_since.store(now(), Ordering::Relaxed);
@@ -349,6 +361,27 @@ mod tests {
         assert_eq!(slots.held(), 1);
         drop(fifth);
         assert_eq!(slots.held(), 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_request_waiting_for_its_check_gives_way_and_one_being_checked_does_not() {
+        let slots = Slots::new(2, QUIET);
+        let (waiting, _) = admitted(slots.admit());
+        let (checked, _) = admitted(slots.admit());
+        waiting.activity.awaits_check();
+        checked.activity.awaits_check();
+        checked.activity.busy();
+        // Judged as before a first request: nothing was admitted yet.
+        std::thread::sleep(QUIET.after_a_request);
+        assert!(matches!(slots.admit(), Admission::Full));
+        std::thread::sleep(QUIET.before_a_request - QUIET.after_a_request);
+        let (_newcomer, evicted) = admitted(slots.admit());
+        assert!(evicted);
+        told_to_close(&waiting).await;
+        assert!(
+            matches!(slots.admit(), Admission::Full),
+            "the check runs on"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -1,22 +1,13 @@
-//! TLS for the main listener, with the certificate reloaded when its files
-//! change: cert-manager and Kubernetes secrets rotate certificates in
-//! place, and a restart would reset every eBPF counter.
-//!
-//! Each handshake stats the files (three `stat` calls: nothing next to a
-//! handshake); when one changed since the last attempt the configuration is
-//! rebuilt. A change that does not load (a half-written file, a key that
-//! does not match) is logged and the previous certificate kept; the next
-//! change is tried again.
+//! The rustls configuration of the main listener, built from the files the
+//! web config names (reloaded with it: see `web`).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use tokio_rustls::TlsAcceptor;
 
 use crate::web_config::{ClientAuth, TlsFiles, TlsVersion};
 
@@ -46,69 +37,6 @@ pub enum TlsError {
     },
 }
 
-/// Identity of a file's current content, as far as `stat` tells.
-type Stamp = Vec<Option<(SystemTime, u64, u64)>>;
-
-pub struct ReloadingTls {
-    files: TlsFiles,
-    current: Mutex<(Stamp, TlsAcceptor)>,
-}
-
-impl ReloadingTls {
-    /// Loads the files now: a certificate that does not load stops the
-    /// start with an error naming the file.
-    pub fn new(files: TlsFiles) -> Result<Self, TlsError> {
-        let stamp = stamp(&files);
-        let acceptor = TlsAcceptor::from(load(&files)?);
-        Ok(ReloadingTls {
-            files,
-            current: Mutex::new((stamp, acceptor)),
-        })
-    }
-
-    /// The acceptor for a new connection, reloaded first if a file changed.
-    pub fn acceptor(&self) -> TlsAcceptor {
-        let now = stamp(&self.files);
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if current.0 != now {
-            current.0 = now;
-            match load(&self.files) {
-                Ok(config) => {
-                    tracing::info!(cert = %self.files.cert_file.display(), "TLS certificate reloaded");
-                    current.1 = TlsAcceptor::from(config);
-                }
-                Err(error) => {
-                    let cause = std::error::Error::source(&error).map(ToString::to_string);
-                    tracing::warn!(
-                        %error,
-                        cause = cause.unwrap_or_default(),
-                        "TLS files changed but do not load; serving the previous certificate"
-                    );
-                }
-            }
-        }
-        current.1.clone()
-    }
-}
-
-fn stamp(files: &TlsFiles) -> Stamp {
-    let paths = [
-        Some(&files.cert_file),
-        Some(&files.key_file),
-        files.client_ca_file.as_ref(),
-    ];
-    paths
-        .into_iter()
-        .flatten()
-        .map(|path| {
-            use std::os::unix::fs::MetadataExt;
-            // Follows symlinks: a Kubernetes secret swaps its `..data` link.
-            let meta = std::fs::metadata(path).ok()?;
-            Some((meta.modified().ok()?, meta.len(), meta.ino()))
-        })
-        .collect()
-}
-
 fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = |source| TlsError::Pem {
         what,
@@ -128,7 +56,7 @@ fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
-fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn load(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = certificates("certificate file", &files.cert_file)?;
     let key = PrivateKeyDer::from_pem_file(&files.key_file).map_err(|source| TlsError::Pem {
         what: "key file",

@@ -63,11 +63,12 @@ fn a_namespace_whose_owner_changes_is_forgotten_so_no_pod_inherits_counts() {
     );
     // Counts served for a namespace no pod owned are not a new pod's.
     assert!(ledger
-        .forgotten(&reading(&[(9, 0, 1)]), Some(&none), now)
+        .forgotten(&reading(&[(10, 0, 1)]), Some(&none), now)
         .is_empty());
+    let web_on_10 = HashMap::from([(10, pod("web", "s4"))]);
     assert_eq!(
-        ledger.forgotten(&reading(&[(9, 0, 1)]), Some(&web), now),
-        [9].into()
+        ledger.forgotten(&reading(&[(10, 0, 1)]), Some(&web_on_10), now),
+        [10].into()
     );
 }
 
@@ -201,4 +202,48 @@ fn counts_older_than_a_new_pods_namespace_are_a_dead_namespaces() {
     let mut own = reading(&[(9, 2, 3)]);
     own.first_drops.insert(9, 3_000);
     assert!(ledger.forgotten(&own, Some(&db(2_000)), now).is_empty());
+}
+
+#[test]
+fn a_departed_pods_teardown_drops_are_forgotten_for_a_few_collections() {
+    let mut ledger = NamespaceLedger::default();
+    let now = Instant::now();
+    let web = HashMap::from([(9, pod("web", "s1"))]);
+    let none = HashMap::new();
+    assert!(ledger
+        .forgotten(&reading(&[(9, 2, 5)]), Some(&web), now)
+        .is_empty());
+    // The cache file gone: the pod's counts go.
+    assert_eq!(
+        ledger.forgotten(&reading(&[(9, 2, 5)]), Some(&none), now),
+        [9].into()
+    );
+    // Its namespace, still torn down, drops again: not kept for no one.
+    for _ in 0..DEPARTED_COLLECTIONS {
+        assert_eq!(
+            ledger.forgotten(&reading(&[(9, 0, 3)]), Some(&none), now),
+            [9].into()
+        );
+    }
+    // Afterwards an unowned namespace on that inode is served as usual.
+    assert!(ledger
+        .forgotten(&reading(&[(9, 0, 3)]), Some(&none), now)
+        .is_empty());
+    // Pod identity unread: nothing departs, nothing is forgotten for it.
+    let mut ledger = NamespaceLedger::default();
+    ledger.forgotten(&reading(&[(9, 2, 5)]), Some(&web), now);
+    assert!(ledger
+        .forgotten(&reading(&[(9, 2, 6)]), None, now)
+        .is_empty());
+    // A new pod on the inode ends the departed pod's teardown.
+    let mut ledger = NamespaceLedger::default();
+    ledger.forgotten(&reading(&[(9, 2, 5)]), Some(&web), now);
+    ledger.forgotten(&reading(&[]), Some(&none), now);
+    let db = HashMap::from([(9, pod("db", "s2"))]);
+    assert!(ledger
+        .forgotten(&reading(&[(9, 2, 1)]), Some(&db), now)
+        .is_empty());
+    assert!(ledger
+        .forgotten(&reading(&[(9, 2, 2)]), Some(&db), now)
+        .is_empty());
 }

@@ -36,9 +36,16 @@ fn one_link() -> crate::collect::LinkSource {
 #[tokio::test(flavor = "current_thread")]
 async fn concurrent_scrapes_share_one_collection_and_one_body() {
     let scraper = scraper_with(one_link(), Duration::from_secs(60));
-    // All 32 are polled before the blocking collection can finish, so
-    // they must all join the first one.
-    let all: Vec<_> = futures::future::join_all((0..32).map(|_| scraper.collect()))
+    // The 32 tasks are queued before the collection task the first one
+    // spawns, so on this one thread all of them ask before it can finish:
+    // they must all join the first collection.
+    let mut scrapes = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let scraper = Arc::clone(&scraper);
+        scrapes.spawn(async move { scraper.collect().await });
+    }
+    let all: Vec<_> = scrapes
+        .join_all()
         .await
         .into_iter()
         .map(Option::unwrap)

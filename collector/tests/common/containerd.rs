@@ -39,24 +39,29 @@ pub struct Containerd {
     cri: Mutex<Cri>,
 }
 
+/// The pods' bridge in `node`. The bridge plugin takes a bridge of its
+/// name as it finds it. One made with multicast snooping on joins the
+/// all-snoopers group and sends IGMP reports, which every pod receives and
+/// drops (multicast not for it) at moments no test controls; so none is
+/// sent.
+pub fn add_bridge(node: &Netns) {
+    node.ip(&[
+        "link",
+        "add",
+        BRIDGE,
+        "type",
+        "bridge",
+        "mcast_snooping",
+        "0",
+    ]);
+}
+
 impl Containerd {
     /// Starts containerd in `node`, its pods addressed from
     /// 198.18.`subnet`.0/24 (the bridge has .1).
     pub fn start(node: &Netns, subnet: u8) -> Containerd {
         become_subreaper();
-        // The bridge plugin takes a bridge of its name as it finds it. One
-        // made with multicast snooping on joins the all-snoopers group and
-        // sends IGMP reports, which every pod receives and drops (multicast
-        // not for it) at moments no test controls; so none is sent.
-        node.ip(&[
-            "link",
-            "add",
-            BRIDGE,
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
+        add_bridge(node);
         let dir = tempfile::Builder::new()
             .prefix("containerd-")
             .tempdir()
@@ -148,7 +153,7 @@ impl Drop for Containerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        reap_shims(true);
+        reap_shims(Some(self.dir.path()));
         remove_empty_cgroups();
     }
 }
@@ -330,10 +335,13 @@ fn become_subreaper() {
 }
 
 /// Reaps the exited shims (and the sandbox processes they orphan when
-/// killed) that were reparented to this process; with `kill`, ends the
-/// ones still running first (containerd is gone, nothing else would).
-/// Never touches the test's own children, which `std::process` waits for.
-pub fn reap_shims(kill: bool) {
+/// killed) that were reparented to this process. With `kill_of`, the root
+/// of a containerd that is gone, first ends its shims still running (found
+/// by the address in their command line: other tests' containerds run in
+/// this process too and keep theirs) and the pause processes orphaned to
+/// this process. Never touches the test's own children, which
+/// `std::process` waits for.
+pub fn reap_shims(kill_of: Option<&Path>) {
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
@@ -356,7 +364,13 @@ pub fn reap_shims(kill: bool) {
             continue;
         }
         if state != Some("Z") {
-            if !kill {
+            let ours = match kill_of {
+                None => false,
+                Some(_) if comm == "pause" => true,
+                Some(root) => std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*root.to_string_lossy())),
+            };
+            if !ours {
                 continue;
             }
             // SAFETY: a process containerd started for this harness.

@@ -87,15 +87,7 @@ impl PodRuntime {
 
     /// Starts a pod named `name` in `namespace` with a fresh UID.
     pub fn run_pod(&self, pod: (&str, &str)) -> Pod<'_> {
-        let hex = unique_hex(32);
-        let uid = format!(
-            "{}-{}-{}-{}-{}",
-            &hex[..8],
-            &hex[8..12],
-            &hex[12..16],
-            &hex[16..20],
-            &hex[20..]
-        );
+        let uid = unique_uuid();
         match &self.maker {
             Maker::Containerd(containerd) => self.run_through_cri(containerd, pod, uid),
             Maker::ByHand(made, count) => {
@@ -260,7 +252,7 @@ impl Pod<'_> {
             }
         }
         drop(cri);
-        reap_shims(false);
+        reap_shims(None);
     }
 }
 
@@ -279,17 +271,33 @@ impl Drop for Pod<'_> {
         let _ = cri.stop_pod_sandbox(&self.container_id);
         let _ = cri.remove_pod_sandbox(&self.container_id);
         drop(cri);
-        reap_shims(false);
+        reap_shims(None);
     }
 }
 
-/// Unique per test process and call: UIDs and ids.
+/// A unique id in UUID form (8-4-4-4-12 hex digits), as pod UIDs and
+/// containerd's `cni-<uuid>` namespace names are.
+pub fn unique_uuid() -> String {
+    let hex = unique_hex(32);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// Unique per test process and call: UIDs and ids. The call's counter
+/// comes first, so even the first 8 digits (a veth's name) differ between
+/// calls of one process.
 pub fn unique_hex(width: usize) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
     let counter = super::netns::NEXT_NETNS.fetch_add(1, Ordering::Relaxed);
-    let text = format!("{:08x}{:08x}{:08x}", std::process::id(), counter, nanos);
+    let text = format!("{:08x}{:08x}{:08x}", counter, nanos, std::process::id());
     text.chars().cycle().take(width).collect()
 }

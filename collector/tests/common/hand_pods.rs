@@ -66,15 +66,7 @@ impl HandMade {
     pub fn start(node: &Netns, subnet: u8) -> HandMade {
         check_templates();
         let gateway = format!("198.18.{subnet}.1/24");
-        node.ip(&[
-            "link",
-            "add",
-            BRIDGE,
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
+        add_bridge(node);
         node.ip(&["addr", "add", &gateway, "dev", BRIDGE]);
         node.ip(&["link", "set", BRIDGE, "up"]);
         HandMade {
@@ -91,15 +83,7 @@ impl HandMade {
 
     /// Pod number `index` (from 0) of this node: address .(index + 2).
     pub fn run_pod(&self, (namespace, name): (&str, &str), uid: &str, index: u8) -> HandMadePod {
-        let hex = unique_hex(32);
-        let netns_name = format!(
-            "cni-{}-{}-{}-{}-{}",
-            &hex[..8],
-            &hex[8..12],
-            &hex[12..16],
-            &hex[16..20],
-            &hex[20..]
-        );
+        let netns_name = format!("cni-{}", unique_uuid());
         // IPv6 off and lo up before eth0 exists: as the sysctls containerd's
         // pods get, without the router solicitation eth0 would send first.
         let pod = Netns::named(netns_name.clone());

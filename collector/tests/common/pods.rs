@@ -35,15 +35,7 @@ impl CniPod {
         host_veth: &str,
         subnet: u8,
     ) -> CniPod {
-        let uuid = unique_hex(32);
-        let netns = Netns::named(format!(
-            "cni-{}-{}-{}-{}-{}",
-            &uuid[..8],
-            &uuid[8..12],
-            &uuid[12..16],
-            &uuid[16..20],
-            &uuid[20..32]
-        ));
+        let netns = Netns::named(format!("cni-{}", unique_uuid()));
         let mut pod = CniPod {
             netns,
             namespace: namespace.into(),

@@ -41,6 +41,7 @@ fn owner_split(metrics: &Metrics, pod: &CniPod) -> (f64, f64) {
 
 #[test]
 fn a_failed_read_of_a_live_pods_cache_or_netns_keeps_its_counts() {
+    let _guard = beside_others();
     require_root();
     let (node, results, pod) = node_with_pod(("shop", "cart-0"), "azvrace0", 43);
     // The pods' netns files as links in a directory of the test's, so one
@@ -96,6 +97,7 @@ fn a_failed_read_of_a_live_pods_cache_or_netns_keeps_its_counts() {
 
 #[test]
 fn while_pod_identity_is_down_pod_drops_keep_their_owners() {
+    let _guard = beside_others();
     require_root();
     let (node, results, pod) = node_with_pod(("shop", "web-0"), "azvrace1", 44);
     let collector = start(&node, results.path(), "btf");
@@ -124,6 +126,7 @@ fn while_pod_identity_is_down_pod_drops_keep_their_owners() {
 
 #[test]
 fn a_pods_leaked_old_sandbox_never_serves_its_series_twice() {
+    let _guard = beside_others();
     require_root();
     let (node, results, old) = node_with_pod(("shop", "api-0"), "azvrace2", 45);
     // The same pod's new sandbox, while the old one's namespace lingers.
@@ -171,6 +174,7 @@ fn pod_info_of(metrics: &Metrics, veth: &str) -> Option<String> {
 
 #[test]
 fn a_pod_that_lived_and_died_between_two_scrapes_passes_nothing_to_the_next_on_its_inode() {
+    let _guard = alone();
     require_root();
     let node = Netns::new("pdnode");
     without_ipv6(&[&node]);
@@ -223,6 +227,7 @@ fn a_pod_that_lived_and_died_between_two_scrapes_passes_nothing_to_the_next_on_i
 
 #[test]
 fn drops_on_an_excluded_interface_stay_in_the_nodes_totals() {
+    let _guard = beside_others();
     require_root();
     let (node, results, pod) = node_with_pod(("shop", "db-0"), "azvexcl0", 49);
     let args = [
@@ -268,4 +273,29 @@ fn drops_on_an_excluded_interface_stay_in_the_nodes_totals() {
     settle();
     collector.scrape(&node);
     assert_eq!(host(&collector.scrape(&node)) - before, no_ports);
+}
+
+/// The runtime deletes a pod's cache file, then its namespace: drops in
+/// between (its teardown) are no one's, and are not kept as a namespace no
+/// pod owns (which would stay for 15 minutes); those after the namespace
+/// is gone are counted at node level.
+#[test]
+fn a_departed_pods_teardown_drops_are_not_kept_for_its_inode() {
+    let _guard = beside_others();
+    require_root();
+    let (node, results, pod) = node_with_pod(("shop", "gone-0"), "azvrace9", 50);
+    let collector = start(&node, results.path(), "btf");
+    closed_port_drops(&node, &pod, 20);
+    assert_eq!(owner_split(&collector.scrape(&node), &pod), (20.0, 0.0));
+
+    std::fs::remove_file(&pod.attachments[0].2).unwrap();
+    assert_eq!(owner_split(&collector.scrape(&node), &pod), (0.0, 0.0));
+    for round in 0..2 {
+        closed_port_drops(&node, &pod, 15);
+        assert_eq!(
+            owner_split(&collector.scrape(&node), &pod),
+            (0.0, 0.0),
+            "teardown drops kept for the departed pod's inode (round {round})"
+        );
+    }
 }

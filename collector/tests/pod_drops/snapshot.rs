@@ -5,6 +5,7 @@ use super::*;
 
 #[test]
 fn snapshot_lists_the_pods_with_most_drops_and_their_reasons() {
+    let _guard = beside_others();
     require_root();
     let has_reason = kfree_skb_has_reason();
     let (node, runtime) = node_with_runtime(46);

@@ -313,6 +313,13 @@ const FAMILIES: [NodeFamily; 25] = [
         },
     },
     NodeFamily {
+        name: "collector_http_web_config_reload_failures_total",
+        help: "Changes of --web.config.file (or of the certificate files it names) that did not load; the last good configuration stays in force, and the log says why.",
+        kind: Kind::Counter,
+        served: always,
+        samples: |_, http, emit| emit(&[], int(http.web_config_reload_failures)),
+    },
+    NodeFamily {
         name: "collector_http_retained_bodies",
         help: "Rendered /metrics bodies held for responses still being read (bounded).",
         kind: Kind::Gauge,

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+mod exposition;
 mod limits;
 mod parsed;
 #[path = "../../../tests/fixtures/snapshots.rs"]

@@ -133,14 +133,6 @@ mod tests {
     use super::*;
     use crate::sources::netlink::LinkCounters;
 
-    fn link(ifindex: u32, name: &str) -> Link {
-        Link {
-            ifindex,
-            name: name.into(),
-            ..Link::default()
-        }
-    }
-
     fn counters(rx_bytes: u64) -> LinkCounters {
         LinkCounters {
             rx_bytes,
@@ -150,7 +142,11 @@ mod tests {
 
     #[test]
     fn fresh_counters_go_onto_cached_links_and_deleted_links_drop_out() {
-        let cached = [link(1, "lo"), link(7, "veth7"), link(9, "gone")];
+        let cached = [
+            Link::named(1, "lo"),
+            Link::named(7, "veth7"),
+            Link::named(9, "gone"),
+        ];
         let merged = merge(&cached, vec![(7, counters(700)), (1, counters(100))]).unwrap();
         let view: Vec<(&str, u64)> = merged
             .iter()
@@ -161,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_link_unknown_to_the_cache_asks_for_a_refresh() {
-        let cached = [link(1, "lo")];
+        let cached = [Link::named(1, "lo")];
         assert!(merge(&cached, vec![(1, counters(1)), (12, counters(2))]).is_none());
     }
 }

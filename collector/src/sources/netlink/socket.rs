@@ -108,31 +108,9 @@ impl DumpSocket {
         // ifindex 0: every link.
         let mut request = StatsMessage::default();
         request.header.filter_mask = StatsFilterMask::Link64;
-        let sequence = self.request("RTM_GETSTATS", RouteNetlinkMessage::GetStats(request))?;
-        let mut counters = Vec::new();
-        let mut interrupted = false;
-        let (socket, buffer) = (&self.socket, &mut self.buffer);
-        receive(
-            socket,
-            buffer,
-            "RTM_GETSTATS",
-            deadline,
-            timeout,
-            &mut |datagram| {
-                parse_datagram(
-                    datagram,
-                    sequence,
-                    "RTM_GETSTATS",
-                    &mut interrupted,
-                    &mut |kind, payload| {
-                        if kind == decode::RTM_NEWSTATS {
-                            counters.extend(decode::stats_from_payload(payload));
-                        }
-                    },
-                )
-            },
-        )?;
-        Ok((counters, interrupted))
+        let request = RouteNetlinkMessage::GetStats(request);
+        let what = ("RTM_GETSTATS", decode::RTM_NEWSTATS);
+        self.dump(what, request, decode::stats_from_payload, deadline, timeout)
     }
 
     /// The main table's host routes (`/32`, `/128`) with their output
@@ -145,31 +123,46 @@ impl DumpSocket {
     ) -> Result<Vec<(IpAddr, u32)>, NetlinkError> {
         // AF_UNSPEC: both families in one dump.
         let request = RouteNetlinkMessage::GetRoute(RouteMessage::default());
-        let sequence = self.request("RTM_GETROUTE", request)?;
-        let mut routes = Vec::new();
-        let mut interrupted = false;
-        let (socket, buffer) = (&self.socket, &mut self.buffer);
-        receive(
-            socket,
-            buffer,
-            "RTM_GETROUTE",
+        let what = ("RTM_GETROUTE", decode::RTM_NEWROUTE);
+        let (routes, _) = self.dump(
+            what,
+            request,
+            decode::host_route_from_payload,
             deadline,
             timeout,
-            &mut |datagram| {
-                parse_datagram(
-                    datagram,
-                    sequence,
-                    "RTM_GETROUTE",
-                    &mut interrupted,
-                    &mut |kind, payload| {
-                        if kind == decode::RTM_NEWROUTE {
-                            routes.extend(decode::host_route_from_payload(payload));
-                        }
-                    },
-                )
-            },
         )?;
         Ok(routes)
+    }
+
+    /// One dump of `request`: what `decode` makes of each reply of the
+    /// `(name, reply type)` asked for, and whether the kernel flagged the
+    /// dump as interrupted.
+    fn dump<T>(
+        &mut self,
+        (name, reply): (&'static str, u16),
+        request: RouteNetlinkMessage,
+        decode: fn(&[u8]) -> Option<T>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(Vec<T>, bool), NetlinkError> {
+        let sequence = self.request(name, request)?;
+        let mut found = Vec::new();
+        let mut interrupted = false;
+        let (socket, buffer) = (&self.socket, &mut self.buffer);
+        receive(socket, buffer, name, deadline, timeout, &mut |datagram| {
+            parse_datagram(
+                datagram,
+                sequence,
+                name,
+                &mut interrupted,
+                &mut |kind, payload| {
+                    if kind == reply {
+                        found.extend(decode(payload));
+                    }
+                },
+            )
+        })?;
+        Ok((found, interrupted))
     }
 
     fn request(

@@ -1,0 +1,258 @@
+//! The web config file in force on the main listener, reloaded whole when
+//! it or a file it names changes (as exporter-toolkit re-reads it): users,
+//! certificates and TLS settings change without a restart, which would
+//! reset every eBPF counter. cert-manager and Kubernetes secrets replace
+//! files in place.
+//!
+//! Each connection and each request stats the files (a few `stat` calls:
+//! nothing beside a handshake or a bcrypt check); when one changed since
+//! the last attempt the whole configuration is loaded again. One that does
+//! not load (a half-written file, a bad hash, a key that does not match)
+//! is logged and counted, and the last good one stays in force; the next
+//! change is tried again.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio_rustls::TlsAcceptor;
+
+use super::auth::{BasicAuth, Checks, NoRandomness};
+use super::tls::{self, TlsError};
+use crate::web_config::{WebConfig, WebConfigError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error(transparent)]
+    Config(#[from] WebConfigError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Auth(#[from] NoRandomness),
+    /// The listener's protocol is chosen at start: a file edit never turns
+    /// HTTPS into plain HTTP.
+    #[error("web config {path}: tls_server_config {change}; switching between HTTP and HTTPS needs a restart")]
+    TlsSwitch { path: PathBuf, change: &'static str },
+}
+
+/// What one version of the file serves.
+pub struct WebSettings {
+    pub tls: Option<TlsAcceptor>,
+    pub auth: Option<Arc<BasicAuth>>,
+}
+
+/// Identity of each watched file's content, as far as `stat` tells.
+type Stamp = Vec<Option<(SystemTime, u64, u64)>>;
+
+pub struct ReloadingWeb {
+    path: PathBuf,
+    checks: Arc<Checks>,
+    current: Mutex<Current>,
+}
+
+struct Current {
+    /// The web config file and the files it named when last read.
+    watched: Vec<PathBuf>,
+    stamp: Stamp,
+    settings: Arc<WebSettings>,
+}
+
+impl ReloadingWeb {
+    /// Loads the file now: one that does not load stops the start with an
+    /// error naming the file and the setting.
+    pub fn load(path: &Path) -> Result<Self, WebError> {
+        let checks = Checks::new()?;
+        let attempt = attempt(path, None, &checks);
+        Ok(ReloadingWeb {
+            path: path.to_path_buf(),
+            checks,
+            current: Mutex::new(Current {
+                settings: Arc::new(attempt.settings?),
+                watched: attempt.watched,
+                stamp: attempt.stamp,
+            }),
+        })
+    }
+
+    /// The settings in force, without looking for changes.
+    pub fn in_force(&self) -> Arc<WebSettings> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(&current.settings)
+    }
+
+    /// The settings for a new connection or request, reloaded first if a
+    /// file changed; `failures` counts changes that did not load.
+    pub fn current(&self, failures: &AtomicU64) -> Arc<WebSettings> {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if stamp(&current.watched) != current.stamp {
+            let had_tls = current.settings.tls.is_some();
+            let attempt = attempt(&self.path, Some(had_tls), &self.checks);
+            // Stamped as read whatever the outcome, so that the same bad
+            // content is not tried again at every connection.
+            current.watched = attempt.watched;
+            current.stamp = attempt.stamp;
+            match attempt.settings {
+                Ok(settings) => {
+                    tracing::info!(path = %self.path.display(), "web config reloaded");
+                    if settings.tls.is_some() {
+                        tracing::info!("TLS certificate reloaded");
+                    }
+                    current.settings = Arc::new(settings);
+                }
+                Err(error) => {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    let cause = std::error::Error::source(&error).map(ToString::to_string);
+                    tracing::warn!(
+                        %error,
+                        cause = cause.unwrap_or_default(),
+                        "web config or the files it names changed but do not load; \
+                         serving the last good configuration"
+                    );
+                }
+            }
+        }
+        Arc::clone(&current.settings)
+    }
+}
+
+/// One reading of the file and of the files it names.
+struct Attempt {
+    watched: Vec<PathBuf>,
+    stamp: Stamp,
+    settings: Result<WebSettings, WebError>,
+}
+
+/// Reads `path` and what it names; `had_tls` is whether the listener
+/// serves TLS (`None` at start, when the file decides).
+fn attempt(path: &Path, had_tls: Option<bool>, checks: &Arc<Checks>) -> Attempt {
+    // Each file is stamped before it is read: a change made meanwhile is
+    // seen at the next look.
+    let mut watched = vec![path.to_path_buf()];
+    let mut stamp = stamp(&watched);
+    let config = match WebConfig::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            return Attempt {
+                watched,
+                stamp,
+                settings: Err(error.into()),
+            }
+        }
+    };
+    if let Some(files) = &config.tls {
+        let named = [Some(&files.cert_file), Some(&files.key_file)];
+        let named: Vec<PathBuf> = named
+            .into_iter()
+            .chain([files.client_ca_file.as_ref()])
+            .flatten()
+            .cloned()
+            .collect();
+        stamp.extend(self::stamp(&named));
+        watched.extend(named);
+    }
+    let settings = match had_tls {
+        Some(had) if had != config.tls.is_some() => Err(WebError::TlsSwitch {
+            path: path.to_path_buf(),
+            change: if had { "removed" } else { "added" },
+        }),
+        _ => settings(&config, checks),
+    };
+    Attempt {
+        watched,
+        stamp,
+        settings,
+    }
+}
+
+fn settings(config: &WebConfig, checks: &Arc<Checks>) -> Result<WebSettings, WebError> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(tls::load)
+        .transpose()?
+        .map(TlsAcceptor::from);
+    let auth = if config.users.is_empty() {
+        None
+    } else {
+        Some(Arc::new(BasicAuth::new(
+            config.users.clone(),
+            Arc::clone(checks),
+        )))
+    };
+    Ok(WebSettings { tls, auth })
+}
+
+fn stamp(paths: &[PathBuf]) -> Stamp {
+    paths
+        .iter()
+        .map(|path| {
+            use std::os::unix::fs::MetadataExt;
+            // Follows symlinks: a Kubernetes secret swaps its `..data` link.
+            let meta = std::fs::metadata(path).ok()?;
+            Some((meta.modified().ok()?, meta.len(), meta.ino()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::auth::header;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn users(password: &str) -> String {
+        let hash = bcrypt::hash(password, 4).unwrap();
+        format!("basic_auth_users:\n  prom: '{hash}'\n")
+    }
+
+    /// Replaced whole, as a Secret update does: a new inode each time.
+    fn replace(path: &Path, text: &str) {
+        let aside = path.with_extension("new");
+        std::fs::write(&aside, text).unwrap();
+        std::fs::rename(&aside, path).unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_change_is_in_force_at_once_and_a_bad_one_or_a_switch_to_https_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yml");
+        replace(&path, &users("first"));
+        let web = ReloadingWeb::load(&path).unwrap();
+        let failures = AtomicU64::new(0);
+        let admits = |password: &'static str| {
+            let auth = web.current(&failures).auth.clone().expect("basic auth");
+            async move {
+                let header = header("prom", password);
+                let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
+                auth.admits(Some(header.as_bytes()), peer, || {}).await
+            }
+        };
+        assert!(admits("first").await);
+        replace(&path, &users("second"));
+        assert!(admits("second").await);
+        assert!(!admits("first").await);
+        assert_eq!(failures.load(Ordering::Relaxed), 0);
+
+        let https = "tls_server_config:\n  cert_file: a.pem\n  key_file: a.key\n";
+        let bad = [
+            "basic_auth_users: [".to_string(),
+            "basic_auth_users:\n  prom: plain\n".to_string(),
+            format!("{https}{}", users("third")),
+        ];
+        for (count, bad) in bad.iter().enumerate() {
+            replace(&path, bad);
+            assert!(admits("second").await, "{bad}");
+            assert!(!admits("third").await, "{bad}");
+            // Counted once per change, not at every look.
+            assert!(admits("second").await);
+            assert_eq!(failures.load(Ordering::Relaxed), count as u64 + 1);
+        }
+        assert!(web.in_force().tls.is_none());
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            admits("second").await,
+            "a file gone keeps the last good one"
+        );
+    }
+}
