@@ -75,7 +75,7 @@ fn sources_up(snapshot: &Snapshot) -> Vec<(&'static str, bool)> {
     up
 }
 
-const FAMILIES: [NodeFamily; 25] = [
+const FAMILIES: [NodeFamily; 26] = [
     NodeFamily {
         name: "collector_build_info",
         help: "Build of the running collector; value is always 1.",
