@@ -19,6 +19,10 @@ pub const TRAFFIC_MAP_ENTRIES: u32 = 1_024;
 /// shared between its host veth and its own namespace (`eth0`, no device,
 /// `lo`); docs/metrics.md#kernel-memory-of-the-maps gives the sizing.
 pub const DROP_MAP_ENTRIES: u32 = 4 * TRAFFIC_MAP_ENTRIES;
+/// Default bound of (namespace, event, detail) triples in the TCP event
+/// map: as many as drops. A pod that connects, accepts, retransmits and
+/// sees resets with one handshake-RTT bucket per side uses about 10.
+pub const TCP_MAP_ENTRIES: u32 = 4 * TRAFFIC_MAP_ENTRIES;
 /// `netns` of a drop no namespace could be found for (no receiving socket,
 /// no device, no socket): a node-level count by reason.
 pub const NETNS_NONE: u32 = 0;
@@ -109,7 +113,107 @@ pub struct KernelLayout {
     /// has one. The count is 0 once the namespace is being torn down.
     pub net_refcount: u32,
     pub net_has_refcount: u32,
+    /// `sock:inet_sock_set_state` record: offsets of `skaddr`, `oldstate`,
+    /// `newstate` and `protocol`.
+    pub state_skaddr: u32,
+    pub state_oldstate: u32,
+    pub state_newstate: u32,
+    pub state_protocol: u32,
+    /// `tcp:tcp_retransmit_skb` record: offsets of `skaddr` and `state`.
+    pub retransmit_skaddr: u32,
+    pub retransmit_state: u32,
+    /// `tcp:tcp_retransmit_synack` record: offset of `skaddr`.
+    pub synack_skaddr: u32,
+    /// `tcp:tcp_send_reset` record: offsets of `skbaddr` and `skaddr`.
+    pub send_reset_skbaddr: u32,
+    pub send_reset_skaddr: u32,
+    /// `tcp:tcp_receive_reset` record: offset of `skaddr`.
+    pub receive_reset_skaddr: u32,
+    /// `struct sock`: offsets of `__sk_common.skc_state` (u8),
+    /// `sk_protocol` (u16) and `sk_err` (int).
+    pub sk_state: u32,
+    pub sk_protocol: u32,
+    pub sk_err: u32,
+    /// `struct tcp_sock`: offset of `srtt_us` (the smoothed RTT, in
+    /// microseconds times 8).
+    pub tcp_srtt_us: u32,
 }
+
+/// Key of the TCP event map: in which network namespace (as for drops),
+/// which [`TcpEvent`], and its detail (an [`Outcome`], a retransmit or
+/// reset kind, or a handshake-RTT bucket).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct TcpKey {
+    pub netns: u32,
+    pub event: u16,
+    pub detail: u16,
+}
+
+/// What a [`TcpKey`] counts. Every event fires once per connection or per
+/// error, never per delivered packet.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpEvent {
+    /// An active open left SYN_SENT; detail: its [`Outcome`].
+    Connect = 0,
+    /// A passive open's socket left SYN_RECV; detail: its [`Outcome`].
+    Accept = 1,
+    /// A retransmitted skb; detail: [`RETRANSMIT_DATA`], `_SYN`, `_SYNACK`.
+    Retransmit = 2,
+    /// A reset; detail: [`RESET_SENT`] or [`RESET_RECEIVED`].
+    Reset = 3,
+    /// A synchronized connection closed with an error; detail: its
+    /// [`Outcome`] (never `Established`).
+    Abort = 4,
+    /// A handshake's smoothed RTT at ESTABLISHED; detail:
+    /// `side * RTT_BUCKETS + bucket` (side 0 connect, 1 accept).
+    RttBucket = 5,
+    /// The same, summed in microseconds; detail: the side.
+    RttSum = 6,
+}
+
+/// How a connection attempt ended, from `sk_err` when it left the
+/// handshake (or a synchronized state) for CLOSE.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Established = 0,
+    /// ECONNREFUSED: a reset answered the SYN.
+    Refused = 1,
+    /// ETIMEDOUT: retransmissions ran out.
+    TimedOut = 2,
+    /// EHOSTUNREACH or ENETUNREACH (an ICMP error, or no route).
+    Unreachable = 3,
+    /// ECONNRESET or EPIPE: a reset on a synchronized connection.
+    Reset = 4,
+    /// Closed without one of these errors (the application gave up).
+    Other = 5,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Established,
+        Outcome::Refused,
+        Outcome::TimedOut,
+        Outcome::Unreachable,
+        Outcome::Reset,
+        Outcome::Other,
+    ];
+}
+
+pub const RETRANSMIT_DATA: u16 = 0;
+pub const RETRANSMIT_SYN: u16 = 1;
+pub const RETRANSMIT_SYNACK: u16 = 2;
+pub const RESET_SENT: u16 = 0;
+pub const RESET_RECEIVED: u16 = 1;
+pub const SIDE_CONNECT: u16 = 0;
+pub const SIDE_ACCEPT: u16 = 1;
+
+/// Upper bounds (microseconds, inclusive) of the handshake-RTT buckets;
+/// the last bucket is everything above.
+pub const RTT_BOUNDS_US: [u32; 6] = [500, 1_000, 5_000, 20_000, 100_000, 500_000];
+pub const RTT_BUCKETS: u16 = RTT_BOUNDS_US.len() as u16 + 1;
 
 /// The lowest `ns.inum` a network namespace can have: nsfs inodes are
 /// allocated from `PROC_DYNAMIC_FIRST` (0xF0000000) up, and the initial
@@ -126,22 +230,25 @@ pub enum Counter {
     TrafficMapFull = 0,
     DropMapFull = 1,
     KernelReadError = 2,
+    TcpMapFull = 3,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 3] = [
+    pub const ALL: [Counter; 4] = [
         Counter::TrafficMapFull,
         Counter::DropMapFull,
         Counter::KernelReadError,
+        Counter::TcpMapFull,
     ];
     pub const COUNT: u32 = Self::ALL.len() as u32;
 }
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all three are repr(C), Copy, and bytemuck::Pod (no padding, any
+    // SAFETY: all four are repr(C), Copy, and bytemuck::Pod (no padding, any
     // bit pattern valid), which is what aya::Pod requires.
     unsafe impl aya::Pod for super::IfTraffic {}
     unsafe impl aya::Pod for super::DropKey {}
+    unsafe impl aya::Pod for super::TcpKey {}
     unsafe impl aya::Pod for super::KernelLayout {}
 }

@@ -16,6 +16,7 @@
 #![no_std]
 #![no_main]
 
+mod tcp;
 mod walk;
 
 use aya_ebpf::{
@@ -60,6 +61,20 @@ static KERNEL_LAYOUT: KernelLayout = KernelLayout {
     list_prev: 0,
     net_refcount: 0,
     net_has_refcount: 0,
+    state_skaddr: 0,
+    state_oldstate: 0,
+    state_newstate: 0,
+    state_protocol: 0,
+    retransmit_skaddr: 0,
+    retransmit_state: 0,
+    synack_skaddr: 0,
+    send_reset_skbaddr: 0,
+    send_reset_skaddr: 0,
+    receive_reset_skaddr: 0,
+    sk_state: 0,
+    sk_protocol: 0,
+    sk_err: 0,
+    tcp_srtt_us: 0,
 };
 
 #[map]

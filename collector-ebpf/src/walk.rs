@@ -228,7 +228,7 @@ unsafe fn list_head<M: Memory>(base: *const u8, offset: u32) -> bool {
 /// # Safety
 /// `sk` is a non-null `struct sock *`.
 #[inline(always)]
-unsafe fn sock_net<M: Memory>(sk: *const u8) -> *const u8 {
+pub(crate) unsafe fn sock_net<M: Memory>(sk: *const u8) -> *const u8 {
     // SAFETY: `sk` is non-null (the caller's contract).
     unsafe { M::read(sk, layout_field!(sk_net)).unwrap_or(core::ptr::null()) }
 }
@@ -243,7 +243,7 @@ unsafe fn sock_net<M: Memory>(sk: *const u8) -> *const u8 {
 /// # Safety
 /// `net` is null or read from a `possible_net_t`.
 #[inline(always)]
-unsafe fn namespace<M: Memory>(net: *const u8, ifindex: u32) -> (u32, u32) {
+pub(crate) unsafe fn namespace<M: Memory>(net: *const u8, ifindex: u32) -> (u32, u32) {
     if net.is_null() {
         return (NETNS_NONE, 0);
     }

@@ -156,16 +156,25 @@ pub enum ProbeChoice {
     Tx,
     /// Drops by reason (skb:kfree_skb).
     Drops,
+    /// TCP connect outcomes, retransmits, resets, aborts and handshake RTT
+    /// (sock:inet_sock_set_state and four tcp: tracepoints).
+    Tcp,
 }
 
 impl ProbeChoice {
-    pub const ALL: [ProbeChoice; 3] = [ProbeChoice::Rx, ProbeChoice::Tx, ProbeChoice::Drops];
+    pub const ALL: [ProbeChoice; 4] = [
+        ProbeChoice::Rx,
+        ProbeChoice::Tx,
+        ProbeChoice::Drops,
+        ProbeChoice::Tcp,
+    ];
 
-    pub fn probe(self) -> Probe {
+    pub fn probes(self) -> &'static [Probe] {
         match self {
-            ProbeChoice::Rx => Probe::Rx,
-            ProbeChoice::Tx => Probe::Tx,
-            ProbeChoice::Drops => Probe::Drop,
+            ProbeChoice::Rx => &[Probe::Rx],
+            ProbeChoice::Tx => &[Probe::Tx],
+            ProbeChoice::Drops => &[Probe::Drop],
+            ProbeChoice::Tcp => &Probe::TCP,
         }
     }
 }
@@ -232,12 +241,14 @@ pub struct CommonArgs {
     /// collector_ebpf_map_full_total.
     #[arg(long, env = "COLLECTOR_EBPF_MAX_INTERFACES", default_value_t = collector_common::TRAFFIC_MAP_ENTRIES, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub ebpf_max_interfaces: u32,
-    /// Probes to attach (comma-separated). The default, `drops`, runs on
-    /// kfree_skb, which since 5.17 frees only packets that are dropped or not
-    /// given a reason (counted as NOT_SPECIFIED); before 5.17 it also runs on
-    /// plain frees of delivered packets. `rx,tx,drops` adds per-packet eBPF
-    /// traffic counters at a measurable cost per packet (see docs/bench/README.md).
-    #[arg(long, env = "COLLECTOR_EBPF_PROBES", value_enum, value_delimiter = ',', default_values_t = [ProbeChoice::Drops])]
+    /// Probes to attach (comma-separated). The default, `drops,tcp`: `drops`
+    /// runs on kfree_skb, which since 5.17 frees only packets that are
+    /// dropped or not given a reason (counted as NOT_SPECIFIED); before 5.17
+    /// it also runs on plain frees of delivered packets; `tcp` runs once per
+    /// TCP state change, retransmit or reset, never per delivered packet.
+    /// `rx,tx` add per-packet eBPF traffic counters at a measurable cost per
+    /// packet (see docs/bench/README.md).
+    #[arg(long, env = "COLLECTOR_EBPF_PROBES", value_enum, value_delimiter = ',', default_values_t = [ProbeChoice::Drops, ProbeChoice::Tcp])]
     pub ebpf_probes: Vec<ProbeChoice>,
     /// Program flavour: `auto` uses BTF-typed tracepoints (tp_btf, no trace record
     /// built, no helper calls per packet) and falls back per probe to classic

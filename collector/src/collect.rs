@@ -15,7 +15,7 @@ use crate::filter::InterfaceFilter;
 use crate::model::{
     EbpfInterface, EbpfStatus, Interface, PodIdentity, PodNetstatStatus, Snapshot, SourceStatus,
 };
-use crate::namespaces::{namespace_drops, NamespaceLedger};
+use crate::namespaces::{namespace_drops, namespace_tcp, NamespaceLedger};
 use crate::sources::ebpf::{stale_interfaces, EbpfReading, EbpfSource};
 use crate::sources::netlink::{self, Link};
 use crate::sources::netstat::PodNetstatSource;
@@ -217,6 +217,14 @@ impl Collector {
             ),
             None => Vec::new(),
         };
+        let namespace_tcp = match reading.as_mut() {
+            Some(reading) => namespace_tcp(
+                std::mem::take(&mut reading.namespace_tcp),
+                &namespaces,
+                &forgotten,
+            ),
+            None => Vec::new(),
+        };
         let speeds = self.link_speeds(&links);
         let interfaces = merge(links, reading, by_link, &speeds, &self.config.filter);
         let mut errors_total = BTreeMap::new();
@@ -229,6 +237,7 @@ impl Collector {
             labels: self.config.labels.clone(),
             interfaces,
             namespace_drops,
+            namespace_tcp,
             pod_netstat,
             sources: SourceStatus {
                 netlink_error,

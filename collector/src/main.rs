@@ -85,7 +85,7 @@ fn build_collector(common: &CommonArgs, may_mount_tracefs: bool) -> Collector {
             probes: common
                 .ebpf_probes
                 .iter()
-                .map(|choice| choice.probe())
+                .flat_map(|choice| choice.probes().iter().copied())
                 .collect(),
             flavour: common.ebpf_flavour.policy(),
             may_mount_tracefs,

@@ -28,6 +28,8 @@ pub struct Snapshot {
     /// network namespaces, without a device, or with no namespace at all.
     /// Pods first (by namespace, pod), then the rest.
     pub namespace_drops: Vec<NamespaceDrops>,
+    /// TCP events by network namespace, ordered as `namespace_drops`.
+    pub namespace_tcp: Vec<NamespaceTcp>,
     /// Each pod's own SNMP counters, by namespace and pod.
     pub pod_netstat: Vec<PodNetstat>,
     pub sources: SourceStatus,
@@ -145,6 +147,16 @@ pub struct NamespaceDrops {
     pub drops: BTreeMap<String, u64>,
 }
 
+/// The TCP events of one network namespace (the BPF crate's `tcp`).
+#[derive(Debug, Clone, Serialize)]
+pub struct NamespaceTcp {
+    pub netns: Netns,
+    /// The pod owning the namespace (`pod_interface` and `network` unset).
+    pub pod: Option<PodIdentity>,
+    /// (`TcpEvent`, detail) -> count; for `RttSum`, microseconds.
+    pub events: BTreeMap<(u16, u16), u64>,
+}
+
 /// Which network namespace a drop was counted in.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -230,18 +242,38 @@ pub enum Probe {
     Rx,
     Tx,
     Drop,
+    TcpState,
+    TcpRetransmit,
+    TcpRetransmitSynack,
+    TcpSendReset,
+    TcpReceiveReset,
 }
 
 impl Probe {
-    pub const ALL: [Probe; 3] = [Probe::Rx, Probe::Tx, Probe::Drop];
+    pub const ALL: [Probe; 8] = [
+        Probe::Rx,
+        Probe::Tx,
+        Probe::Drop,
+        Probe::TcpState,
+        Probe::TcpRetransmit,
+        Probe::TcpRetransmitSynack,
+        Probe::TcpSendReset,
+        Probe::TcpReceiveReset,
+    ];
 
-    /// Program name in the BPF object, and as reported (`program` label).
+    /// The probes of TCP health (`--ebpf-probes tcp`).
+    pub const TCP: [Probe; 5] = [
+        Probe::TcpState,
+        Probe::TcpRetransmit,
+        Probe::TcpRetransmitSynack,
+        Probe::TcpSendReset,
+        Probe::TcpReceiveReset,
+    ];
+
+    /// Program name in the BPF object, and as reported (`program` label):
+    /// the tracepoint's event name.
     pub fn program(self) -> &'static str {
-        match self {
-            Probe::Rx => "netif_receive_skb",
-            Probe::Tx => "net_dev_start_xmit",
-            Probe::Drop => "kfree_skb",
-        }
+        self.tracepoint().1
     }
 
     /// Program name of the BTF-typed (`tp_btf`) flavour in the BPF object.
@@ -250,6 +282,11 @@ impl Probe {
             Probe::Rx => "netif_receive_skb_btf",
             Probe::Tx => "net_dev_start_xmit_btf",
             Probe::Drop => "kfree_skb_btf",
+            Probe::TcpState => "inet_sock_set_state_btf",
+            Probe::TcpRetransmit => "tcp_retransmit_skb_btf",
+            Probe::TcpRetransmitSynack => "tcp_retransmit_synack_btf",
+            Probe::TcpSendReset => "tcp_send_reset_btf",
+            Probe::TcpReceiveReset => "tcp_receive_reset_btf",
         }
     }
 
@@ -259,7 +296,18 @@ impl Probe {
             Probe::Rx => ("net", "netif_receive_skb"),
             Probe::Tx => ("net", "net_dev_start_xmit"),
             Probe::Drop => ("skb", "kfree_skb"),
+            Probe::TcpState => ("sock", "inet_sock_set_state"),
+            Probe::TcpRetransmit => ("tcp", "tcp_retransmit_skb"),
+            Probe::TcpRetransmitSynack => ("tcp", "tcp_retransmit_synack"),
+            Probe::TcpSendReset => ("tcp", "tcp_send_reset"),
+            Probe::TcpReceiveReset => ("tcp", "tcp_receive_reset"),
         }
+    }
+
+    /// Whether the probe counts per packet (traffic) rather than per drop
+    /// or per connection event.
+    pub fn per_packet(self) -> bool {
+        matches!(self, Probe::Rx | Probe::Tx)
     }
 }
 
@@ -300,6 +348,7 @@ pub struct MapMemory {
     pub drops: u64,
     pub counters: u64,
     pub first_drops: u64,
+    pub tcp: u64,
 }
 
 /// Probe-side self-counters (see `collector_common::Counter`).
@@ -308,6 +357,7 @@ pub struct ProbeCounters {
     pub traffic_map_full: u64,
     pub drop_map_full: u64,
     pub kernel_read_errors: u64,
+    pub tcp_map_full: u64,
 }
 
 /// The kernel's run-time statistics of one attached program, from its

@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::model::{NamespaceDrops, Netns};
+use crate::model::{NamespaceDrops, NamespaceTcp, Netns};
 use crate::sources::ebpf::EbpfReading;
 use crate::sources::pods::PodNamespace;
 
@@ -65,6 +65,11 @@ impl NamespaceLedger {
         for ((netns, _), reasons) in &reading.namespace_drops {
             if let Netns::Inode(inode) = netns {
                 *totals.entry(*inode).or_default() += reasons.values().sum::<u64>();
+            }
+        }
+        for (netns, events) in &reading.namespace_tcp {
+            if let Netns::Inode(inode) = netns {
+                *totals.entry(*inode).or_default() += events.values().sum::<u64>();
             }
         }
         let current: Option<HashMap<u32, Owner>> = pods.map(|pods| {
@@ -174,6 +179,35 @@ pub fn namespace_drops(
         let key = |d: &NamespaceDrops| {
             let pod = d.pod.as_ref().map(|p| (p.namespace.clone(), p.pod.clone()));
             (pod.is_none(), pod, d.interface.clone(), d.netns, d.ifindex)
+        };
+        key(a).cmp(&key(b))
+    });
+    out
+}
+
+/// The TCP events of each namespace, named by the pod that owns it,
+/// leaving out `forgotten` ones; ordered as [`namespace_drops`].
+pub fn namespace_tcp(
+    tcp: BTreeMap<Netns, BTreeMap<(u16, u16), u64>>,
+    pods: &HashMap<u32, PodNamespace>,
+    forgotten: &HashSet<u32>,
+) -> Vec<NamespaceTcp> {
+    let mut out: Vec<NamespaceTcp> = tcp
+        .into_iter()
+        .filter(|(netns, _)| !matches!(netns, Netns::Inode(i) if forgotten.contains(i)))
+        .map(|(netns, events)| NamespaceTcp {
+            netns,
+            pod: match netns {
+                Netns::Inode(inode) => pods.get(&inode).map(|p| p.identity.clone()),
+                _ => None,
+            },
+            events,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        let key = |t: &NamespaceTcp| {
+            let pod = t.pod.as_ref().map(|p| (p.namespace.clone(), p.pod.clone()));
+            (pod.is_none(), pod, t.netns)
         };
         key(a).cmp(&key(b))
     });

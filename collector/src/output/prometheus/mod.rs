@@ -9,7 +9,7 @@
 //! served, and a function from the model to its samples and their labels.
 //! [`interface`] (with the counter tables of [`counters`]) holds the
 //! per-interface families, [`namespace`] the drops inside pods' and other
-//! namespaces, [`node`] the collector's own; this module only
+//! namespaces, [`tcp`] their TCP events, [`node`] the collector's own; this module only
 //! writes the text format.
 
 mod counters;
@@ -17,6 +17,7 @@ mod interface;
 mod namespace;
 mod node;
 mod pod_netstat;
+mod tcp;
 #[cfg(test)]
 mod tests;
 
@@ -44,6 +45,7 @@ pub enum Profile {
 enum Kind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 impl Kind {
@@ -51,6 +53,7 @@ impl Kind {
         match self {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         }
     }
 }
@@ -65,6 +68,7 @@ pub fn render_profile(snapshot: &Snapshot, http: &HttpStats, profile: Profile) -
     let mut out = String::with_capacity(256 + snapshot.interfaces.len() * 6_000);
     interface::write(&mut out, snapshot, profile, &mut |_| {});
     namespace::write(&mut out, snapshot);
+    tcp::write(&mut out, snapshot);
     pod_netstat::write(&mut out, snapshot);
     node::write(&mut out, snapshot, http);
     out
@@ -86,6 +90,7 @@ pub fn render_pieces(
     };
     interface::write(&mut out, snapshot, profile, &mut flush);
     namespace::write(&mut out, snapshot);
+    tcp::write(&mut out, snapshot);
     pod_netstat::write(&mut out, snapshot);
     flush(&mut out);
     node::write(&mut out, snapshot, http);

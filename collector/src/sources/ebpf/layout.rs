@@ -119,12 +119,8 @@ fn btf_support(btf: &KernelBtf) -> BtfSupport {
                 continue;
             }
         };
-        let skb = args.first().map(String::as_str);
-        if !matches!(skb, Some("struct sk_buff *" | "const struct sk_buff *")) {
-            unavailable.insert(
-                probe,
-                format!("btf_trace_{event}: first argument is {skb:?}, not struct sk_buff *"),
-            );
+        if let Err(why) = btf_arguments_fit(probe, &args) {
+            unavailable.insert(probe, format!("btf_trace_{event}: {why}"));
             continue;
         }
         if probe == Probe::Drop {
@@ -138,6 +134,61 @@ fn btf_support(btf: &KernelBtf) -> BtfSupport {
         drop_has_reason,
         drop_has_rx_sk,
     }
+}
+
+/// Whether a tracepoint's BTF-typed arguments are those its program reads:
+/// the skb first for the packet probes; the socket first for the TCP ones,
+/// then the two states, or the skb a reset answers.
+fn btf_arguments_fit(probe: Probe, args: &[String]) -> Result<(), String> {
+    let arg = |i: usize| args.get(i).map(String::as_str);
+    let skb = |a: Option<&str>| matches!(a, Some("struct sk_buff *" | "const struct sk_buff *"));
+    let sock = |a: Option<&str>| matches!(a, Some("struct sock *" | "const struct sock *"));
+    let int = |a: Option<&str>| matches!(a, Some("int" | "const int"));
+    let fits = match probe {
+        Probe::Rx | Probe::Tx | Probe::Drop => skb(arg(0)),
+        Probe::TcpState => sock(arg(0)) && int(arg(1)) && int(arg(2)),
+        Probe::TcpSendReset => sock(arg(0)) && skb(arg(1)),
+        Probe::TcpRetransmit | Probe::TcpRetransmitSynack | Probe::TcpReceiveReset => sock(arg(0)),
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "arguments {args:?} are not the ones the program reads"
+        ))
+    }
+}
+
+/// Offsets of the named fields in a probe's tracepoint record.
+fn record_offsets<const N: usize>(
+    formats: &TracepointFormats,
+    probe: Probe,
+    names: [&str; N],
+) -> Result<[u32; N], String> {
+    let format = formats.get(probe)?;
+    let mut offsets = [0; N];
+    for (offset, name) in offsets.iter_mut().zip(names) {
+        *offset = format.require(name).map_err(|e| e.to_string())?.offset;
+    }
+    Ok(offsets)
+}
+
+/// Member offsets of the sockets the TCP probes read, `None` when this
+/// kernel's BTF lacks one (the TCP probes are then not loaded).
+struct TcpOffsets {
+    sk_state: u32,
+    sk_protocol: u32,
+    sk_err: u32,
+    tcp_srtt_us: u32,
+}
+
+fn tcp_offsets(btf: &KernelBtf) -> Result<TcpOffsets, BtfError> {
+    Ok(TcpOffsets {
+        sk_state: btf.member_offset("sock", "__sk_common.skc_state")?,
+        sk_protocol: btf.member_offset("sock", "sk_protocol")?,
+        sk_err: btf.member_offset("sock", "sk_err")?,
+        tcp_srtt_us: btf.member_offset("tcp_sock", "srtt_us")?,
+    })
 }
 
 /// Combines tracepoint record offsets, BTF struct offsets and the namespace
@@ -176,9 +227,40 @@ pub fn probe_layout(
             (0, None, None, BTreeMap::new())
         }
     };
+    let mut record = |probe: Probe, names| match record_offsets(formats, probe, names) {
+        Ok(offsets) => offsets,
+        Err(reason) => {
+            unavailable.insert(probe, reason);
+            [0; 4]
+        }
+    };
+    let state = record(
+        Probe::TcpState,
+        ["skaddr", "oldstate", "newstate", "protocol"],
+    );
+    let [retransmit_skaddr, retransmit_state, ..] = record(
+        Probe::TcpRetransmit,
+        ["skaddr", "state", "skaddr", "skaddr"],
+    );
+    let [synack_skaddr, ..] = record(Probe::TcpRetransmitSynack, ["skaddr"; 4]);
+    let [send_reset_skbaddr, send_reset_skaddr, ..] = record(
+        Probe::TcpSendReset,
+        ["skbaddr", "skaddr", "skaddr", "skaddr"],
+    );
+    let [receive_reset_skaddr, ..] = record(Probe::TcpReceiveReset, ["skaddr"; 4]);
+    let mut support = btf_support(btf);
+    let tcp = match tcp_offsets(btf) {
+        Ok(tcp) => Some(tcp),
+        Err(error) => {
+            for probe in Probe::TCP {
+                unavailable.insert(probe, error.to_string());
+                support.unavailable.insert(probe, error.to_string());
+            }
+            None
+        }
+    };
     let drop_reason_names =
         ReasonNames::from_btf(btf).unwrap_or_else(|| ReasonNames::from_table(table_names));
-    let support = btf_support(btf);
     let enum_value = |name: &str| {
         btf.enum_value("skb_drop_reason", name)
             .ok()
@@ -215,6 +297,20 @@ pub fn probe_layout(
         list_prev: btf.member_offset("list_head", "prev")?,
         net_refcount: net_refcount.unwrap_or(0),
         net_has_refcount: u32::from(net_refcount.is_some()),
+        state_skaddr: state[0],
+        state_oldstate: state[1],
+        state_newstate: state[2],
+        state_protocol: state[3],
+        retransmit_skaddr,
+        retransmit_state,
+        synack_skaddr,
+        send_reset_skbaddr,
+        send_reset_skaddr,
+        receive_reset_skaddr,
+        sk_state: tcp.as_ref().map_or(0, |t| t.sk_state),
+        sk_protocol: tcp.as_ref().map_or(0, |t| t.sk_protocol),
+        sk_err: tcp.as_ref().map_or(0, |t| t.sk_err),
+        tcp_srtt_us: tcp.as_ref().map_or(0, |t| t.tcp_srtt_us),
     };
     Ok(ProbeLayout {
         globals,

@@ -52,12 +52,18 @@ impl EbpfSource {
         // The traffic map serves the rx and tx probes only; with drops
         // alone (the default) a one-entry map keeps the object valid and
         // costs nothing per CPU.
-        let traffic_entries = if config.probes.iter().any(|p| *p != Probe::Drop) {
+        let traffic_entries = if config.probes.iter().any(|p| p.per_packet()) {
             max_interfaces
         } else {
             1
         };
         let drop_entries = max_interfaces.saturating_mul(DROP_MAP_ENTRIES / TRAFFIC_MAP_ENTRIES);
+        // Without the TCP probes, a one-entry map as for traffic.
+        let tcp_entries = if config.probes.iter().any(|p| Probe::TCP.contains(p)) {
+            max_interfaces.saturating_mul(TCP_MAP_ENTRIES / TRAFFIC_MAP_ENTRIES)
+        } else {
+            1
+        };
         let mut ebpf = EbpfLoader::new()
             // The object has no CO-RE relocations (offsets come in as
             // globals), so aya need not parse the kernel BTF a second time.
@@ -65,6 +71,7 @@ impl EbpfSource {
             .override_global("KERNEL_LAYOUT", &layout.globals, true)
             .map_max_entries("TRAFFIC", traffic_entries)
             .map_max_entries("DROPS", drop_entries)
+            .map_max_entries("TCP_EVENTS", tcp_entries)
             // One namespace per interface slot at most, as a pod has a host
             // veth; a namespace it cannot hold keeps today's ownership rule.
             .map_max_entries("NETNS_FIRST_DROP", max_interfaces)
@@ -141,6 +148,7 @@ impl EbpfSource {
         let counters: PerCpuArray<MapData, u64> = take_map(&mut ebpf, "COUNTERS")?;
         let first_drops: aya::maps::HashMap<MapData, u32, u64> =
             take_map(&mut ebpf, "NETNS_FIRST_DROP")?;
+        let tcp: PerCpuHashMap<MapData, TcpKey, u64> = take_map(&mut ebpf, "TCP_EVENTS")?;
         let map_memory = {
             use aya::maps::IterableMap;
             let memlock = |map: &MapData| map_memlock(map).unwrap_or(0);
@@ -149,6 +157,7 @@ impl EbpfSource {
                 drops: memlock(drops.map()),
                 counters: memlock(counters.map()),
                 first_drops: memlock(first_drops.map()),
+                tcp: memlock(tcp.map()),
             }
         };
         tracing::info!(
@@ -168,6 +177,7 @@ impl EbpfSource {
             drops,
             counters,
             first_drops,
+            tcp,
             reason_names: layout.drop_reason_names,
             own_netns: layout.globals.netns_inum,
             attachments,

@@ -51,6 +51,22 @@ impl EbpfSource {
                 .entry(self.reason_names.name(key.reason))
                 .or_default() += packets;
         }
+        for (key, per_cpu) in self.entries(&self.tcp, "TCP_EVENTS")? {
+            let count: u64 = per_cpu.iter().sum();
+            reading.tcp_keys.push(key);
+            let netns = match key.netns {
+                own if own == self.own_netns => Netns::Host,
+                NETNS_NONE => Netns::Unknown,
+                inode if inode < collector_common::NETNS_INUM_FLOOR => continue,
+                inode => Netns::Inode(inode),
+            };
+            *reading
+                .namespace_tcp
+                .entry(netns)
+                .or_default()
+                .entry((key.event, key.detail))
+                .or_default() += count;
+        }
         for entry in self.first_drops.iter() {
             let (inode, at) = entry.map_err(|source| EbpfError::Map {
                 map: "NETNS_FIRST_DROP",
@@ -72,6 +88,7 @@ impl EbpfSource {
             traffic_map_full: counter(Counter::TrafficMapFull)?,
             drop_map_full: counter(Counter::DropMapFull)?,
             kernel_read_errors: counter(Counter::KernelReadError)?,
+            tcp_map_full: counter(Counter::TcpMapFull)?,
         };
         reading.programs = self.program_stats();
         reading.bpf_stats_enabled = std::fs::read_to_string(BPF_STATS_SYSCTL)

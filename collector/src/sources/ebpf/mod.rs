@@ -32,7 +32,8 @@ use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader, Endianness};
 use collector_common::{
-    Counter, DropKey, IfTraffic, DROP_MAP_ENTRIES, NETNS_NONE, TRAFFIC_MAP_ENTRIES,
+    Counter, DropKey, IfTraffic, TcpKey, DROP_MAP_ENTRIES, NETNS_NONE, TCP_MAP_ENTRIES,
+    TRAFFIC_MAP_ENTRIES,
 };
 
 pub use crate::model::{Flavour, MapMemory, Netns, ProbeAttachment, ProbeCounters, ProgramStats};
@@ -140,6 +141,10 @@ pub struct EbpfReading {
     pub first_drops: HashMap<u32, u64>,
     /// Every key of the drop map as read.
     pub drop_keys: Vec<DropKey>,
+    /// TCP events by namespace: (event, detail) -> count.
+    pub namespace_tcp: BTreeMap<Netns, BTreeMap<(u16, u16), u64>>,
+    /// Every key of the TCP event map as read.
+    pub tcp_keys: Vec<TcpKey>,
     /// Inode of the collector's own network namespace.
     pub own_netns: u32,
     pub counters: ProbeCounters,
@@ -155,6 +160,7 @@ pub struct EbpfSource {
     counters: PerCpuArray<MapData, u64>,
     /// Namespace inode -> CLOCK_BOOTTIME ns of its first drop key.
     first_drops: aya::maps::HashMap<MapData, u32, u64>,
+    tcp: PerCpuHashMap<MapData, TcpKey, u64>,
     reason_names: ReasonNames,
     /// Inode of the namespace whose devices are the host's interfaces.
     own_netns: u32,

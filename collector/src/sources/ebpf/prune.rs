@@ -30,12 +30,21 @@ impl EbpfSource {
         }) {
             drops_left -= usize::from(self.drops.remove(key).is_ok());
         }
-        // A namespace's first-drop time goes with its last key, so the next
-        // namespace on its inode gets a time of its own.
+        for key in reading.tcp_keys.iter().filter(|k| {
+            forgotten.contains(&k.netns)
+                || (k.netns != reading.own_netns
+                    && k.netns != NETNS_NONE
+                    && k.netns < NETNS_INUM_FLOOR)
+        }) {
+            let _ = self.tcp.remove(key);
+        }
+        // A namespace's first-event time goes with its last key of either
+        // map, so the next namespace on its inode gets a time of its own.
         let keyed: HashSet<u32> = reading
             .drop_keys
             .iter()
             .map(|k| k.netns)
+            .chain(reading.tcp_keys.iter().map(|k| k.netns))
             .filter(|netns| !forgotten.contains(netns))
             .collect();
         for inode in reading.first_drops.keys().filter(|i| !keyed.contains(i)) {
