@@ -17,7 +17,7 @@ use crate::sources::ebpf::FlavourPolicy;
 /// target (the PodMonitors honour the collector's labels, so a `job` or
 /// `container` of its own would replace the target's); `--label` may not
 /// set them.
-pub const RESERVED_LABELS: [&str; 19] = [
+pub const RESERVED_LABELS: [&str; 24] = [
     "interface",
     "host",
     "hostname",
@@ -37,6 +37,11 @@ pub const RESERVED_LABELS: [&str; 19] = [
     "instance",
     "container",
     "endpoint",
+    "side",
+    "outcome",
+    "direction",
+    "error",
+    "le",
 ];
 
 /// Bounds on `--label` that keep every served series within what the

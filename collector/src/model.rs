@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 pub mod netstat;
+pub mod tcp;
 
 pub use netstat::{NetstatField, NetstatFile, PodNetstat, PodNetstatStatus, NETSTAT_FIELDS};
 
@@ -154,6 +155,7 @@ pub struct NamespaceTcp {
     /// The pod owning the namespace (`pod_interface` and `network` unset).
     pub pod: Option<PodIdentity>,
     /// (`TcpEvent`, detail) -> count; for `RttSum`, microseconds.
+    #[serde(serialize_with = "tcp::serialize_events")]
     pub events: BTreeMap<(u16, u16), u64>,
 }
 

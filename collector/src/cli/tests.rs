@@ -153,9 +153,13 @@ fn bare_invocation_serves_with_defaults() {
     assert_eq!(cli.serve.health_listen.to_string(), "0.0.0.0:2113");
     assert!(cli.serve.web_config_file.is_none());
     // rx/tx cost more than 3 % of packets/s on a small-packet flood even
-    // as tp_btf programs: they are opt-in, drops (free for delivered
-    // packets) is the default, in the flavour that loads.
-    assert_eq!(cli.serve.common.ebpf_probes, [ProbeChoice::Drops]);
+    // as tp_btf programs: they are opt-in; drops (free for delivered
+    // packets) and tcp (per connection event) are the default, in the
+    // flavour that loads.
+    assert_eq!(
+        cli.serve.common.ebpf_probes,
+        [ProbeChoice::Drops, ProbeChoice::Tcp]
+    );
     assert_eq!(cli.serve.common.ebpf_flavour, FlavourChoice::Auto);
     assert_eq!(cli.serve.common.sorted_labels().unwrap().len(), 2);
     let pods = cli.serve.common.pod_config();

@@ -8,6 +8,20 @@ use super::*;
 
 /// Every key path of the snapshot JSON; `[]` stands for any array element.
 const KEYS: &[&str] = &[
+    "namespace_tcp",
+    "namespace_tcp[].events",
+    "namespace_tcp[].events.connect_refused",
+    "namespace_tcp[].netns",
+    "namespace_tcp[].netns.inode",
+    "namespace_tcp[].pod",
+    "namespace_tcp[].pod.container_id",
+    "namespace_tcp[].pod.namespace",
+    "namespace_tcp[].pod.network",
+    "namespace_tcp[].pod.pod",
+    "namespace_tcp[].pod.pod_interface",
+    "namespace_tcp[].pod.pod_uid",
+    "sources.ebpf.map_memory.tcp",
+    "sources.ebpf.probe_counters.tcp_map_full",
     "collection_seconds",
     "interfaces",
     "interfaces[].admin_up",
@@ -189,6 +203,11 @@ fn snapshot_json_has_exactly_the_documented_keys() {
             },
             NamespaceDrops::default(),
         ],
+        namespace_tcp: vec![NamespaceTcp {
+            netns: Netns::Inode(4026532001),
+            pod: Some(pod.clone()),
+            events: BTreeMap::from([((0, 1), 3)]),
+        }],
         pod_netstat: vec![PodNetstat {
             pod: pod.clone(),
             netns: 4026532001,
@@ -246,6 +265,7 @@ pub(crate) fn empty_snapshot() -> Snapshot {
         labels: Vec::new(),
         interfaces: Vec::new(),
         namespace_drops: Vec::new(),
+        namespace_tcp: Vec::new(),
         pod_netstat: Vec::new(),
         sources: SourceStatus {
             netlink_error: None,

@@ -94,7 +94,7 @@ const KERNELS: [KernelSpec; 3] = [
 /// prove the probes on this kernel. (test binary, test name). Each runs with
 /// `--exact --include-ignored`: the VLAN and bond tests are `#[ignore]`d on
 /// the host, whose kernel has neither 802.1Q nor bonding.
-const TESTS: [(&str, &str); 15] = [
+const TESTS: [(&str, &str); 17] = [
     (
         "ebpf_probes",
         "probes_count_exact_udp_traffic_on_both_ends_of_a_veth_pair",
@@ -152,17 +152,36 @@ const TESTS: [(&str, &str); 15] = [
         "pod_drops",
         "drops_while_a_namespace_is_torn_down_are_never_its_inodes",
     ),
+    (
+        "pod_tcp",
+        "connect_outcomes_retransmits_and_resets_are_each_pods_own_exactly",
+    ),
+    (
+        "pod_tcp",
+        "tcp_events_of_a_namespace_no_pod_owns_never_reach_a_pod_and_a_new_pod_starts_at_zero",
+    ),
 ];
 
 /// tracefs events whose `format` files are captured as fixtures.
-const FORMATS: [(&str, &str); 3] = [
+const FORMATS: [(&str, &str); 8] = [
     ("net", "netif_receive_skb"),
     ("net", "net_dev_start_xmit"),
     ("skb", "kfree_skb"),
+    ("sock", "inet_sock_set_state"),
+    ("tcp", "tcp_retransmit_skb"),
+    ("tcp", "tcp_retransmit_synack"),
+    ("tcp", "tcp_send_reset"),
+    ("tcp", "tcp_receive_reset"),
 ];
 
-/// The probes' programs, in table order (rx, tx, drops).
-const PROBES: [&str; 3] = ["netif_receive_skb", "net_dev_start_xmit", "kfree_skb"];
+/// The probes' programs, in table order (rx, tx, drops, TCP: the state
+/// change stands for the five TCP programs, which the same tests check).
+const PROBES: [&str; 4] = [
+    "netif_receive_skb",
+    "net_dev_start_xmit",
+    "kfree_skb",
+    "inet_sock_set_state",
+];
 
 pub struct Options {
     pub kernels: Vec<String>,

@@ -205,6 +205,10 @@ fn checks(program: &str) -> &'static [&'static str] {
             "drops_carry_the_kernel_reason_no_socket_and_netfilter",
             "drops_only_attaches_kfree_skb_and_serves_no_traffic_families",
         ],
+        "inet_sock_set_state" => &[
+            "connect_outcomes_retransmits_and_resets_are_each_pods_own_exactly",
+            "tcp_events_of_a_namespace_no_pod_owns_never_reach_a_pod_and_a_new_pod_starts_at_zero",
+        ],
         _ => &[
             "probes_count_exact_udp_traffic_on_both_ends_of_a_veth_pair",
             "traffic_in_an_unrelated_namespace_is_not_counted",
@@ -246,6 +250,7 @@ fn probe_cell(report: &KernelReport, program: &str) -> String {
     let what = match (program, report.kfree_skb_has_reason) {
         ("kfree_skb", Some(true)) => "NO_SOCKET, NETFILTER_DROP exact",
         ("kfree_skb", _) => "reason=\"unknown\" exact",
+        ("inet_sock_set_state", _) => "connect outcomes, retransmits, resets exact",
         _ => "exact counts",
     };
     if !failed.is_empty() {
@@ -265,19 +270,20 @@ fn seconds(value: Option<f64>) -> String {
 
 pub fn markdown_table(reports: &[KernelReport]) -> String {
     let mut table = String::from(
-        "| Kernel | `netif_receive_skb` (rx) | `net_dev_start_xmit` (tx) | `kfree_skb` (drops) | Suite | Boot | Boot+suite |\n\
-         |---|---|---|---|---|---:|---:|\n",
+        "| Kernel | `netif_receive_skb` (rx) | `net_dev_start_xmit` (tx) | `kfree_skb` (drops) | `inet_sock_set_state` and `tcp:*` (TCP) | Suite | Boot | Boot+suite |\n\
+         |---|---|---|---|---|---|---:|---:|\n",
     );
     for report in reports {
         let passed = report.tests.iter().filter(|(_, ok, _)| *ok).count();
         let _ = writeln!(
             table,
-            "| {} (`{}`) | {} | {} | {} | {passed}/{} passed | {} | {:.0} s |",
+            "| {} (`{}`) | {} | {} | {} | {} | {passed}/{} passed | {} | {:.0} s |",
             report.name,
             report.release,
             probe_cell(report, PROBES[0]),
             probe_cell(report, PROBES[1]),
             probe_cell(report, PROBES[2]),
+            probe_cell(report, PROBES[3]),
             TESTS.len(),
             seconds(report.boot_seconds),
             report.seconds

@@ -176,6 +176,7 @@ const FAMILIES: [NodeFamily; 26] = [
             let c = &s.sources.ebpf.probe_counters;
             emit(&[("map", "traffic")], int(c.traffic_map_full));
             emit(&[("map", "drops")], int(c.drop_map_full));
+            emit(&[("map", "tcp")], int(c.tcp_map_full));
         },
     },
     NodeFamily {

@@ -8,12 +8,10 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
-use collector_common::{
-    Outcome, TcpEvent, RESET_RECEIVED, RESET_SENT, RETRANSMIT_DATA, RETRANSMIT_SYN,
-    RETRANSMIT_SYNACK, RTT_BUCKETS, SIDE_ACCEPT, SIDE_CONNECT,
-};
+use collector_common::{TcpEvent, RTT_BUCKETS, SIDE_ACCEPT, SIDE_CONNECT};
 
 use super::{escape, header, Kind};
+use crate::model::tcp::{outcome_name, reset_name, retransmit_name, RTT_LE};
 use crate::model::{NamespaceTcp, Netns, Probe, Snapshot};
 
 /// Labels of one (event, detail) key in a family, `None` when the key is
@@ -51,13 +49,7 @@ const FAMILIES: [TcpFamily; 4] = [
             if event != TcpEvent::Retransmit as u16 {
                 return None;
             }
-            let kind = match detail {
-                RETRANSMIT_DATA => "data",
-                RETRANSMIT_SYN => "syn",
-                RETRANSMIT_SYNACK => "synack",
-                _ => return None,
-            };
-            Some([("kind", kind), ("", "")])
+            Some([("kind", retransmit_name(detail)?), ("", "")])
         },
     },
     TcpFamily {
@@ -68,12 +60,7 @@ const FAMILIES: [TcpFamily; 4] = [
             if event != TcpEvent::Reset as u16 {
                 return None;
             }
-            let direction = match detail {
-                RESET_SENT => "sent",
-                RESET_RECEIVED => "received",
-                _ => return None,
-            };
-            Some([("direction", direction), ("", "")])
+            Some([("direction", reset_name(detail)?), ("", "")])
         },
     },
     TcpFamily {
@@ -92,22 +79,6 @@ const FAMILIES: [TcpFamily; 4] = [
 const RTT: &str = "handshake_rtt_seconds";
 const RTT_HELP: &str =
     "Smoothed RTT of TCP handshakes when they reached ESTABLISHED, by side (connect, accept).";
-
-/// `le` of each bucket, the bounds of `RTT_BOUNDS_US` in seconds.
-const RTT_LE: [&str; RTT_BUCKETS as usize] =
-    ["0.0005", "0.001", "0.005", "0.02", "0.1", "0.5", "+Inf"];
-
-fn outcome_name(detail: u16) -> Option<&'static str> {
-    let outcome = Outcome::ALL.into_iter().find(|o| *o as u16 == detail)?;
-    Some(match outcome {
-        Outcome::Established => "established",
-        Outcome::Refused => "refused",
-        Outcome::TimedOut => "timed_out",
-        Outcome::Unreachable => "unreachable",
-        Outcome::Reset => "reset",
-        Outcome::Other => "other",
-    })
-}
 
 /// The labels naming a namespace's owner and the node's, joined.
 fn owner_labels(snapshot: &Snapshot, tcp: &NamespaceTcp) -> String {
@@ -170,39 +141,52 @@ pub(super) fn write(out: &mut String, snapshot: &Snapshot) {
         }
         let name = format!("{prefix}{RTT}");
         header(out, &name, RTT_HELP, Kind::Histogram);
-        for (tcp, labels) in mine() {
-            for (side, side_name) in [(SIDE_CONNECT, "connect"), (SIDE_ACCEPT, "accept")] {
-                let bucket = |b: u16| {
-                    let detail = side * RTT_BUCKETS + b;
-                    tcp.events
-                        .get(&(TcpEvent::RttBucket as u16, detail))
-                        .copied()
-                        .unwrap_or(0)
-                };
-                let total: u64 = (0..RTT_BUCKETS).map(bucket).sum();
-                if total == 0 {
-                    continue;
-                }
-                let mut cumulative = 0;
-                for (b, le) in RTT_LE.iter().enumerate() {
-                    cumulative += bucket(b as u16);
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{{{labels},side=\"{side_name}\",le=\"{le}\"}} {cumulative}"
-                    );
-                }
-                let sum_us = tcp
-                    .events
-                    .get(&(TcpEvent::RttSum as u16, side))
-                    .copied()
-                    .unwrap_or(0);
+        // Each side of each namespace with handshakes: its buckets, sum in
+        // microseconds and count. Written as all buckets, then all sums,
+        // then all counts, so each sample name is one group.
+        let histograms: Vec<(&str, &str, [u64; RTT_BUCKETS as usize], u64)> = mine()
+            .flat_map(|(tcp, labels)| {
+                [(SIDE_CONNECT, "connect"), (SIDE_ACCEPT, "accept")]
+                    .into_iter()
+                    .filter_map(move |(side, side_name)| {
+                        let mut buckets = [0; RTT_BUCKETS as usize];
+                        for (b, count) in buckets.iter_mut().enumerate() {
+                            let detail = side * RTT_BUCKETS + b as u16;
+                            *count = tcp
+                                .events
+                                .get(&(TcpEvent::RttBucket as u16, detail))
+                                .copied()
+                                .unwrap_or(0);
+                        }
+                        let sum = tcp.events.get(&(TcpEvent::RttSum as u16, side));
+                        (buckets.iter().sum::<u64>() > 0).then(|| {
+                            (
+                                labels.as_str(),
+                                side_name,
+                                buckets,
+                                sum.copied().unwrap_or(0),
+                            )
+                        })
+                    })
+            })
+            .collect();
+        for (labels, side, buckets, _) in &histograms {
+            let mut cumulative = 0;
+            for (count, le) in buckets.iter().zip(RTT_LE) {
+                cumulative += count;
                 let _ = writeln!(
                     out,
-                    "{name}_sum{{{labels},side=\"{side_name}\"}} {}",
-                    sum_us as f64 / 1e6
+                    "{name}_bucket{{{labels},side=\"{side}\",le=\"{le}\"}} {cumulative}"
                 );
-                let _ = writeln!(out, "{name}_count{{{labels},side=\"{side_name}\"}} {total}");
             }
+        }
+        for (labels, side, _, sum_us) in &histograms {
+            let seconds = *sum_us as f64 / 1e6;
+            let _ = writeln!(out, "{name}_sum{{{labels},side=\"{side}\"}} {seconds}");
+        }
+        for (labels, side, buckets, _) in &histograms {
+            let count: u64 = buckets.iter().sum();
+            let _ = writeln!(out, "{name}_count{{{labels},side=\"{side}\"}} {count}");
         }
     }
 }
@@ -210,37 +194,15 @@ pub(super) fn write(out: &mut String, snapshot: &Snapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use collector_common::RTT_BOUNDS_US;
+    use collector_common::RESET_SENT;
 
     #[test]
-    fn every_rtt_bound_has_its_le() {
-        for (bound, le) in RTT_BOUNDS_US.iter().zip(RTT_LE) {
-            assert_eq!(le.parse::<f64>().unwrap(), *bound as f64 / 1e6);
-        }
-        assert_eq!(RTT_LE[RTT_BOUNDS_US.len()], "+Inf");
-    }
-
-    #[test]
-    fn every_outcome_has_a_name_and_unknown_details_none() {
-        let names: Vec<_> = Outcome::ALL
-            .iter()
-            .map(|o| outcome_name(*o as u16).unwrap())
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "established",
-                "refused",
-                "timed_out",
-                "unreachable",
-                "reset",
-                "other"
-            ]
-        );
-        assert_eq!(outcome_name(99), None);
-        // A detail a newer probe might add is not served under a wrong name.
+    fn a_key_of_another_family_or_an_unknown_detail_is_not_served() {
         let retransmits = FAMILIES[1].labels;
         assert!(retransmits(TcpEvent::Retransmit as u16, 7).is_none());
         assert!(retransmits(TcpEvent::Reset as u16, RESET_SENT).is_none());
+        let connections = FAMILIES[0].labels;
+        assert!(connections(TcpEvent::Abort as u16, 1).is_none());
+        assert!(connections(TcpEvent::Connect as u16, 99).is_none());
     }
 }

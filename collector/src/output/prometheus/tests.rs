@@ -10,9 +10,14 @@ mod parsed;
 mod snapshots;
 
 use super::*;
+use crate::model::NamespaceTcp;
 use crate::model::{EbpfStatus, Flavour, HttpStats, Interface, Snapshot};
 use crate::model::{NamespaceDrops, Netns, PodIdentity, PodStatus, Probe, ProbeCounters};
 use crate::model::{PodNetstat, PodNetstatStatus, NETSTAT_FIELDS};
+use collector_common::{
+    Outcome, TcpEvent, RESET_RECEIVED, RESET_SENT, RETRANSMIT_DATA, RETRANSMIT_SYN,
+    RETRANSMIT_SYNACK, RTT_BUCKETS, SIDE_ACCEPT, SIDE_CONNECT,
+};
 
 /// An interface name with every character the text format escapes
 /// (Linux allows quotes and backslashes in names), and a label value
@@ -36,7 +41,7 @@ fn interface(ifindex: u32, name: &str, kind: Option<&str>, seed: u64) -> Interfa
 fn snapshot() -> Snapshot {
     let ebpf = EbpfStatus {
         enabled: true,
-        attachments: [Probe::Rx, Probe::Tx, Probe::Drop]
+        attachments: Probe::ALL
             .into_iter()
             .map(|probe| snapshots::attachment(probe, true, Flavour::Btf))
             .collect(),
@@ -44,6 +49,7 @@ fn snapshot() -> Snapshot {
             traffic_map_full: 4,
             drop_map_full: 5,
             kernel_read_errors: 6,
+            tcp_map_full: 7,
         },
         traffic_map_entries: 2,
         drop_map_entries: 4,
@@ -84,6 +90,43 @@ fn snapshot() -> Snapshot {
             netns: Netns::Host,
             drops: BTreeMap::from([("NO_SOCKET".to_string(), 4)]),
             ..NamespaceDrops::default()
+        },
+    ];
+    // Every TCP event kind in a pod's namespace, a few in the host's.
+    let key = |event: TcpEvent, detail: u16| (event as u16, detail);
+    snapshot.namespace_tcp = vec![
+        NamespaceTcp {
+            netns: Netns::Inode(4026532001),
+            pod: snapshot.namespace_drops[0].pod.clone(),
+            events: BTreeMap::from([
+                (key(TcpEvent::Connect, Outcome::Established as u16), 40),
+                (key(TcpEvent::Connect, Outcome::Refused as u16), 41),
+                (key(TcpEvent::Connect, Outcome::TimedOut as u16), 42),
+                (key(TcpEvent::Accept, Outcome::Established as u16), 43),
+                (key(TcpEvent::Retransmit, RETRANSMIT_DATA), 44),
+                (key(TcpEvent::Retransmit, RETRANSMIT_SYN), 45),
+                (key(TcpEvent::Retransmit, RETRANSMIT_SYNACK), 46),
+                (key(TcpEvent::Reset, RESET_SENT), 47),
+                (key(TcpEvent::Reset, RESET_RECEIVED), 48),
+                (key(TcpEvent::Abort, Outcome::Reset as u16), 49),
+                (key(TcpEvent::RttBucket, 0), 30),
+                (key(TcpEvent::RttBucket, 3), 10),
+                (key(TcpEvent::RttSum, SIDE_CONNECT), 123_456),
+                (key(TcpEvent::RttBucket, RTT_BUCKETS + 6), 2),
+                (key(TcpEvent::RttSum, SIDE_ACCEPT), 1_500_000),
+            ]),
+        },
+        NamespaceTcp {
+            netns: Netns::Host,
+            pod: None,
+            events: BTreeMap::from([
+                (key(TcpEvent::Connect, Outcome::Refused as u16), 1),
+                (key(TcpEvent::Retransmit, RETRANSMIT_DATA), 2),
+                (key(TcpEvent::Reset, RESET_SENT), 5),
+                (key(TcpEvent::Abort, Outcome::TimedOut as u16), 3),
+                (key(TcpEvent::RttBucket, 1), 4),
+                (key(TcpEvent::RttSum, SIDE_CONNECT), 3_200),
+            ]),
         },
     ];
     // One pod's own counters, every field with a value of its own.
@@ -162,7 +205,10 @@ fn every_family_has_help_then_type_once_before_its_samples() {
                 .get(i + 1)
                 .and_then(|l| l.strip_prefix(&format!("# TYPE {name} ")))
                 .unwrap_or_else(|| panic!("HELP of {name} not followed by its TYPE"));
-            assert!(["counter", "gauge"].contains(&kind), "{name}: {kind}");
+            assert!(
+                ["counter", "gauge", "histogram"].contains(&kind),
+                "{name}: {kind}"
+            );
             if kind == "counter" && !name.starts_with("network_interface_stats_") {
                 assert!(name.ends_with("_total"), "counter {name} without _total");
             }
@@ -172,10 +218,16 @@ fn every_family_has_help_then_type_once_before_its_samples() {
         }
         assert!(!line.starts_with('#'), "stray comment line: {line}");
         assert!(!line.is_empty(), "empty line {i}");
-        let name = line
+        let sample_name = line
             .split(['{', ' '])
             .next()
             .expect("a sample line starts with its name");
+        // A histogram's samples carry its name and a suffix.
+        let name = ["_bucket", "_sum", "_count"]
+            .iter()
+            .filter_map(|suffix| sample_name.strip_suffix(suffix))
+            .find(|base| current == Some(*base))
+            .unwrap_or(sample_name);
         assert!(
             declared.contains(name),
             "sample of {name} before or without its HELP/TYPE: {line}"

@@ -19,6 +19,7 @@ fn snapshot(rx_bytes: u64, no_socket: u64, ifindex: u32) -> Snapshot {
         labels: vec![],
         interfaces: vec![interface],
         namespace_drops: Vec::new(),
+        namespace_tcp: Vec::new(),
         pod_netstat: Vec::new(),
         sources: SourceStatus {
             netlink_error: None,

@@ -361,11 +361,10 @@ mod tests {
             ("6.18", true),
         ] {
             let own = TracepointFormats {
-                formats: BTreeMap::from([
-                    (Probe::Rx, Ok(fixture(kernel, "netif_receive_skb"))),
-                    (Probe::Tx, Ok(fixture(kernel, "net_dev_start_xmit"))),
-                    (Probe::Drop, Ok(fixture(kernel, "kfree_skb"))),
-                ]),
+                formats: Probe::ALL
+                    .into_iter()
+                    .map(|probe| (probe, Ok(fixture(kernel, probe.tracepoint().1))))
+                    .collect(),
             };
             let layout = probe_layout(&own, &btf, 1).unwrap();
             assert!(
@@ -385,6 +384,41 @@ mod tests {
             assert_eq!(
                 (layout.globals.rx_len, layout.globals.tx_len),
                 (16, 36),
+                "{kernel}"
+            );
+            // The socket members are the fixture BTF's.
+            let g = &layout.globals;
+            assert_eq!(
+                (g.sk_state, g.sk_protocol, g.sk_err, g.tcp_srtt_us),
+                (10, 40, 44, 100),
+                "{kernel}"
+            );
+            if kernel != "6.18" {
+                continue;
+            }
+            // The TCP records as 6.18 lays them out.
+            assert_eq!(
+                (
+                    g.state_skaddr,
+                    g.state_oldstate,
+                    g.state_newstate,
+                    g.state_protocol
+                ),
+                (8, 16, 20, 30),
+                "{kernel}"
+            );
+            assert_eq!(
+                (g.retransmit_skaddr, g.retransmit_state, g.synack_skaddr),
+                (16, 24, 8),
+                "{kernel}"
+            );
+            assert_eq!(
+                (
+                    g.send_reset_skbaddr,
+                    g.send_reset_skaddr,
+                    g.receive_reset_skaddr
+                ),
+                (8, 16, 8),
                 "{kernel}"
             );
         }
