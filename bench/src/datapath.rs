@@ -59,8 +59,10 @@ pub enum Config {
     /// `collector serve --ebpf-flavour classic`: every probe as a classic
     /// tracepoint, the fallback where tp_btf cannot load.
     Classic,
-    /// `collector serve`, the default `--ebpf-probes drops`: only skb:kfree_skb.
+    /// `collector serve --ebpf-probes drops`: only skb:kfree_skb.
     DropsOnly,
+    /// `collector serve` as deployed: drops and the five TCP programs.
+    Default,
 }
 
 impl Config {
@@ -71,7 +73,8 @@ impl Config {
             Config::Detached => "detached",
             Config::AllProbes => "all probes (tp_btf)",
             Config::Classic => "all probes, classic tracepoints",
-            Config::DropsOnly => "drops only (default)",
+            Config::DropsOnly => "drops only",
+            Config::Default => "default probes (drops, tcp)",
         }
     }
 
@@ -81,6 +84,7 @@ impl Config {
             Config::Detached => None,
             Config::AllProbes | Config::Classic => Some("rx,tx,drops"),
             Config::DropsOnly => Some("drops"),
+            Config::Default => Some("drops,tcp"),
         }
     }
 
@@ -90,7 +94,7 @@ impl Config {
         match self {
             Config::Detached => None,
             Config::Classic => Some("classic"),
-            Config::AllProbes | Config::DropsOnly => Some("btf"),
+            Config::AllProbes | Config::DropsOnly | Config::Default => Some("btf"),
         }
     }
 
@@ -100,6 +104,7 @@ impl Config {
             Config::Detached => 0,
             Config::AllProbes | Config::Classic => 3,
             Config::DropsOnly => 1,
+            Config::Default => 6,
         }
     }
 }
@@ -153,6 +158,7 @@ impl Round {
         ) {
             (false, _, _) => Config::Detached,
             (true, Some("drops"), _) => Config::DropsOnly,
+            (true, Some("drops,tcp"), _) => Config::Default,
             (true, _, Some("btf")) => Config::AllProbes,
             (true, _, _) => Config::Classic,
         }
@@ -653,7 +659,7 @@ pub fn summarize(rounds: Vec<Round>) -> Datapath {
                         r.index
                     )
                 }),
-            Config::Detached => None,
+            Config::Detached | Config::Default => None,
         })
         .collect();
     Datapath {
@@ -805,7 +811,7 @@ fn probe_programs_loaded() -> Option<usize> {
     probe_programs().ok().map(|p| p.len())
 }
 
-fn thread_cpu() -> Duration {
+pub fn thread_cpu() -> Duration {
     // SAFETY: zeroed timespec is a valid out-parameter.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: valid clock id and pointer.

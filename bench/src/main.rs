@@ -8,6 +8,7 @@ mod datapath;
 mod report;
 mod scrape;
 mod seed;
+mod churn;
 mod storm;
 mod sys;
 
@@ -70,14 +71,25 @@ struct Args {
     /// Seconds per drop-storm round.
     #[arg(long)]
     storm_seconds: Option<f64>,
+    /// Connection-churn cycles: an attached round as deployed (default
+    /// probes) and one with BPF run-time statistics on, each after a
+    /// detached round; then a closing detached round.
+    #[arg(long)]
+    churn_pairs: Option<usize>,
+    /// Seconds per churn round.
+    #[arg(long)]
+    churn_seconds: Option<f64>,
+    #[arg(long)]
+    skip_churn: bool,
     #[arg(long)]
     skip_datapath: bool,
     #[arg(long)]
     skip_storm: bool,
     #[arg(long)]
     skip_idle: bool,
-    /// Run this phase alone, e.g. `--only storm`. Only `storm` is published
-    /// alone (to <docs>/storm/): the other phases belong to the full report.
+    /// Run this phase alone, e.g. `--only storm`. Only `storm` and `churn`
+    /// are published alone (to <docs>/storm/, <docs>/churn/): the other
+    /// phases belong to the full report.
     #[arg(long, value_enum)]
     only: Option<Phase>,
     /// Do not copy the results to --docs even on a full run.
@@ -96,6 +108,8 @@ enum Phase {
     Datapath,
     /// The drop storm.
     Storm,
+    /// Connection churn against the TCP probes.
+    Churn,
     /// Scrape latency, CPU and memory of every tool, and the idle window.
     Scrapes,
 }
@@ -106,6 +120,7 @@ impl Args {
             (Some(only), _) => only == phase,
             (None, Phase::Datapath) => !self.skip_datapath,
             (None, Phase::Storm) => !self.skip_storm,
+            (None, Phase::Churn) => !self.skip_churn,
             (None, Phase::Scrapes) => true,
         }
     }
@@ -139,6 +154,8 @@ struct Plan {
     datapath_seconds: f64,
     storm_pairs: usize,
     storm_seconds: f64,
+    churn_pairs: usize,
+    churn_seconds: f64,
     idle_seconds: f64,
     idle_interval_seconds: f64,
 }
@@ -158,6 +175,8 @@ impl Plan {
                 datapath_seconds: 1.0,
                 storm_pairs: 2,
                 storm_seconds: 2.0,
+                churn_pairs: 1,
+                churn_seconds: 2.0,
                 idle_seconds: 6.0,
                 idle_interval_seconds: 3.0,
             }
@@ -174,6 +193,8 @@ impl Plan {
                 datapath_seconds: 5.0,
                 storm_pairs: 6,
                 storm_seconds: 5.0,
+                churn_pairs: 4,
+                churn_seconds: 5.0,
                 idle_seconds: 60.0,
                 idle_interval_seconds: 30.0,
             }
@@ -200,6 +221,12 @@ impl Plan {
         }
         if let Some(s) = args.storm_seconds {
             plan.storm_seconds = s;
+        }
+        if let Some(n) = args.churn_pairs {
+            plan.churn_pairs = n.max(1);
+        }
+        if let Some(s) = args.churn_seconds {
+            plan.churn_seconds = s;
         }
         if let Some(s) = args.idle_seconds {
             plan.idle_seconds = s;
@@ -330,6 +357,9 @@ fn real_main() -> Result<()> {
         if let Some(old) = report.storm.take() {
             report.storm = Some(storm::summarize(old.rounds, old.sender_cpu));
         }
+        if let Some(old) = report.churn.take() {
+            report.churn = Some(churn::summarize(old.rounds, old.cpu));
+        }
         report.evaluate_targets();
         std::fs::create_dir_all(&args.out)?;
         let publish = !report.quick;
@@ -381,6 +411,7 @@ fn real_main() -> Result<()> {
         script: Vec::new(),
         datapath: None,
         storm: None,
+        churn: None,
         idle: None,
         targets: Vec::new(),
         notes: vec![
@@ -416,6 +447,19 @@ fn real_main() -> Result<()> {
         )?);
     }
 
+    if args.runs(Phase::Churn) {
+        eprintln!(
+            "bench: connection churn: {} cycles of default-probe rounds without and with run-time statistics between detached ones, {} s each",
+            plan.churn_pairs, plan.churn_seconds
+        );
+        report.churn = Some(churn::run(
+            &args.collector,
+            plan.churn_pairs,
+            plan.churn_seconds,
+            &logs,
+        )?);
+    }
+
     if args.runs(Phase::Scrapes) {
         scrape_phase(&args, &plan, &mut report, &script_path, &logs)?;
     }
@@ -423,7 +467,7 @@ fn real_main() -> Result<()> {
     report.load_average_end = sys::loadavg();
     report.duration_seconds = started.elapsed().as_secs_f64();
     report.evaluate_targets();
-    let publish = !args.quick && matches!(args.only, None | Some(Phase::Storm));
+    let publish = !args.quick && matches!(args.only, None | Some(Phase::Storm | Phase::Churn));
     write_outputs(&args, &report, publish)?;
     Ok(())
 }
@@ -448,8 +492,8 @@ fn preflight(args: &Args) -> Result<()> {
     if args.runs(Phase::Scrapes) {
         tools.extend(["bash", "awk", "hostname", "date"]);
     }
-    // The storm's program time comes from bpftool's run_time_ns.
-    if args.runs(Phase::Storm) {
+    // The storm's and the churn's program times come from bpftool's run_time_ns.
+    if args.runs(Phase::Storm) || args.runs(Phase::Churn) {
         tools.push("bpftool");
     }
     for tool in tools {
@@ -743,12 +787,13 @@ fn write_outputs(args: &Args, report: &Report, full_run: bool) -> Result<()> {
     eprintln!("bench: wrote {}", args.out.display());
     println!("{markdown}");
     let storm_alone = args.only == Some(Phase::Storm) && report.storm.is_some();
+    let churn_alone = args.only == Some(Phase::Churn) && report.churn.is_some();
     match &args.docs {
         // The drop storm measures the one probe that runs per drop, apart
         // from the scrapes and the datapath: its full run has a report of
         // its own, so publishing it never replaces the full report's.
-        Some(docs) if full_run && storm_alone && !args.no_publish => {
-            let dir = docs.join("storm");
+        Some(docs) if full_run && (storm_alone || churn_alone) && !args.no_publish => {
+            let dir = docs.join(if storm_alone { "storm" } else { "churn" });
             std::fs::create_dir_all(&dir)?;
             for (name, _) in &files {
                 std::fs::copy(args.out.join(name), dir.join(name))?;

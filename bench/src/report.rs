@@ -28,6 +28,9 @@ pub struct Report {
     /// Absent in reports from before the drop storm.
     #[serde(default)]
     pub storm: Option<Storm>,
+    /// Absent in reports from before the TCP probes.
+    #[serde(default)]
+    pub churn: Option<crate::churn::Churn>,
     pub idle: Option<Idle>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
@@ -256,6 +259,22 @@ impl Report {
         if let Some(storm) = &self.storm {
             targets.extend(storm_targets(storm));
         }
+        if let Some(churn) = &self.churn {
+            targets.push(Target {
+                name: "connection churn cost (default probes)".into(),
+                goal: format!("<= {} % connections/s", crate::churn::COST_TARGET_PERCENT),
+                measured: churn.attached.as_ref().map_or("not measured".into(), |a| {
+                    format!(
+                        "{:.2} % fewer ({:.0} vs {:.0} detached)",
+                        a.cost_percent, a.pps_median, churn.detached_median
+                    )
+                }),
+                met: churn.cost_met(),
+                note: churn.program_ns_per_event.map(|ns| {
+                    format!("{:.1} ns of TCP program time per event", ns.median)
+                }),
+            });
+        }
         self.targets = targets;
     }
 
@@ -438,6 +457,9 @@ impl Report {
 
         if let Some(storm) = &self.storm {
             storm_section(storm, &mut out);
+        }
+        if let Some(churn) = &self.churn {
+            let _ = write!(out, "\n{}", crate::churn::markdown(churn));
         }
 
         if let Some(idle) = &self.idle {

@@ -122,7 +122,7 @@ pub struct Spread {
 }
 
 impl Spread {
-    fn of(values: &[f64]) -> Option<Spread> {
+    pub fn of(values: &[f64]) -> Option<Spread> {
         let (min, max) = min_max(values);
         (!values.is_empty()).then(|| Spread {
             median: median(values),
@@ -362,7 +362,7 @@ fn cpu_set_size() -> usize {
 
 /// The last core this process may run on: the first ones tend to take
 /// more of the machine's interrupts and housekeeping.
-fn sender_cpu() -> Result<usize> {
+pub fn sender_cpu() -> Result<usize> {
     // SAFETY: an all-zero cpu_set_t is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: a valid out-pointer of the size passed; pid 0 is this thread.
@@ -377,7 +377,7 @@ fn sender_cpu() -> Result<usize> {
 }
 
 /// Keeps the calling thread on `cpu`.
-fn pin_to_cpu(cpu: usize) -> Result<()> {
+pub fn pin_to_cpu(cpu: usize) -> Result<()> {
     // SAFETY: an all-zero cpu_set_t is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `cpu` came from sched_getaffinity, so it is below CPU_SETSIZE.

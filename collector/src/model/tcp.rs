@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use collector_common::{
     Outcome, TcpEvent, RESET_RECEIVED, RESET_SENT, RETRANSMIT_DATA, RETRANSMIT_SYN,
-    RETRANSMIT_SYNACK, RTT_BOUNDS_US, RTT_BUCKETS, SIDE_ACCEPT, SIDE_CONNECT,
+    RETRANSMIT_SYNACK, RTT_BUCKETS, SIDE_ACCEPT, SIDE_CONNECT,
 };
 
 /// The label value of an [`Outcome`] detail; `None` for one no probe
@@ -101,6 +101,7 @@ pub fn serialize_events<S: serde::Serializer>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use collector_common::RTT_BOUNDS_US;
 
     #[test]
     fn every_rtt_bound_has_its_le() {
