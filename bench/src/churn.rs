@@ -150,9 +150,8 @@ pub fn run(collector: &Path, pairs: usize, seconds: f64, logs: &Path) -> Result<
         |slot, collector_process| {
             let mut round = match (&collector_process, slot.config) {
                 (Some((_, ids)), Kind::Statistics) => {
-                    let (mut round, programs) = with_run_time_stats(ids, || {
-                        churn(&client, &listener, cpu, duration)
-                    })?;
+                    let (mut round, programs) =
+                        with_run_time_stats(ids, || churn(&client, &listener, cpu, duration))?;
                     round.programs = programs;
                     round
                 }
@@ -309,9 +308,9 @@ pub fn markdown(churn: &Churn) -> String {
     ));
     out.push_str("| Round | Kind | Connections/s | CPU ns/connection | TCP program runs x ns |\n|---:|---|---:|---:|---|\n");
     for r in &churn.rounds {
-        let runs = r
-            .tcp_runs()
-            .map_or(String::from("-"), |(runs, ns)| format!("{runs} x {:.1}", ns / runs as f64));
+        let runs = r.tcp_runs().map_or(String::from("-"), |(runs, ns)| {
+            format!("{runs} x {:.1}", ns / runs as f64)
+        });
         out.push_str(&format!(
             "| {} | {} | {:.0} | {:.0} | {} |\n",
             r.index,

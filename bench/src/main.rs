@@ -4,11 +4,11 @@
 //! Ctrl-C). See docs/bench/README.md for the method.
 
 mod chart;
+mod churn;
 mod datapath;
 mod report;
 mod scrape;
 mod seed;
-mod churn;
 mod storm;
 mod sys;
 

@@ -270,9 +270,9 @@ impl Report {
                     )
                 }),
                 met: churn.cost_met(),
-                note: churn.program_ns_per_event.map(|ns| {
-                    format!("{:.1} ns of TCP program time per event", ns.median)
-                }),
+                note: churn
+                    .program_ns_per_event
+                    .map(|ns| format!("{:.1} ns of TCP program time per event", ns.median)),
             });
         }
         self.targets = targets;

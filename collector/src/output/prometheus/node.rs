@@ -208,6 +208,7 @@ const FAMILIES: [NodeFamily; 26] = [
             emit(&[("map", "drops")], int(memory.drops));
             emit(&[("map", "counters")], int(memory.counters));
             emit(&[("map", "first_drops")], int(memory.first_drops));
+            emit(&[("map", "tcp")], int(memory.tcp));
         },
     },
     NodeFamily {
