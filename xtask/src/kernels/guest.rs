@@ -63,7 +63,7 @@ fn guest_script(out: &Path, binaries: &Binaries) -> Result<String> {
         "umount /tmp/xtask-tracefs\n\
          ip netns add xtask-probe\n\
          start=$(date +%s%N)\n\
-         ip netns exec xtask-probe {} snapshot --format json --window 0s --ebpf-probes rx,tx,drops >\"$OUT/snapshot.json\" 2>\"$OUT/snapshot.stderr\"\n\
+         ip netns exec xtask-probe {} snapshot --format json --window 0s --ebpf-probes rx,tx,drops,tcp >\"$OUT/snapshot.json\" 2>\"$OUT/snapshot.stderr\"\n\
          echo $(( ($(date +%s%N) - start) / 1000000 )) >\"$OUT/snapshot_millis\"\n\
          ip netns del xtask-probe\n\
          mkdir -p \"$OUT/tests\"",
