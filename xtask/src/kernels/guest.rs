@@ -56,7 +56,7 @@ fn guest_script(out: &Path, binaries: &Binaries) -> Result<String> {
         )?;
     }
     // The attach table's source: every probe (rx and tx are opt-in, the
-    // default is drops only), the default flavour, in a namespace of its
+    // default is drops and tcp), the default flavour, in a namespace of its
     // own (its tracefs mount stays there too).
     writeln!(
         script,
