@@ -14,7 +14,9 @@ use serde::Serialize;
 
 pub mod netstat;
 
-pub use netstat::{NetstatField, NetstatFile, PodNetstat, PodNetstatStatus, NETSTAT_FIELDS};
+pub use netstat::{
+    NetstatField, NetstatFile, NetstatSet, PodNetstat, PodNetstatStatus, NETSTAT_FIELDS,
+};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {

@@ -35,7 +35,8 @@ pub enum Profile {
     /// The seed's 13 families, link state, info, eBPF and drops by reason.
     #[default]
     Default,
-    /// Also the rest of IFLA_STATS64 and carrier changes.
+    /// Also the rest of IFLA_STATS64, carrier changes and the rest of
+    /// each pod's SNMP counters.
     Detailed,
 }
 
@@ -65,7 +66,7 @@ pub fn render_profile(snapshot: &Snapshot, http: &HttpStats, profile: Profile) -
     let mut out = String::with_capacity(256 + snapshot.interfaces.len() * 6_000);
     interface::write(&mut out, snapshot, profile, &mut |_| {});
     namespace::write(&mut out, snapshot);
-    pod_netstat::write(&mut out, snapshot);
+    pod_netstat::write(&mut out, snapshot, profile);
     node::write(&mut out, snapshot, http);
     out
 }
@@ -86,7 +87,7 @@ pub fn render_pieces(
     };
     interface::write(&mut out, snapshot, profile, &mut flush);
     namespace::write(&mut out, snapshot);
-    pod_netstat::write(&mut out, snapshot);
+    pod_netstat::write(&mut out, snapshot, profile);
     flush(&mut out);
     node::write(&mut out, snapshot, http);
     flush(&mut out);
