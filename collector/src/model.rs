@@ -12,8 +12,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+pub mod conntrack;
 pub mod netstat;
 
+pub use conntrack::{Conntrack, ConntrackStat, CONNTRACK_STATS};
 pub use netstat::{
     NetstatField, NetstatFile, NetstatSet, PodNetstat, PodNetstatStatus, NETSTAT_FIELDS,
 };
@@ -32,6 +34,9 @@ pub struct Snapshot {
     pub namespace_drops: Vec<NamespaceDrops>,
     /// Each pod's own SNMP counters, by namespace and pod.
     pub pod_netstat: Vec<PodNetstat>,
+    /// The conntrack table of the collector's network namespace (the
+    /// node's, under hostNetwork); `None` without conntrack in the kernel.
+    pub conntrack: Option<Conntrack>,
     pub sources: SourceStatus,
     /// Wall time this collection took.
     pub collection_seconds: f64,
@@ -193,6 +198,9 @@ pub struct SourceStatus {
     pub collections_total: u64,
     pub pod_identity: PodStatus,
     pub pod_netstat: PodNetstatStatus,
+    /// Why a conntrack file present in this collection did not read or
+    /// parse; `None` when fine or absent.
+    pub conntrack_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

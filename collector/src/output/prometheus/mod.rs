@@ -9,9 +9,11 @@
 //! served, and a function from the model to its samples and their labels.
 //! [`interface`] (with the counter tables of [`counters`]) holds the
 //! per-interface families, [`namespace`] the drops inside pods' and other
-//! namespaces, [`node`] the collector's own; this module only
+//! namespaces, [`pod_netstat`] pods' own SNMP counters, [`conntrack`] the
+//! node's conntrack table, [`node`] the collector's own; this module only
 //! writes the text format.
 
+mod conntrack;
 mod counters;
 mod interface;
 mod namespace;
@@ -67,6 +69,7 @@ pub fn render_profile(snapshot: &Snapshot, http: &HttpStats, profile: Profile) -
     interface::write(&mut out, snapshot, profile, &mut |_| {});
     namespace::write(&mut out, snapshot);
     pod_netstat::write(&mut out, snapshot, profile);
+    conntrack::write(&mut out, snapshot);
     node::write(&mut out, snapshot, http);
     out
 }
@@ -88,6 +91,7 @@ pub fn render_pieces(
     interface::write(&mut out, snapshot, profile, &mut flush);
     namespace::write(&mut out, snapshot);
     pod_netstat::write(&mut out, snapshot, profile);
+    conntrack::write(&mut out, snapshot);
     flush(&mut out);
     node::write(&mut out, snapshot, http);
     flush(&mut out);
