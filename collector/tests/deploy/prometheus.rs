@@ -8,6 +8,8 @@ mod operator;
 mod queries;
 mod server;
 
+use std::net::{TcpListener, TcpStream};
+
 use super::*;
 use crate::artifacts::alert_rules;
 use operator::*;
@@ -127,6 +129,9 @@ fn queries_return_data_from_a_real_prometheus(profile: &[&str]) {
         "azvprom0a1b2c3",
         72,
     );
+    // Its sandbox process, through which the collector reads the pod's
+    // own SNMP counters (network_pod_netstat_*).
+    let _sandbox = pod.sandbox_process();
     // TLS against the collector's CA, with a certificate for the name the
     // documented tlsConfig verifies, and a bcrypt user of the web config.
     let (user, password) = ("prometheus", "scrape-secret");
@@ -256,6 +261,39 @@ fn queries_return_data_from_a_real_prometheus(profile: &[&str]) {
     );
     drop(starved);
 
+    // TCP from and to the pod, in two rounds so rates see it: handshakes
+    // both ways (the pod's connects and accepts), and connects to a closed
+    // port of the node (refused: the node's resets, the pod's failures).
+    let node_listener = ns.run_in(|| TcpListener::bind((pod.host_address.as_str(), 8080)).unwrap());
+    let pod_listener = pod
+        .netns
+        .run_in(|| TcpListener::bind((pod.pod_address.as_str(), 8080)).unwrap());
+    let mut held = Vec::new();
+    let mut tcp_round = || {
+        pod.netns.run_in(|| {
+            for _ in 0..3 {
+                held.push(TcpStream::connect((pod.host_address.as_str(), 8080)).unwrap());
+                held.push(node_listener.accept().unwrap().0);
+                let refused = TcpStream::connect((pod.host_address.as_str(), 81));
+                assert!(refused.is_err(), "port 81 of the node is closed");
+            }
+        });
+        ns.run_in(|| {
+            for _ in 0..3 {
+                held.push(TcpStream::connect((pod.pod_address.as_str(), 8080)).unwrap());
+                held.push(pod_listener.accept().unwrap().0);
+            }
+        });
+    };
+    let opens = "network_pod_netstat_Tcp_ActiveOpens_total";
+    tcp_round();
+    wait_for(&format!("{opens} > 0"), "the pod's TCP connects");
+    tcp_round();
+    wait_for(
+        &format!("increase({opens}[1m]) > 0"),
+        "more of the pod's TCP connects in a later scrape",
+    );
+
     // The seed's counters carry the interface's admin `state`: a veth that
     // goes down and up again splits each into two series within the rate
     // window. Every query below runs with both there, so a join that
@@ -280,4 +318,5 @@ fn queries_return_data_from_a_real_prometheus(profile: &[&str]) {
         };
         checks::every_query(server, &pods, &labels);
     }
+    drop(held);
 }

@@ -33,7 +33,7 @@ fn unfiltered(expr: &str) -> String {
 
 /// The metric names a query selects.
 fn metrics(expr: &str) -> Vec<String> {
-    let name = regex::Regex::new(r"\b(?:network|collector)_[a-z_]+").unwrap();
+    let name = regex::Regex::new(r"\b(?:network|collector)_[A-Za-z0-9_]+").unwrap();
     name.find_iter(expr)
         .map(|m| m.as_str().to_string())
         .collect()
@@ -51,6 +51,15 @@ fn names_pod(expr: &str) -> bool {
 /// it on synthetic series (`artifacts.rs`).
 const UNSERVED_IN_A_TEST_NAMESPACE: [&str; 1] = ["network_interface_speed_bytes"];
 
+/// Family prefixes the views use that this build does not serve yet: the
+/// TCP events of issue 27 (`network_pod_tcp_*`, `network_netns_tcp_*`),
+/// from the TCP tracepoints on another branch. A query using one is run
+/// (it must evaluate) and its family checked absent, and nothing more:
+/// once they are served the check fails until this list is emptied, and
+/// from then on such queries must return data naming the app pod like any
+/// other (the test makes the traffic they need).
+const NOT_YET_SERVED: [&str; 2] = ["network_pod_tcp_", "network_netns_tcp_"];
+
 /// Runs one expression: it must evaluate without error, each series
 /// selector in it must match series Prometheus scraped, and unless it is a
 /// threshold filter it must return data. Then every row that names a pod
@@ -67,9 +76,32 @@ pub(super) fn check_query(
     } else {
         prometheus.query(expr)
     };
-    let selector =
-        regex::Regex::new(r"\b(?:network_interface|network_pod|collector)_[a-z_]+(?:\{[^}]*\})?")
-            .unwrap();
+    let selector = regex::Regex::new(
+        r"\b(?:network_interface|network_pod|network_conntrack|collector)_[A-Za-z0-9_]+(?:\{[^}]*\})?",
+    )
+    .unwrap();
+    let awaited: Vec<&str> = selector
+        .find_iter(expr)
+        .map(|m| m.as_str())
+        .filter(|s| NOT_YET_SERVED.iter().any(|prefix| s.starts_with(prefix)))
+        .collect();
+    if !awaited.is_empty() {
+        for series in awaited {
+            let name = series.split('{').next().unwrap();
+            let matched = prometheus.api(&format!("/api/v1/series?match[]={}", url_encode(name)));
+            assert!(
+                matched.as_array().unwrap().is_empty(),
+                "{}: {origin}: {name} is served now: empty NOT_YET_SERVED",
+                prometheus.overlay
+            );
+        }
+        println!(
+            "ok {} {origin}: evaluates; its TCP event families are not served by this build: {}",
+            prometheus.overlay,
+            expr.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+        return;
+    }
     for series in selector.find_iter(expr) {
         let matched = prometheus.api(&format!(
             "/api/v1/series?match[]={}",
