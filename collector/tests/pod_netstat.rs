@@ -388,6 +388,11 @@ fn every_served_counter_equals_the_pods_own_and_no_other_namespace_reaches_a_pod
         .iter()
         .map(|p| (p.namespace.clone(), p.name.clone()))
         .collect();
+    assert_tcp_trouble_table(
+        &node,
+        &runtime,
+        &[(&server, own.clone()), (&client, client_own.clone())],
+    );
     for metrics in [&lean, &metrics] {
         let pods = served_pods(metrics);
         assert_eq!(pods, expected, "only the pods' namespaces are served");
@@ -442,6 +447,65 @@ fn a_pod_deleted_and_made_again_starts_at_its_new_namespaces_counters() {
         ),
         0.0
     );
+}
+
+/// `collector snapshot`'s "TCP trouble in pods" section lists `pods`,
+/// each with its own counters (`own`, read inside it): the columns as the
+/// section's header names them.
+fn assert_tcp_trouble_table(
+    node: &Netns,
+    runtime: &PodRuntime,
+    pods: &[(&Pod, BTreeMap<String, u64>)],
+) {
+    let results = runtime.results_dir();
+    let mut args = vec!["netns", "exec", node.name.as_str(), COLLECTOR];
+    args.extend_from_slice(&[
+        "snapshot",
+        "--format",
+        "table",
+        "--no-ebpf",
+        "--cni-results-dir",
+        results.to_str().unwrap(),
+        "--netns-dir",
+        "/var/run/netns",
+        "--host-proc",
+        "/proc",
+    ]);
+    let out = collector_command("ip").args(&args).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let section: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("TCP TROUBLE IN PODS"))
+        .collect();
+    assert!(section.len() >= 2, "no TCP trouble section in {text}");
+    println!("{}", section.join("\n"));
+    let header = section[1];
+    assert!(header.starts_with("POD "), "{header}");
+    for (pod, own) in pods {
+        let label = format!("{}/{}", pod.namespace, pod.name);
+        let row = section
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(label.as_str()))
+            .unwrap_or_else(|| panic!("{label} not in {section:?}"));
+        let cells: Vec<&str> = row.split_whitespace().skip(1).collect();
+        let expected = [
+            own["Tcp_RetransSegs"].to_string(),
+            if own["Tcp_OutSegs"] == 0 {
+                "-".to_string()
+            } else {
+                format!(
+                    "{:.1}%",
+                    own["Tcp_RetransSegs"] as f64 / own["Tcp_OutSegs"] as f64 * 100.0
+                )
+            },
+            own["TcpExt_TCPSynRetrans"].to_string(),
+            own["TcpExt_TCPTimeouts"].to_string(),
+            own["Tcp_OutRsts"].to_string(),
+            own["TcpExt_ListenOverflows"].to_string(),
+        ];
+        assert_eq!(cells, expected, "{label}: {header} / {row}");
+    }
 }
 
 /// A process living in a namespace no pod owns; killed on drop.
