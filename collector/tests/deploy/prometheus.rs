@@ -30,6 +30,28 @@ fn the_same_queries_return_data_with_detailed_metrics() {
     queries_return_data_from_a_real_prometheus(&["--detailed-metrics"]);
 }
 
+/// Closes `stream` with a reset rather than a FIN (SO_LINGER on, 0 s).
+fn reset_on_close(stream: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on the stream's own open fd, with a linger
+    // struct that outlives the call and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    drop(stream);
+}
+
 /// One overlay's PodMonitor as an operator following docs/operations.md
 /// deploys it, and the collector pod it scrapes.
 struct Monitored {
@@ -262,8 +284,10 @@ fn queries_return_data_from_a_real_prometheus(profile: &[&str]) {
     drop(starved);
 
     // TCP from and to the pod, in two rounds so rates see it: handshakes
-    // both ways (the pod's connects and accepts), and connects to a closed
-    // port of the node (refused: the node's resets, the pod's failures).
+    // both ways (the pod's connects and accepts), connects to a closed
+    // port of the node (refused: the node's resets, the pod's failures),
+    // and an established connection of the pod the node aborts with a
+    // reset (SO_LINGER 0), so every TCP panel and alert has its series.
     let node_listener = ns.run_in(|| TcpListener::bind((pod.host_address.as_str(), 8080)).unwrap());
     let pod_listener = pod
         .netns
@@ -277,6 +301,8 @@ fn queries_return_data_from_a_real_prometheus(profile: &[&str]) {
                 let refused = TcpStream::connect((pod.host_address.as_str(), 81));
                 assert!(refused.is_err(), "port 81 of the node is closed");
             }
+            held.push(TcpStream::connect((pod.host_address.as_str(), 8080)).unwrap());
+            reset_on_close(node_listener.accept().unwrap().0);
         });
         ns.run_in(|| {
             for _ in 0..3 {
