@@ -221,6 +221,39 @@ fn every_alert_fires_on_what_it_names_and_stays_quiet_beside_it() {
                 }))),
             ],
         ),
+        // 3 insert failures a minute on one node fire; one a minute on
+        // another does not.
+        group(
+            &[
+                (on("network_conntrack_stat_insert_failed_total", r#",cluster="c",host="node-1""#), "0+3x40"),
+                (on("network_conntrack_stat_insert_failed_total", r#",cluster="c",host="node-2""#).replace("10.0.0.4", "10.0.0.5"), "0+1x40"),
+            ],
+            vec![
+                ("8m", "NodeConntrackInsertFailures", json!([])),
+                ("20m", "NodeConntrackInsertFailures", fired(json!({"cluster": "c", "host": "node-1", "severity": "warning"}), json!({
+                    "summary": "node-1: conntrack insertions failing",
+                    "description": "15 conntrack entries could not be inserted in 5 minutes on the node: packets dropped, DNS lookups delayed by 5 seconds.",
+                    "runbook": runbook("NodeConntrackInsertFailures"),
+                }))),
+            ],
+        ),
+        // A table at 95% fires; one at 50% does not.
+        group(
+            &[
+                (on("network_conntrack_entries", r#",cluster="c",host="node-1""#), "950x30"),
+                (on("network_conntrack_entries_limit", r#",cluster="c",host="node-1""#), "1000x30"),
+                (on("network_conntrack_entries", r#",cluster="c",host="node-2""#).replace("10.0.0.4", "10.0.0.5"), "500x30"),
+                (on("network_conntrack_entries_limit", r#",cluster="c",host="node-2""#).replace("10.0.0.4", "10.0.0.5"), "1000x30"),
+            ],
+            vec![
+                ("5m", "NodeConntrackTableNearlyFull", json!([])),
+                ("15m", "NodeConntrackTableNearlyFull", fired(json!({"cluster": "c", "host": "node-1", "severity": "warning"}), json!({
+                    "summary": "node-1: conntrack table 95% full",
+                    "description": "The node's conntrack table has been above 90% of nf_conntrack_max for 10 minutes; at the limit new connections are dropped.",
+                    "runbook": runbook("NodeConntrackTableNearlyFull"),
+                }))),
+            ],
+        ),
         // A target down for 5 minutes; one that came back is quiet.
         group(
             &[
