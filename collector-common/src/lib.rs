@@ -173,6 +173,22 @@ pub enum TcpEvent {
     RttSum = 6,
 }
 
+impl TcpEvent {
+    pub const ALL: [TcpEvent; 7] = [
+        TcpEvent::Connect,
+        TcpEvent::Accept,
+        TcpEvent::Retransmit,
+        TcpEvent::Reset,
+        TcpEvent::Abort,
+        TcpEvent::RttBucket,
+        TcpEvent::RttSum,
+    ];
+
+    pub fn from_u16(value: u16) -> Option<TcpEvent> {
+        Self::ALL.into_iter().find(|e| *e as u16 == value)
+    }
+}
+
 /// How a connection attempt ended, from `sk_err` when it left the
 /// handshake (or a synchronized state) for CLOSE.
 #[repr(u16)]

@@ -80,6 +80,7 @@ fn snapshot() -> Snapshot {
         interfaces: (0..INTERFACES).map(interface).collect(),
         namespace_drops: Vec::new(),
         pod_netstat: Vec::new(),
+        conntrack: None,
         sources: SourceStatus {
             netlink_error: None,
             ebpf: EbpfStatus {
@@ -95,6 +96,7 @@ fn snapshot() -> Snapshot {
             collections_total: 1,
             pod_identity: Default::default(),
             pod_netstat: Default::default(),
+            conntrack_error: None,
         },
         collection_seconds: 0.002,
     }

@@ -230,9 +230,10 @@ pub struct CommonArgs {
     #[arg(long, env = "COLLECTOR_NO_EBPF")]
     pub no_ebpf: bool,
     /// Also serve the rest of IFLA_STATS64 (length, over, crc, frame, fifo,
-    /// nohandler, compressed, aborted, heartbeat, window) and carrier changes:
+    /// nohandler, compressed, aborted, heartbeat, window) and carrier changes,
     /// 13 more series per interface, like node_exporter's
-    /// --collector.netdev.enable-detailed-metrics.
+    /// --collector.netdev.enable-detailed-metrics; and the rest of each pod's
+    /// SNMP counters (node_exporter's default netstat set), 20 more per pod.
     #[arg(long, env = "COLLECTOR_DETAILED_METRICS")]
     pub detailed_metrics: bool,
     /// Longest a netlink link dump may take (1ms to 60s); a dump that takes
@@ -302,8 +303,8 @@ pub struct CommonArgs {
         default_value = "/proc"
     )]
     pub host_proc: std::path::PathBuf,
-    /// Do not serve pods' own SNMP counters (network_pod_netstat_*, 34
-    /// series per pod).
+    /// Do not serve pods' own SNMP counters (network_pod_netstat_*, 14
+    /// series per pod, 34 with --detailed-metrics).
     #[arg(long, env = "COLLECTOR_NO_POD_NETSTAT")]
     pub no_pod_netstat: bool,
 }

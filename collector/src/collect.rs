@@ -13,9 +13,11 @@ mod excluded;
 
 use crate::filter::InterfaceFilter;
 use crate::model::{
-    EbpfInterface, EbpfStatus, Interface, PodIdentity, PodNetstatStatus, Snapshot, SourceStatus,
+    Conntrack, EbpfInterface, EbpfStatus, Interface, PodIdentity, PodNetstatStatus, Snapshot,
+    SourceStatus,
 };
 use crate::namespaces::{namespace_drops, namespace_tcp, NamespaceLedger};
+use crate::sources::conntrack::ConntrackSource;
 use crate::sources::ebpf::{stale_interfaces, EbpfReading, EbpfSource};
 use crate::sources::netlink::{self, Link};
 use crate::sources::netstat::PodNetstatSource;
@@ -56,6 +58,8 @@ pub struct Collector {
     collections: AtomicU64,
     pods: Option<PodSource>,
     netstat: Option<PodNetstatSource>,
+    conntrack: Option<ConntrackSource>,
+    conntrack_errors: AtomicU64,
     namespaces: Mutex<NamespaceLedger>,
     excluded: Mutex<excluded::ExcludedDrops>,
 }
@@ -83,6 +87,8 @@ impl Collector {
             collections: AtomicU64::new(0),
             pods: None,
             netstat: None,
+            conntrack: None,
+            conntrack_errors: AtomicU64::new(0),
             namespaces: Mutex::new(NamespaceLedger::default()),
             excluded: Mutex::default(),
         }
@@ -99,6 +105,12 @@ impl Collector {
     /// (needs the pod source to know the pods).
     pub fn with_netstat_source(mut self, netstat: PodNetstatSource) -> Self {
         self.netstat = Some(netstat);
+        self
+    }
+
+    /// Adds the conntrack table of the collector's network namespace.
+    pub fn with_conntrack_source(mut self, conntrack: ConntrackSource) -> Self {
+        self.conntrack = Some(conntrack);
         self
     }
 
@@ -225,12 +237,16 @@ impl Collector {
             ),
             None => Vec::new(),
         };
+        let (conntrack, conntrack_error) = self.read_conntrack();
         let speeds = self.link_speeds(&links);
         let interfaces = merge(links, reading, by_link, &speeds, &self.config.filter);
         let mut errors_total = BTreeMap::new();
         errors_total.insert("netlink", self.netlink_errors.load(Ordering::Relaxed));
         if self.ebpf.is_some() {
             errors_total.insert("ebpf", self.ebpf_errors.load(Ordering::Relaxed));
+        }
+        if self.conntrack.is_some() {
+            errors_total.insert("conntrack", self.conntrack_errors.load(Ordering::Relaxed));
         }
         Snapshot {
             node: self.config.node.clone(),
@@ -239,6 +255,7 @@ impl Collector {
             namespace_drops,
             namespace_tcp,
             pod_netstat,
+            conntrack,
             sources: SourceStatus {
                 netlink_error,
                 ebpf: ebpf_status,
@@ -248,9 +265,30 @@ impl Collector {
                 collections_total,
                 pod_identity,
                 pod_netstat: pod_netstat_status,
+                conntrack_error,
             },
             collection_seconds: started.elapsed().as_secs_f64(),
         }
+    }
+
+    /// The conntrack table and this collection's error, if any file that
+    /// is there did not read or parse (counted once per collection).
+    fn read_conntrack(&self) -> (Option<Conntrack>, Option<String>) {
+        let Some(source) = &self.conntrack else {
+            return (None, None);
+        };
+        let (conntrack, errors) = source.read();
+        if errors.is_empty() {
+            return (conntrack, None);
+        }
+        self.conntrack_errors.fetch_add(1, Ordering::Relaxed);
+        let message = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        tracing::warn!(error = %message, "conntrack statistics not read");
+        (conntrack, Some(message))
     }
 
     /// Speeds of the kept links that can have one: only physical NICs (no

@@ -13,6 +13,7 @@ use collector::model::HttpStats;
 use collector::output::{prometheus, table, watch};
 use collector::privileges::{self, Kept};
 use collector::share::Scraper;
+use collector::sources::conntrack::ConntrackSource;
 use collector::sources::ebpf::{EbpfConfig, EbpfSource};
 use collector::sources::netstat::PodNetstatSource;
 use collector::sources::pods::PodSource;
@@ -109,8 +110,9 @@ fn build_collector(common: &CommonArgs, may_mount_tracefs: bool) -> Collector {
             }
         }
     };
-    let collector =
-        Collector::new(config, ebpf).with_pod_source(PodSource::new(common.pod_config()));
+    let collector = Collector::new(config, ebpf)
+        .with_pod_source(PodSource::new(common.pod_config()))
+        .with_conntrack_source(ConntrackSource::default());
     if common.no_pod_netstat {
         collector
     } else {

@@ -12,10 +12,14 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+pub mod conntrack;
 pub mod netstat;
 pub mod tcp;
 
-pub use netstat::{NetstatField, NetstatFile, PodNetstat, PodNetstatStatus, NETSTAT_FIELDS};
+pub use conntrack::{Conntrack, ConntrackStat, CONNTRACK_STATS};
+pub use netstat::{
+    NetstatField, NetstatFile, NetstatSet, PodNetstat, PodNetstatStatus, NETSTAT_FIELDS,
+};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
@@ -33,6 +37,9 @@ pub struct Snapshot {
     pub namespace_tcp: Vec<NamespaceTcp>,
     /// Each pod's own SNMP counters, by namespace and pod.
     pub pod_netstat: Vec<PodNetstat>,
+    /// The conntrack table of the collector's network namespace (the
+    /// node's, under hostNetwork); `None` without conntrack in the kernel.
+    pub conntrack: Option<Conntrack>,
     pub sources: SourceStatus,
     /// Wall time this collection took.
     pub collection_seconds: f64,
@@ -205,6 +212,9 @@ pub struct SourceStatus {
     pub collections_total: u64,
     pub pod_identity: PodStatus,
     pub pod_netstat: PodNetstatStatus,
+    /// Why a conntrack file present in this collection did not read or
+    /// parse; `None` when fine or absent.
+    pub conntrack_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use collector::model::{
-    EbpfStatus, Flavour, HttpStats, MapMemory, NamespaceDrops, Netns, PodIdentity, PodNetstat,
-    PodNetstatStatus, PodStatus, Probe, ProbeCounters, ProgramStats, Snapshot, NETSTAT_FIELDS,
+    Conntrack, EbpfStatus, Flavour, HttpStats, MapMemory, NamespaceDrops, Netns, PodIdentity,
+    PodNetstat, PodNetstatStatus, PodStatus, Probe, ProbeCounters, ProgramStats, Snapshot,
+    CONNTRACK_STATS, NETSTAT_FIELDS,
 };
 use collector::output::prometheus::{render, render_profile, Profile};
 use snapshots::{attachment, base, http, interface, source_status};
@@ -31,6 +32,7 @@ fn full() -> Snapshot {
             traffic_map_full: 4,
             drop_map_full: 5,
             kernel_read_errors: 6,
+            tcp_map_full: 7,
         },
         traffic_map_entries: 3,
         drop_map_entries: 6,
@@ -39,6 +41,7 @@ fn full() -> Snapshot {
             drops: 163840,
             counters: 4096,
             first_drops: 40960,
+            tcp: 163840,
         },
         programs: vec![
             ProgramStats {
@@ -88,6 +91,16 @@ fn full() -> Snapshot {
         enabled: true,
         errors_total: BTreeMap::from([("malformed", 0), ("proc", 0), ("process", 2), ("read", 1)]),
     };
+    snapshot.conntrack = Some(Conntrack {
+        entries: Some(2001),
+        entries_limit: Some(262144),
+        stat: CONNTRACK_STATS
+            .iter()
+            .zip(3001..)
+            .map(|(stat, value)| (stat.column, value))
+            .collect(),
+    });
+    snapshot.sources.errors_total.insert("conntrack", 0);
     snapshot
 }
 
@@ -154,6 +167,15 @@ fn partial() -> Snapshot {
         source_status(ebpf, pods),
     );
     snapshot.labels.clear();
+    // The stat file did not parse; the sysctls did.
+    snapshot.conntrack = Some(Conntrack {
+        entries: Some(7),
+        entries_limit: Some(65536),
+        stat: BTreeMap::new(),
+    });
+    snapshot.sources.conntrack_error =
+        Some("/proc/net/stat/nf_conntrack: line 2: 16 values under a header of 17 columns".into());
+    snapshot.sources.errors_total.insert("conntrack", 4);
     snapshot
 }
 

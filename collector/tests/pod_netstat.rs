@@ -17,32 +17,36 @@ use std::time::Duration;
 
 use common::*;
 
-/// What the collector serves per pod, by node_exporter's
+/// What the collector serves per pod by default, by node_exporter's
 /// `<Section>_<Name>`: `network_pod_netstat_<key>_total`, without
 /// `_total` for the two gauges.
-const FIELDS: [&str; 34] = [
+const DEFAULT_FIELDS: [&str; 14] = [
     "Tcp_ActiveOpens",
     "Tcp_PassiveOpens",
     "Tcp_CurrEstab",
-    "Tcp_InSegs",
     "Tcp_OutSegs",
     "Tcp_RetransSegs",
     "Tcp_InErrs",
     "Tcp_OutRsts",
-    "TcpExt_SyncookiesSent",
-    "TcpExt_SyncookiesRecv",
-    "TcpExt_SyncookiesFailed",
     "TcpExt_ListenOverflows",
     "TcpExt_ListenDrops",
     "TcpExt_TCPSynRetrans",
     "TcpExt_TCPTimeouts",
+    "Udp_NoPorts",
+    "Udp_InErrors",
+    "Udp_RcvbufErrors",
+];
+
+/// What `--detailed-metrics` adds: the rest of node_exporter's default set.
+const DETAILED_FIELDS: [&str; 20] = [
+    "Tcp_InSegs",
+    "TcpExt_SyncookiesSent",
+    "TcpExt_SyncookiesRecv",
+    "TcpExt_SyncookiesFailed",
     "TcpExt_TCPOFOQueue",
     "TcpExt_TCPRcvQDrop",
     "Udp_InDatagrams",
     "Udp_OutDatagrams",
-    "Udp_NoPorts",
-    "Udp_InErrors",
-    "Udp_RcvbufErrors",
     "Udp_SndbufErrors",
     "Udp6_InDatagrams",
     "Udp6_OutDatagrams",
@@ -57,21 +61,42 @@ const FIELDS: [&str; 34] = [
     "Icmp_OutMsgs",
 ];
 
+/// Which of the collector's profiles a test runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Served {
+    Default,
+    Detailed,
+}
+
+impl Served {
+    fn fields(self) -> Vec<&'static str> {
+        match self {
+            Served::Default => DEFAULT_FIELDS.to_vec(),
+            Served::Detailed => DEFAULT_FIELDS
+                .iter()
+                .chain(&DETAILED_FIELDS)
+                .copied()
+                .collect(),
+        }
+    }
+}
+
 const PREFIX: &str = "network_pod_netstat_";
 
-fn start(node: &Netns, runtime: &PodRuntime) -> CollectorProcess {
+fn start(node: &Netns, runtime: &PodRuntime, profile: Served) -> CollectorProcess {
     let results = runtime.results_dir();
-    let collector = CollectorProcess::start(
-        node,
-        &[
-            "--cni-results-dir",
-            results.to_str().unwrap(),
-            "--netns-dir",
-            "/var/run/netns",
-            "--host-proc",
-            "/proc",
-        ],
-    );
+    let mut args = vec![
+        "--cni-results-dir",
+        results.to_str().unwrap(),
+        "--netns-dir",
+        "/var/run/netns",
+        "--host-proc",
+        "/proc",
+    ];
+    if profile == Served::Detailed {
+        args.push("--detailed-metrics");
+    }
+    let collector = CollectorProcess::start(node, &args);
     let status = std::fs::read_to_string(format!("/proc/{}/status", collector.pid())).unwrap();
     let effective = status
         .lines()
@@ -85,8 +110,8 @@ fn start(node: &Netns, runtime: &PodRuntime) -> CollectorProcess {
     collector
 }
 
-/// `ns`'s own counters of [`FIELDS`], read by a process inside it, parsed
-/// here without the collector's parser.
+/// `ns`'s own counters of every field either profile serves, read by a
+/// process inside it, parsed here without the collector's parser.
 fn own_counters(ns: &Netns) -> BTreeMap<String, u64> {
     let read = |file: &str| {
         let out = ns.exec(&["cat", file]);
@@ -111,9 +136,10 @@ fn own_counters(ns: &Netns) -> BTreeMap<String, u64> {
             all.insert(format!("Udp6_{udp6}"), value.trim().to_string());
         }
     }
-    FIELDS
-        .iter()
-        .map(|f| (f.to_string(), all[*f].parse().unwrap()))
+    Served::Detailed
+        .fields()
+        .into_iter()
+        .map(|f| (f.to_string(), all[f].parse().unwrap()))
         .collect()
 }
 
@@ -159,8 +185,14 @@ fn served_pods(metrics: &Metrics) -> std::collections::BTreeSet<(String, String)
 
 /// A pod's counters served and read inside it with nothing in flight:
 /// read inside, scrape, read inside again; the two inside readings must
-/// agree (nothing moved), and the served one must equal them.
-fn assert_served_exactly(collector: &CollectorProcess, node: &Netns, pods: &[&Pod]) -> Metrics {
+/// agree (nothing moved), and the served ones must equal them, field for
+/// field, exactly the profile's fields.
+fn assert_served_exactly(
+    collector: &CollectorProcess,
+    node: &Netns,
+    pods: &[&Pod],
+    profile: Served,
+) -> Metrics {
     let before: Vec<_> = pods.iter().map(|p| own_counters(&p.netns)).collect();
     let metrics = collector.scrape(node);
     for (pod, before) in pods.iter().zip(&before) {
@@ -172,7 +204,16 @@ fn assert_served_exactly(collector: &CollectorProcess, node: &Netns, pods: &[&Po
         );
         let served = served(&metrics, pod);
         println!("{}: served {served:?}", pod.name);
-        assert_eq!(&served, before, "{}: served against its own", pod.name);
+        let expected: BTreeMap<String, u64> = profile
+            .fields()
+            .into_iter()
+            .map(|f| (f.to_string(), before[f]))
+            .collect();
+        assert_eq!(
+            served, expected,
+            "{}: served ({profile:?}) against its own",
+            pod.name
+        );
     }
     metrics
 }
@@ -196,7 +237,7 @@ fn every_served_counter_equals_the_pods_own_and_no_other_namespace_reaches_a_pod
     // its own: none of it may show up under a pod.
     let stray = Netns::new("snstray");
     stray.ip(&["link", "set", "lo", "up"]);
-    let collector = start(&node, &runtime);
+    let collector = start(&node, &runtime, Served::Default);
 
     let listener = server
         .netns
@@ -312,7 +353,11 @@ fn every_served_counter_equals_the_pods_own_and_no_other_namespace_reaches_a_pod
     let _stray_process = StrayProcess::start(&stray);
     settle();
 
-    let metrics = assert_served_exactly(&collector, &node, &[&server, &client]);
+    let lean = assert_served_exactly(&collector, &node, &[&server, &client], Served::Default);
+    // The same pods, the same frozen counters, through --detailed-metrics.
+    drop(collector);
+    let collector = start(&node, &runtime, Served::Detailed);
+    let metrics = assert_served_exactly(&collector, &node, &[&server, &client], Served::Detailed);
     let own = own_counters(&server.netns);
     for key in [
         "Tcp_PassiveOpens",
@@ -339,19 +384,26 @@ fn every_served_counter_equals_the_pods_own_and_no_other_namespace_reaches_a_pod
     assert!(client_own["TcpExt_TCPSynRetrans"] >= 3, "{client_own:?}");
     assert!(client_own["Tcp_RetransSegs"] >= 3, "{client_own:?}");
     assert_eq!(own_counters(&stray)["Udp_NoPorts"], 37);
-    let pods = served_pods(&metrics);
     let expected = [&server, &client]
         .iter()
         .map(|p| (p.namespace.clone(), p.name.clone()))
         .collect();
-    assert_eq!(pods, expected, "only the pods' namespaces are served");
-    assert_eq!(
-        metrics.value(
-            "collector_pod_netstat_errors_total",
-            &[("reason", "process")]
-        ),
-        0.0
+    assert_tcp_trouble_table(
+        &node,
+        &runtime,
+        &[(&server, own.clone()), (&client, client_own.clone())],
     );
+    for metrics in [&lean, &metrics] {
+        let pods = served_pods(metrics);
+        assert_eq!(pods, expected, "only the pods' namespaces are served");
+        assert_eq!(
+            metrics.value(
+                "collector_pod_netstat_errors_total",
+                &[("reason", "process")]
+            ),
+            0.0
+        );
+    }
     drop((clients, accepted, queued, full));
 }
 
@@ -363,10 +415,10 @@ fn a_pod_deleted_and_made_again_starts_at_its_new_namespaces_counters() {
     let name = ("shop", "cart-0");
     let pod = runtime.run_pod(name);
     pod.pin_neighbours();
-    let collector = start(&node, &runtime);
+    let collector = start(&node, &runtime, Served::Default);
     send_udp(&node, &format!("{}:9", pod.pod_address), 30, 64);
     settle();
-    let metrics = assert_served_exactly(&collector, &node, &[&pod]);
+    let metrics = assert_served_exactly(&collector, &node, &[&pod], Served::Default);
     assert_eq!(served(&metrics, &pod)["Udp_NoPorts"], 30);
 
     pod.delete();
@@ -378,7 +430,7 @@ fn a_pod_deleted_and_made_again_starts_at_its_new_namespaces_counters() {
 
     let again = runtime.run_pod(name);
     again.pin_neighbours();
-    let metrics = assert_served_exactly(&collector, &node, &[&again]);
+    let metrics = assert_served_exactly(&collector, &node, &[&again], Served::Default);
     let counters = served(&metrics, &again);
     assert_eq!(
         counters["Udp_NoPorts"], 0,
@@ -386,7 +438,7 @@ fn a_pod_deleted_and_made_again_starts_at_its_new_namespaces_counters() {
     );
     send_udp(&node, &format!("{}:9", again.pod_address), 7, 64);
     settle();
-    let metrics = assert_served_exactly(&collector, &node, &[&again]);
+    let metrics = assert_served_exactly(&collector, &node, &[&again], Served::Default);
     assert_eq!(served(&metrics, &again)["Udp_NoPorts"], 7);
     assert_eq!(
         metrics.value(
@@ -395,6 +447,65 @@ fn a_pod_deleted_and_made_again_starts_at_its_new_namespaces_counters() {
         ),
         0.0
     );
+}
+
+/// `collector snapshot`'s "TCP trouble in pods" section lists `pods`,
+/// each with its own counters (`own`, read inside it): the columns as the
+/// section's header names them.
+fn assert_tcp_trouble_table(
+    node: &Netns,
+    runtime: &PodRuntime,
+    pods: &[(&Pod, BTreeMap<String, u64>)],
+) {
+    let results = runtime.results_dir();
+    let mut args = vec!["netns", "exec", node.name.as_str(), COLLECTOR];
+    args.extend_from_slice(&[
+        "snapshot",
+        "--format",
+        "table",
+        "--no-ebpf",
+        "--cni-results-dir",
+        results.to_str().unwrap(),
+        "--netns-dir",
+        "/var/run/netns",
+        "--host-proc",
+        "/proc",
+    ]);
+    let out = collector_command("ip").args(&args).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let section: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("TCP TROUBLE IN PODS"))
+        .collect();
+    assert!(section.len() >= 2, "no TCP trouble section in {text}");
+    println!("{}", section.join("\n"));
+    let header = section[1];
+    assert!(header.starts_with("POD "), "{header}");
+    for (pod, own) in pods {
+        let label = format!("{}/{}", pod.namespace, pod.name);
+        let row = section
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(label.as_str()))
+            .unwrap_or_else(|| panic!("{label} not in {section:?}"));
+        let cells: Vec<&str> = row.split_whitespace().skip(1).collect();
+        let expected = [
+            own["Tcp_RetransSegs"].to_string(),
+            if own["Tcp_OutSegs"] == 0 {
+                "-".to_string()
+            } else {
+                format!(
+                    "{:.1}%",
+                    own["Tcp_RetransSegs"] as f64 / own["Tcp_OutSegs"] as f64 * 100.0
+                )
+            },
+            own["TcpExt_TCPSynRetrans"].to_string(),
+            own["TcpExt_TCPTimeouts"].to_string(),
+            own["Tcp_OutRsts"].to_string(),
+            own["TcpExt_ListenOverflows"].to_string(),
+        ];
+        assert_eq!(cells, expected, "{label}: {header} / {row}");
+    }
 }
 
 /// A process living in a namespace no pod owns; killed on drop.

@@ -34,10 +34,24 @@ impl NetstatFile {
     }
 }
 
+/// Which `/metrics` profile serves a counter. Every counter is read and
+/// in the snapshot whatever the profile: the three files are read whole
+/// anyway, and the cost of a counter is its series, one per pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetstatSet {
+    /// Served by default: what the shipped alerts, the dashboard's
+    /// "TCP health by pod" row and the README's AKS questions read.
+    Default,
+    /// Served with `--detailed-metrics` only: the rest of node_exporter's
+    /// default netstat set.
+    Detailed,
+}
+
 /// One counter of a namespace's MIB, as node_exporter's netstat collector
 /// names it: `<section>_<name>`.
 #[derive(Debug, Clone, Copy)]
 pub struct NetstatField {
+    pub set: NetstatSet,
     pub file: NetstatFile,
     pub section: &'static str,
     pub name: &'static str,
@@ -50,8 +64,9 @@ pub struct NetstatField {
 }
 
 macro_rules! field {
-    ($file:ident, $section:literal, $name:literal, $gauge:literal, $help:literal) => {
+    ($set:ident, $file:ident, $section:literal, $name:literal, $gauge:literal, $help:literal) => {
         NetstatField {
+            set: NetstatSet::$set,
             file: NetstatFile::$file,
             section: $section,
             name: $name,
@@ -65,9 +80,11 @@ macro_rules! field {
 /// node_exporter's default `--collector.netstat.fields` as issue 27 lists
 /// it, with Udp6 from `snmp6`: what someone who reads `node_netstat_*`
 /// for the node expects per pod, and no more (each row is one series per
-/// pod).
+/// pod). The rows marked `Default` are the lean set served without
+/// `--detailed-metrics`; why each is there is in docs/metrics.md.
 pub const NETSTAT_FIELDS: [NetstatField; 34] = [
     field!(
+        Default,
         Snmp,
         "Tcp",
         "ActiveOpens",
@@ -75,6 +92,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "TCP connections the pod opened (SYN_SENT from CLOSED)."
     ),
     field!(
+        Default,
         Snmp,
         "Tcp",
         "PassiveOpens",
@@ -82,6 +100,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "TCP connections the pod accepted (SYN_RECV from LISTEN)."
     ),
     field!(
+        Default,
         Snmp,
         "Tcp",
         "CurrEstab",
@@ -89,6 +108,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "TCP connections in ESTABLISHED or CLOSE_WAIT now."
     ),
     field!(
+        Detailed,
         Snmp,
         "Tcp",
         "InSegs",
@@ -96,6 +116,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "TCP segments received, errors included."
     ),
     field!(
+        Default,
         Snmp,
         "Tcp",
         "OutSegs",
@@ -103,6 +124,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "TCP segments sent, retransmissions excluded."
     ),
     field!(
+        Default,
         Snmp,
         "Tcp",
         "RetransSegs",
@@ -110,14 +132,23 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "TCP segments retransmitted."
     ),
     field!(
+        Default,
         Snmp,
         "Tcp",
         "InErrs",
         false,
         "TCP segments received in error (bad checksum, header, or no room)."
     ),
-    field!(Snmp, "Tcp", "OutRsts", false, "TCP segments sent with RST."),
     field!(
+        Default,
+        Snmp,
+        "Tcp",
+        "OutRsts",
+        false,
+        "TCP segments sent with RST."
+    ),
+    field!(
+        Detailed,
         Netstat,
         "TcpExt",
         "SyncookiesSent",
@@ -125,6 +156,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "SYN cookies sent (the listen queue was full)."
     ),
     field!(
+        Detailed,
         Netstat,
         "TcpExt",
         "SyncookiesRecv",
@@ -132,6 +164,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "Valid SYN cookies received."
     ),
     field!(
+        Detailed,
         Netstat,
         "TcpExt",
         "SyncookiesFailed",
@@ -139,6 +172,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "Invalid SYN cookies received."
     ),
     field!(
+        Default,
         Netstat,
         "TcpExt",
         "ListenOverflows",
@@ -146,6 +180,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "Connections dropped because a listener's accept queue was full."
     ),
     field!(
+        Default,
         Netstat,
         "TcpExt",
         "ListenDrops",
@@ -153,6 +188,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "SYNs and handshake ACKs dropped at a listener (overflows included)."
     ),
     field!(
+        Default,
         Netstat,
         "TcpExt",
         "TCPSynRetrans",
@@ -160,6 +196,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "SYN and SYN-ACK retransmissions."
     ),
     field!(
+        Default,
         Netstat,
         "TcpExt",
         "TCPTimeouts",
@@ -167,6 +204,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "TCP retransmission timeouts."
     ),
     field!(
+        Detailed,
         Netstat,
         "TcpExt",
         "TCPOFOQueue",
@@ -174,6 +212,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "TCP segments put on the out-of-order queue."
     ),
     field!(
+        Detailed,
         Netstat,
         "TcpExt",
         "TCPRcvQDrop",
@@ -181,14 +220,23 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "TCP segments dropped for lack of receive memory."
     ),
     field!(
+        Detailed,
         Snmp,
         "Udp",
         "InDatagrams",
         false,
         "UDP datagrams delivered to sockets."
     ),
-    field!(Snmp, "Udp", "OutDatagrams", false, "UDP datagrams sent."),
     field!(
+        Detailed,
+        Snmp,
+        "Udp",
+        "OutDatagrams",
+        false,
+        "UDP datagrams sent."
+    ),
+    field!(
+        Default,
         Snmp,
         "Udp",
         "NoPorts",
@@ -196,6 +244,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "UDP datagrams to a port with no socket."
     ),
     field!(
+        Default,
         Snmp,
         "Udp",
         "InErrors",
@@ -203,6 +252,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "UDP datagrams not delivered for other reasons than NoPorts."
     ),
     field!(
+        Default,
         Snmp,
         "Udp",
         "RcvbufErrors",
@@ -210,6 +260,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "UDP datagrams dropped because a socket's receive buffer was full."
     ),
     field!(
+        Detailed,
         Snmp,
         "Udp",
         "SndbufErrors",
@@ -217,6 +268,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "UDP datagrams not sent for lack of send buffer."
     ),
     field!(
+        Detailed,
         Snmp6,
         "Udp6",
         "InDatagrams",
@@ -224,6 +276,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "UDP over IPv6 datagrams delivered to sockets."
     ),
     field!(
+        Detailed,
         Snmp6,
         "Udp6",
         "OutDatagrams",
@@ -231,6 +284,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "UDP over IPv6 datagrams sent."
     ),
     field!(
+        Detailed,
         Snmp6,
         "Udp6",
         "NoPorts",
@@ -238,6 +292,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "UDP over IPv6 datagrams to a port with no socket."
     ),
     field!(
+        Detailed,
         Snmp6,
         "Udp6",
         "InErrors",
@@ -245,6 +300,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "UDP over IPv6 datagrams not delivered for other reasons than NoPorts."
     ),
     field!(
+        Detailed,
         Snmp6,
         "Udp6",
         "RcvbufErrors",
@@ -252,6 +308,7 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "UDP over IPv6 datagrams dropped because a socket's receive buffer was full."
     ),
     field!(
+        Detailed,
         Snmp6,
         "Udp6",
         "SndbufErrors",
@@ -259,16 +316,45 @@ pub const NETSTAT_FIELDS: [NetstatField; 34] = [
         "UDP over IPv6 datagrams not sent for lack of send buffer."
     ),
     field!(
+        Detailed,
         Snmp,
         "Ip",
         "Forwarding",
         true,
         "1 when the pod's namespace forwards IPv4, 2 when it does not."
     ),
-    field!(Netstat, "IpExt", "InOctets", false, "IPv4 octets received."),
-    field!(Netstat, "IpExt", "OutOctets", false, "IPv4 octets sent."),
-    field!(Snmp, "Icmp", "InMsgs", false, "ICMP messages received."),
-    field!(Snmp, "Icmp", "OutMsgs", false, "ICMP messages sent."),
+    field!(
+        Detailed,
+        Netstat,
+        "IpExt",
+        "InOctets",
+        false,
+        "IPv4 octets received."
+    ),
+    field!(
+        Detailed,
+        Netstat,
+        "IpExt",
+        "OutOctets",
+        false,
+        "IPv4 octets sent."
+    ),
+    field!(
+        Detailed,
+        Snmp,
+        "Icmp",
+        "InMsgs",
+        false,
+        "ICMP messages received."
+    ),
+    field!(
+        Detailed,
+        Snmp,
+        "Icmp",
+        "OutMsgs",
+        false,
+        "ICMP messages sent."
+    ),
 ];
 
 /// One pod's counters, read in one collection.

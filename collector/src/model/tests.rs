@@ -67,6 +67,10 @@ const KEYS: &[&str] = &[
     "namespace_drops[].pod.pod_interface",
     "namespace_drops[].pod.pod_uid",
     "node",
+    "conntrack",
+    "conntrack.entries",
+    "conntrack.entries_limit",
+    "conntrack.stat",
     "pod_netstat",
     "pod_netstat[].counters",
     "pod_netstat[].netns",
@@ -117,6 +121,7 @@ const KEYS: &[&str] = &[
     "sources.pod_identity.error",
     "sources.pod_identity.errors_total",
     "sources.pod_identity.up",
+    "sources.conntrack_error",
     "sources.pod_netstat",
     "sources.pod_netstat.enabled",
     "sources.pod_netstat.errors_total",
@@ -213,6 +218,11 @@ fn snapshot_json_has_exactly_the_documented_keys() {
             netns: 4026532001,
             counters: NETSTAT_FIELDS.iter().map(|f| (f.key, 1)).collect(),
         }],
+        conntrack: Some(Conntrack {
+            entries: Some(1),
+            entries_limit: Some(2),
+            stat: CONNTRACK_STATS.iter().map(|s| (s.column, 3)).collect(),
+        }),
         sources: SourceStatus {
             netlink_error: None,
             ebpf: EbpfStatus {
@@ -232,6 +242,7 @@ fn snapshot_json_has_exactly_the_documented_keys() {
             collections_total: 1,
             pod_identity: PodStatus::default(),
             pod_netstat: Default::default(),
+            conntrack_error: None,
         },
         collection_seconds: 0.0,
     };
@@ -250,6 +261,11 @@ fn snapshot_json_has_exactly_the_documented_keys() {
             .iter()
             .map(|f| format!("pod_netstat[].counters.{}", f.key)),
     );
+    expected.extend(
+        CONNTRACK_STATS
+            .iter()
+            .map(|s| format!("conntrack.stat.{}", s.column)),
+    );
     let missing: Vec<_> = expected.difference(&keys).collect();
     let unexpected: Vec<_> = keys.difference(&expected).collect();
     assert!(
@@ -267,6 +283,7 @@ pub(crate) fn empty_snapshot() -> Snapshot {
         namespace_drops: Vec::new(),
         namespace_tcp: Vec::new(),
         pod_netstat: Vec::new(),
+        conntrack: None,
         sources: SourceStatus {
             netlink_error: None,
             ebpf: EbpfStatus::default(),
@@ -276,6 +293,7 @@ pub(crate) fn empty_snapshot() -> Snapshot {
             collections_total: 0,
             pod_identity: PodStatus::default(),
             pod_netstat: Default::default(),
+            conntrack_error: None,
         },
         collection_seconds: 0.0,
     }

@@ -219,6 +219,13 @@ pub fn render(snapshot: &Snapshot) -> String {
     if let Some(section) = pod_drops_section(snapshot, &pods, title, |n| format!("{n:.0}")) {
         out.push_str(&section);
     }
+    let tcp = crate::output::tcp::tcp_by_pod(snapshot);
+    let title = "TCP TROUBLE IN PODS (their own counters, since each pod's namespace was made)";
+    if let Some(section) =
+        crate::output::tcp::tcp_section(snapshot, &tcp, title, |n| format!("{n:.0}"))
+    {
+        out.push_str(&section);
+    }
     let ebpf = &snapshot.sources.ebpf;
     if !ebpf.enabled {
         let why = ebpf.disabled_reason.as_deref().unwrap_or("not loaded");

@@ -234,6 +234,11 @@ pub async fn run(
         if let Some(section) = crate::output::table::pod_drops_section(&now.0, &pods, title, show) {
             frame.push_str(&section);
         }
+        let tcp = crate::output::tcp::tcp_rates(&previous.0, &now.0, seconds);
+        let title = "TCP TROUBLE IN PODS/s (their own counters)";
+        if let Some(section) = crate::output::tcp::tcp_section(&now.0, &tcp, title, show) {
+            frame.push_str(&section);
+        }
         // On a terminal each frame replaces the last; piped output keeps
         // every frame, separated by a blank line.
         let text = if refresh.terminal {

@@ -171,3 +171,66 @@ pub fn base64(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// A process standing in for a hand-made pod's sandbox (pause) process:
+/// `sleep` in the pod's network namespace, in a cgroup named as runc names
+/// containerd's sandboxes (`/k8s.io/<sandbox id>`), so the collector finds
+/// it by its cgroup and serves the pod's own SNMP counters. Killed, and
+/// its cgroup removed, on drop.
+pub struct HandSandbox {
+    child: std::process::Child,
+    cgroup: std::path::PathBuf,
+}
+
+impl CniPod {
+    pub fn sandbox_process(&self) -> HandSandbox {
+        // Any one hierarchy names the id in /proc/PID/cgroup: the pids
+        // controller's on a v1 host, the unified root on a v2 one.
+        let root = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+            .iter()
+            .map(std::path::Path::new)
+            .find(|h| h.join("cgroup.procs").exists())
+            .expect("a cgroup hierarchy to put the sandbox process in");
+        let cgroup = root.join("k8s.io").join(&self.container_id);
+        std::fs::create_dir_all(&cgroup).unwrap_or_else(|e| panic!("{}: {e}", cgroup.display()));
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.netns.name, "sleep", "3600"])
+            .spawn()
+            .expect("starting the sandbox process");
+        let sandbox = HandSandbox { child, cgroup };
+        // Into the cgroup only once it is in the pod's namespace, so the
+        // collector never reads the node's files for the pod.
+        let inode = self.netns.inode() as u64;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::metadata(format!("/proc/{}/ns/net", sandbox.child.id()))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .ok()
+            != Some(inode)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sandbox process never entered {}",
+                self.netns.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::fs::write(
+            sandbox.cgroup.join("cgroup.procs"),
+            sandbox.child.id().to_string(),
+        )
+        .expect("moving the sandbox process into its cgroup");
+        sandbox
+    }
+}
+
+impl Drop for HandSandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir(&self.cgroup);
+        // The parent too, once no sandbox (a containerd's included) is in it.
+        if let Some(parent) = self.cgroup.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}

@@ -134,6 +134,11 @@ fn every_alert_fires_on_what_it_names_and_stays_quiet_beside_it() {
         r#"cluster="c",host="node-1",namespace="kube-system",pod="coredns-1",interface="eth0""#;
     let on = |name: &str, labels: &str| format!("{name}{{{TARGET}{labels}}}");
     let pod_alert = json!({"cluster": "c", "host": "node-1", "namespace": "kube-system", "pod": "coredns-1", "severity": "warning"});
+    // The pod-level TCP families carry no interface.
+    let tcp_pod = r#"cluster="c",host="node-1",namespace="kube-system",pod="coredns-1""#;
+    let quiet_pod = r#"cluster="c",host="node-1",namespace="shop",pod="web-1""#;
+    let busy_pod = r#"cluster="c",host="node-1",namespace="shop",pod="api-1""#;
+    let tcp_alert = pod_alert.clone();
     let groups = vec![
         // 30 drops a minute (150 in 5) fires; 10 a minute (50 in 5) and
         // other reasons of the same pod do not.
@@ -150,6 +155,102 @@ fn every_alert_fires_on_what_it_names_and_stays_quiet_beside_it() {
                     "summary": "kube-system/coredns-1: socket receive buffer full",
                     "description": "150 packets dropped in 5 minutes because a socket in the pod did not read fast enough (SOCKET_RCVBUFF).",
                     "runbook": runbook("PodSocketReceiveBufferFull"),
+                }))),
+            ],
+        ),
+        // Retransmits at 10% of 20 segments/s fire; the same ratio at 5
+        // segments/s (under the traffic guard) and 1% at 100/s do not.
+        group(
+            &[
+                (format!("network_pod_netstat_Tcp_OutSegs_total{{{tcp_pod}}}"), "0+1200x40"),
+                (format!("network_pod_netstat_Tcp_RetransSegs_total{{{tcp_pod}}}"), "0+120x40"),
+                (format!("network_pod_netstat_Tcp_OutSegs_total{{{quiet_pod}}}"), "0+300x40"),
+                (format!("network_pod_netstat_Tcp_RetransSegs_total{{{quiet_pod}}}"), "0+30x40"),
+                (format!("network_pod_netstat_Tcp_OutSegs_total{{{busy_pod}}}"), "0+6000x40"),
+                (format!("network_pod_netstat_Tcp_RetransSegs_total{{{busy_pod}}}"), "0+60x40"),
+            ],
+            vec![
+                ("12m", "PodTcpRetransmitRatioHigh", json!([])),
+                ("25m", "PodTcpRetransmitRatioHigh", fired(tcp_alert.clone(), json!({
+                    "summary": "kube-system/coredns-1: 10% of TCP segments retransmitted",
+                    "description": "The pod retransmitted more than 5% of the TCP segments it sent for 15 minutes: packets are lost on its path.",
+                    "runbook": runbook("PodTcpRetransmitRatioHigh"),
+                }))),
+            ],
+        ),
+        // A quarter of the connects timing out fires, for that outcome
+        // only; half of two connects a minute (under the guard) does not,
+        // nor do failed accepts.
+        group(
+            &[
+                (format!("network_pod_tcp_connections_total{{{tcp_pod},side=\"connect\",outcome=\"established\"}}"), "0+60x40"),
+                (format!("network_pod_tcp_connections_total{{{tcp_pod},side=\"connect\",outcome=\"timed_out\"}}"), "0+20x40"),
+                (format!("network_pod_tcp_connections_total{{{tcp_pod},side=\"connect\",outcome=\"refused\"}}"), "0x40"),
+                (format!("network_pod_tcp_connections_total{{{tcp_pod},side=\"accept\",outcome=\"reset\"}}"), "0+100x40"),
+                (format!("network_pod_tcp_connections_total{{{quiet_pod},side=\"connect\",outcome=\"established\"}}"), "0+1x40"),
+                (format!("network_pod_tcp_connections_total{{{quiet_pod},side=\"connect\",outcome=\"timed_out\"}}"), "0+1x40"),
+            ],
+            vec![
+                ("8m", "PodTcpConnectFailures", json!([])),
+                ("20m", "PodTcpConnectFailures", fired(
+                    {
+                        let mut labels = tcp_alert.clone();
+                        labels["outcome"] = json!("timed_out");
+                        labels
+                    },
+                    json!({
+                        "summary": "kube-system/coredns-1: 25% of TCP connects timed_out",
+                        "description": "More than 10% of the pod's outgoing TCP connection attempts ended timed_out for 10 minutes.",
+                        "runbook": runbook("PodTcpConnectFailures"),
+                    }),
+                )),
+            ],
+        ),
+        // 5 overflows a minute fire; one a minute does not.
+        group(
+            &[
+                (format!("network_pod_netstat_TcpExt_ListenOverflows_total{{{tcp_pod}}}"), "0+5x40"),
+                (format!("network_pod_netstat_TcpExt_ListenOverflows_total{{{quiet_pod}}}"), "0+1x40"),
+            ],
+            vec![
+                ("8m", "PodTcpListenOverflows", json!([])),
+                ("20m", "PodTcpListenOverflows", fired(tcp_alert.clone(), json!({
+                    "summary": "kube-system/coredns-1: TCP accept queue overflowing",
+                    "description": "25 connections dropped in 5 minutes because a listener's accept queue in the pod was full.",
+                    "runbook": runbook("PodTcpListenOverflows"),
+                }))),
+            ],
+        ),
+        // 3 insert failures a minute on one node fire; one a minute on
+        // another does not.
+        group(
+            &[
+                (on("network_conntrack_stat_insert_failed_total", r#",cluster="c",host="node-1""#), "0+3x40"),
+                (on("network_conntrack_stat_insert_failed_total", r#",cluster="c",host="node-2""#).replace("10.0.0.4", "10.0.0.5"), "0+1x40"),
+            ],
+            vec![
+                ("8m", "NodeConntrackInsertFailures", json!([])),
+                ("20m", "NodeConntrackInsertFailures", fired(json!({"cluster": "c", "host": "node-1", "severity": "warning"}), json!({
+                    "summary": "node-1: conntrack insertions failing",
+                    "description": "15 conntrack entries could not be inserted in 5 minutes on the node: packets dropped, DNS lookups delayed by 5 seconds.",
+                    "runbook": runbook("NodeConntrackInsertFailures"),
+                }))),
+            ],
+        ),
+        // A table at 95% fires; one at 50% does not.
+        group(
+            &[
+                (on("network_conntrack_entries", r#",cluster="c",host="node-1""#), "950x30"),
+                (on("network_conntrack_entries_limit", r#",cluster="c",host="node-1""#), "1000x30"),
+                (on("network_conntrack_entries", r#",cluster="c",host="node-2""#).replace("10.0.0.4", "10.0.0.5"), "500x30"),
+                (on("network_conntrack_entries_limit", r#",cluster="c",host="node-2""#).replace("10.0.0.4", "10.0.0.5"), "1000x30"),
+            ],
+            vec![
+                ("5m", "NodeConntrackTableNearlyFull", json!([])),
+                ("15m", "NodeConntrackTableNearlyFull", fired(json!({"cluster": "c", "host": "node-1", "severity": "warning"}), json!({
+                    "summary": "node-1: conntrack table 95% full",
+                    "description": "The node's conntrack table has been above 90% of nf_conntrack_max for 10 minutes; at the limit new connections are dropped.",
+                    "runbook": runbook("NodeConntrackTableNearlyFull"),
                 }))),
             ],
         ),

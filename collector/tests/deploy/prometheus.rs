@@ -8,6 +8,8 @@ mod operator;
 mod queries;
 mod server;
 
+use std::net::{TcpListener, TcpStream};
+
 use super::*;
 use crate::artifacts::alert_rules;
 use operator::*;
@@ -26,6 +28,28 @@ fn seed_dashboard_and_alert_queries_return_data_from_a_real_prometheus() {
 #[test]
 fn the_same_queries_return_data_with_detailed_metrics() {
     queries_return_data_from_a_real_prometheus(&["--detailed-metrics"]);
+}
+
+/// Closes `stream` with a reset rather than a FIN (SO_LINGER on, 0 s).
+fn reset_on_close(stream: TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on the stream's own open fd, with a linger
+    // struct that outlives the call and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    drop(stream);
 }
 
 /// One overlay's PodMonitor as an operator following docs/operations.md
@@ -127,6 +151,9 @@ fn queries_return_data_from_a_real_prometheus(profile: &[&str]) {
         "azvprom0a1b2c3",
         72,
     );
+    // Its sandbox process, through which the collector reads the pod's
+    // own SNMP counters (network_pod_netstat_*).
+    let _sandbox = pod.sandbox_process();
     // TLS against the collector's CA, with a certificate for the name the
     // documented tlsConfig verifies, and a bcrypt user of the web config.
     let (user, password) = ("prometheus", "scrape-secret");
@@ -256,6 +283,43 @@ fn queries_return_data_from_a_real_prometheus(profile: &[&str]) {
     );
     drop(starved);
 
+    // TCP from and to the pod, in two rounds so rates see it: handshakes
+    // both ways (the pod's connects and accepts), connects to a closed
+    // port of the node (refused: the node's resets, the pod's failures),
+    // and an established connection of the pod the node aborts with a
+    // reset (SO_LINGER 0), so every TCP panel and alert has its series.
+    let node_listener = ns.run_in(|| TcpListener::bind((pod.host_address.as_str(), 8080)).unwrap());
+    let pod_listener = pod
+        .netns
+        .run_in(|| TcpListener::bind((pod.pod_address.as_str(), 8080)).unwrap());
+    let mut held = Vec::new();
+    let mut tcp_round = || {
+        pod.netns.run_in(|| {
+            for _ in 0..3 {
+                held.push(TcpStream::connect((pod.host_address.as_str(), 8080)).unwrap());
+                held.push(node_listener.accept().unwrap().0);
+                let refused = TcpStream::connect((pod.host_address.as_str(), 81));
+                assert!(refused.is_err(), "port 81 of the node is closed");
+            }
+            held.push(TcpStream::connect((pod.host_address.as_str(), 8080)).unwrap());
+            reset_on_close(node_listener.accept().unwrap().0);
+        });
+        ns.run_in(|| {
+            for _ in 0..3 {
+                held.push(TcpStream::connect((pod.pod_address.as_str(), 8080)).unwrap());
+                held.push(pod_listener.accept().unwrap().0);
+            }
+        });
+    };
+    let opens = "network_pod_netstat_Tcp_ActiveOpens_total";
+    tcp_round();
+    wait_for(&format!("{opens} > 0"), "the pod's TCP connects");
+    tcp_round();
+    wait_for(
+        &format!("increase({opens}[1m]) > 0"),
+        "more of the pod's TCP connects in a later scrape",
+    );
+
     // The seed's counters carry the interface's admin `state`: a veth that
     // goes down and up again splits each into two series within the rate
     // window. Every query below runs with both there, so a join that
@@ -280,4 +344,5 @@ fn queries_return_data_from_a_real_prometheus(profile: &[&str]) {
         };
         checks::every_query(server, &pods, &labels);
     }
+    drop(held);
 }

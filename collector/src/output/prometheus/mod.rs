@@ -9,9 +9,12 @@
 //! served, and a function from the model to its samples and their labels.
 //! [`interface`] (with the counter tables of [`counters`]) holds the
 //! per-interface families, [`namespace`] the drops inside pods' and other
-//! namespaces, [`tcp`] their TCP events, [`node`] the collector's own; this module only
+//! namespaces, [`tcp`] their TCP events, [`pod_netstat`] pods' own SNMP
+//! counters, [`conntrack`] the node's conntrack table, [`node`] the
+//! collector's own; this module only
 //! writes the text format.
 
+mod conntrack;
 mod counters;
 mod interface;
 mod namespace;
@@ -36,7 +39,8 @@ pub enum Profile {
     /// The seed's 13 families, link state, info, eBPF and drops by reason.
     #[default]
     Default,
-    /// Also the rest of IFLA_STATS64 and carrier changes.
+    /// Also the rest of IFLA_STATS64, carrier changes and the rest of
+    /// each pod's SNMP counters.
     Detailed,
 }
 
@@ -69,7 +73,8 @@ pub fn render_profile(snapshot: &Snapshot, http: &HttpStats, profile: Profile) -
     interface::write(&mut out, snapshot, profile, &mut |_| {});
     namespace::write(&mut out, snapshot);
     tcp::write(&mut out, snapshot);
-    pod_netstat::write(&mut out, snapshot);
+    pod_netstat::write(&mut out, snapshot, profile);
+    conntrack::write(&mut out, snapshot);
     node::write(&mut out, snapshot, http);
     out
 }
@@ -91,7 +96,8 @@ pub fn render_pieces(
     interface::write(&mut out, snapshot, profile, &mut flush);
     namespace::write(&mut out, snapshot);
     tcp::write(&mut out, snapshot);
-    pod_netstat::write(&mut out, snapshot);
+    pod_netstat::write(&mut out, snapshot, profile);
+    conntrack::write(&mut out, snapshot);
     flush(&mut out);
     node::write(&mut out, snapshot, http);
     flush(&mut out);

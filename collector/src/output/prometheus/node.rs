@@ -59,8 +59,8 @@ fn pod_identity_enabled(snapshot: &Snapshot) -> bool {
     snapshot.sources.pod_identity.enabled
 }
 
-/// Each source that is on (eBPF loaded, pod identity configured; netlink
-/// always) and whether it succeeded in this collection, as node_exporter's
+/// Each source that is on (eBPF loaded, pod identity configured, conntrack
+/// in the kernel; netlink always) and whether it succeeded in this collection, as node_exporter's
 /// node_scrape_collector_success: a gauge alerts can compare with 0 without
 /// a rate() over the error counters.
 fn sources_up(snapshot: &Snapshot) -> Vec<(&'static str, bool)> {
@@ -71,6 +71,10 @@ fn sources_up(snapshot: &Snapshot) -> Vec<(&'static str, bool)> {
     }
     if sources.pod_identity.enabled {
         up.push(("pods", sources.pod_identity.up));
+    }
+    // Conntrack is on while the kernel has it (any of its files there).
+    if snapshot.conntrack.is_some() || sources.conntrack_error.is_some() {
+        up.push(("conntrack", sources.conntrack_error.is_none()));
     }
     up
 }
@@ -110,7 +114,7 @@ const FAMILIES: [NodeFamily; 26] = [
     },
     NodeFamily {
         name: "collector_source_up",
-        help: "1 when the source succeeded in the last collection, 0 when it failed (netlink dump, eBPF map read, pods' results directory); only sources that are on.",
+        help: "1 when the source succeeded in the last collection, 0 when it failed (netlink dump, eBPF map read, pods' results directory, conntrack files); only sources that are on.",
         kind: Kind::Gauge,
         served: always,
         samples: |s, _, emit| {

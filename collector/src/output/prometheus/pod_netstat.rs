@@ -5,17 +5,18 @@
 //! without `_total` for a gauge (CurrEstab, Forwarding), so a query on the
 //! node's counters becomes the pod's by its name alone. Every series
 //! carries `namespace`, `pod` and the node's labels; no `interface`: these
-//! are the namespace's counters, not a device's.
+//! are the namespace's counters, not a device's. The default profile
+//! serves the rows of [`NetstatSet::Default`], `--detailed-metrics` all.
 
 use std::fmt::Write;
 
-use super::{escape, header, Kind};
-use crate::model::{Snapshot, NETSTAT_FIELDS};
+use super::{escape, header, Kind, Profile};
+use crate::model::{NetstatSet, Snapshot, NETSTAT_FIELDS};
 
 /// The prefix of every family's name.
 pub const PREFIX: &str = "network_pod_netstat_";
 
-pub(super) fn write(out: &mut String, snapshot: &Snapshot) {
+pub(super) fn write(out: &mut String, snapshot: &Snapshot, profile: Profile) {
     if !snapshot.sources.pod_netstat.enabled {
         return;
     }
@@ -35,7 +36,10 @@ pub(super) fn write(out: &mut String, snapshot: &Snapshot) {
             labels
         })
         .collect();
-    for field in &NETSTAT_FIELDS {
+    let served = NETSTAT_FIELDS
+        .iter()
+        .filter(|f| f.set == NetstatSet::Default || profile == Profile::Detailed);
+    for field in served {
         let (kind, suffix) = if field.gauge {
             (Kind::Gauge, "")
         } else {

@@ -10,10 +10,11 @@ mod parsed;
 mod snapshots;
 
 use super::*;
-use crate::model::NamespaceTcp;
+use crate::model::{Conntrack, PodNetstat, PodNetstatStatus, CONNTRACK_STATS, NETSTAT_FIELDS};
 use crate::model::{EbpfStatus, Flavour, HttpStats, Interface, Snapshot};
-use crate::model::{NamespaceDrops, Netns, PodIdentity, PodStatus, Probe, ProbeCounters};
-use crate::model::{PodNetstat, PodNetstatStatus, NETSTAT_FIELDS};
+use crate::model::{
+    NamespaceDrops, NamespaceTcp, Netns, PodIdentity, PodStatus, Probe, ProbeCounters,
+};
 use collector_common::{
     Outcome, TcpEvent, RESET_RECEIVED, RESET_SENT, RETRANSMIT_DATA, RETRANSMIT_SYN,
     RETRANSMIT_SYNACK, RTT_BUCKETS, SIDE_ACCEPT, SIDE_CONNECT,
@@ -143,8 +144,63 @@ fn snapshot() -> Snapshot {
         enabled: true,
         errors_total: BTreeMap::from([("process", 1), ("read", 0)]),
     };
+    snapshot.conntrack = Some(Conntrack {
+        entries: Some(12),
+        entries_limit: Some(262144),
+        stat: CONNTRACK_STATS
+            .iter()
+            .zip(20..)
+            .map(|(stat, value)| (stat.column, value))
+            .collect(),
+    });
     snapshot.collection_seconds = 0.25;
     snapshot
+}
+
+#[test]
+fn each_conntrack_stat_family_is_named_after_its_column() {
+    for stat in &CONNTRACK_STATS {
+        let name = format!("network_conntrack_stat_{}_total", stat.column);
+        let text = render(&snapshot(), &HttpStats::default());
+        assert!(
+            text.contains(&format!("# HELP {name} {}\n", stat.help)),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn conntrack_families_are_served_by_what_was_read() {
+    let mut snapshot = snapshot();
+    let text = render(&snapshot, &HttpStats::default());
+    for (name, value) in [
+        ("network_conntrack_entries", 12),
+        ("network_conntrack_entries_limit", 262144),
+        ("network_conntrack_stat_insert_failed_total", 20),
+        ("network_conntrack_stat_drop_total", 21),
+        ("network_conntrack_stat_early_drop_total", 22),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{")))
+            .unwrap_or_else(|| panic!("{name} not served:\n{text}"));
+        assert!(line.starts_with(&format!("{name}{{host=")), "{line}");
+        assert!(line.ends_with(&format!("}} {value}")), "{line}");
+    }
+    // A stat file that did not parse: its families are left out, the
+    // sysctls still served, and the source is down.
+    snapshot.conntrack.as_mut().unwrap().stat.clear();
+    snapshot.sources.conntrack_error = Some("malformed".into());
+    let text = render(&snapshot, &HttpStats::default());
+    assert!(!text.contains("network_conntrack_stat_"), "{text}");
+    assert!(text.contains("network_conntrack_entries{"));
+    assert!(text.contains("collector_source_up{source=\"conntrack\"} 0\n"));
+    // No conntrack in the kernel: no family, no source.
+    snapshot.conntrack = None;
+    snapshot.sources.conntrack_error = None;
+    let text = render(&snapshot, &HttpStats::default());
+    assert!(!text.contains("network_conntrack_"), "{text}");
+    assert!(!text.contains("source=\"conntrack\""), "{text}");
 }
 
 #[test]
@@ -285,18 +341,27 @@ fn sources_up(snapshot: &Snapshot) -> Vec<String> {
 
 #[test]
 fn source_up_is_one_per_source_that_is_on_and_zero_for_the_one_that_failed() {
-    assert_eq!(sources_up(&snapshot()), ["netlink 1", "ebpf 1", "pods 1"]);
+    assert_eq!(
+        sources_up(&snapshot()),
+        ["netlink 1", "ebpf 1", "pods 1", "conntrack 1"]
+    );
 
     let mut failed = snapshot();
     failed.sources.netlink_error = Some("dump timed out".into());
     failed.sources.ebpf.read_error = Some("map read failed".into());
     failed.sources.pod_identity.up = false;
-    assert_eq!(sources_up(&failed), ["netlink 0", "ebpf 0", "pods 0"]);
+    failed.sources.conntrack_error = Some("malformed".into());
+    assert_eq!(
+        sources_up(&failed),
+        ["netlink 0", "ebpf 0", "pods 0", "conntrack 0"]
+    );
 
     // Sources that are off serve nothing rather than a 0 that would page:
     // eBPF not loaded has collector_ebpf_enabled 0 and its own alert.
     let mut off = snapshot();
     off.sources.ebpf.enabled = false;
     off.sources.pod_identity.enabled = false;
+    // No conntrack in the kernel: nothing to be up.
+    off.conntrack = None;
     assert_eq!(sources_up(&off), ["netlink 1"]);
 }

@@ -21,6 +21,7 @@ fn snapshot(rx_bytes: u64, no_socket: u64, ifindex: u32) -> Snapshot {
         namespace_drops: Vec::new(),
         namespace_tcp: Vec::new(),
         pod_netstat: Vec::new(),
+        conntrack: None,
         sources: SourceStatus {
             netlink_error: None,
             ebpf: EbpfStatus {
@@ -33,6 +34,7 @@ fn snapshot(rx_bytes: u64, no_socket: u64, ifindex: u32) -> Snapshot {
             collections_total: 1,
             pod_identity: Default::default(),
             pod_netstat: Default::default(),
+            conntrack_error: None,
         },
         collection_seconds: 0.0,
     }

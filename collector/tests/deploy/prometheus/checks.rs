@@ -42,7 +42,11 @@ pub(super) fn every_query(
 /// target's `namespace` and `pod` (the collector's pod) neither replace
 /// them nor push them to `exported_*`.
 fn app_pod_series_name_the_app_pod(prometheus: &PrometheusServer, pods: &Pods) {
-    for metric in ["network_interface_pod_info", "network_pod_drops_total"] {
+    for metric in [
+        "network_interface_pod_info",
+        "network_pod_drops_total",
+        "network_pod_netstat_Tcp_ActiveOpens_total",
+    ] {
         let rows = prometheus.query(metric);
         assert!(!rows.is_empty(), "{}: no {metric}", prometheus.overlay);
         for row in rows {

@@ -33,7 +33,7 @@ fn unfiltered(expr: &str) -> String {
 
 /// The metric names a query selects.
 fn metrics(expr: &str) -> Vec<String> {
-    let name = regex::Regex::new(r"\b(?:network|collector)_[a-z_]+").unwrap();
+    let name = regex::Regex::new(r"\b(?:network|collector)_[A-Za-z0-9_]+").unwrap();
     name.find_iter(expr)
         .map(|m| m.as_str().to_string())
         .collect()
@@ -67,9 +67,10 @@ pub(super) fn check_query(
     } else {
         prometheus.query(expr)
     };
-    let selector =
-        regex::Regex::new(r"\b(?:network_interface|network_pod|collector)_[a-z_]+(?:\{[^}]*\})?")
-            .unwrap();
+    let selector = regex::Regex::new(
+        r"\b(?:network_interface|network_pod|network_netns|network_conntrack|collector)_[A-Za-z0-9_]+(?:\{[^}]*\})?",
+    )
+    .unwrap();
     for series in selector.find_iter(expr) {
         let matched = prometheus.api(&format!(
             "/api/v1/series?match[]={}",

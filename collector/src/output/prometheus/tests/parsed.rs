@@ -213,9 +213,13 @@ fn the_default_profile_leaves_out_the_detail_counters_and_serves_no_family_twice
     );
     let detailed = render_profile(&snapshot(), &HttpStats::default(), Profile::Detailed);
     let (_, detailed_types) = parse(&detailed);
+    let detailed_netstat = crate::model::NETSTAT_FIELDS
+        .iter()
+        .filter(|f| f.set == crate::model::NetstatSet::Detailed)
+        .count();
     assert_eq!(
         detailed_types.len(),
-        types.len() + DETAIL_COUNTERS.len() + 1
+        types.len() + DETAIL_COUNTERS.len() + 1 + detailed_netstat
     );
 }
 
