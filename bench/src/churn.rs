@@ -349,3 +349,64 @@ pub fn markdown(churn: &Churn) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(index: usize, kind: Kind, rate: f64, programs: &[(&str, u64, f64)]) -> ChurnRound {
+        let connections = rate as u64;
+        ChurnRound {
+            index,
+            kind,
+            seconds: 1.0,
+            connections,
+            connections_per_second: rate,
+            cpu_ns_per_connection: 1e9 / rate,
+            kernel_active_opens: connections,
+            probe_programs_loaded: Some(if kind == Kind::Detached { 0 } else { 6 }),
+            programs: programs
+                .iter()
+                .map(|(name, runs, ns)| ProgramRuntime {
+                    id: 1,
+                    name: name.to_string(),
+                    runs: *runs,
+                    ns_per_run: *ns,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn cost_from_attached_rounds_and_time_per_event_from_the_tcp_programs_only() {
+        let churn = summarize(
+            vec![
+                round(0, Kind::Detached, 10_000.0, &[]),
+                round(1, Kind::Attached, 9_800.0, &[]),
+                round(2, Kind::Detached, 10_000.0, &[]),
+                round(
+                    3,
+                    Kind::Statistics,
+                    9_000.0,
+                    &[
+                        ("inet_sock_set_s", 54_000, 40.0),
+                        ("tcp_send_reset_", 9_000, 60.0),
+                        ("tcp_receive_res", 9_000, 60.0),
+                        // Not a TCP program: left out of the TCP figures.
+                        ("kfree_skb_btf", 1_000, 500.0),
+                    ],
+                ),
+                round(4, Kind::Detached, 10_000.0, &[]),
+            ],
+            1,
+        );
+        let attached = churn.attached.as_ref().unwrap();
+        assert!((attached.cost_percent - 2.0).abs() < 1e-9);
+        assert_eq!(churn.cost_met(), Some(true));
+        let ns = churn.program_ns_per_event.unwrap().median;
+        let expected = (54_000.0 * 40.0 + 18_000.0 * 60.0) / 72_000.0;
+        assert!((ns - expected).abs() < 1e-9, "{ns}");
+        assert_eq!(churn.events_per_connection.unwrap().median, 8.0);
+        assert!(churn.warnings.is_empty(), "{:?}", churn.warnings);
+    }
+}

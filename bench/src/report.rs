@@ -854,6 +854,7 @@ mod tests {
                 ],
                 1,
             )),
+            churn: None,
             idle: None,
             targets: Vec::new(),
             notes: Vec::new(),
