@@ -185,7 +185,7 @@ pub async fn serve(scraper: Arc<Scraper>, endpoint: Endpoint) -> std::io::Result
 fn count_rejected(scraper: &Scraper) {
     scraper
         .http
-        .connections_rejected
+        .connections_displaced
         .fetch_add(1, Ordering::Relaxed);
 }
 
