@@ -1,14 +1,10 @@
-//! Concurrent scrapes share one collection and one rendered body, and the
-//! collector's health follows their outcomes.
-//!
-//! A scrape that arrives while a collection runs joins it. Each collection
-//! is rendered and compressed once, on the collection thread ([`body`]:
-//! what a response holds of it stays bounded).
+//! Concurrent scrapes share one collection and its rendered body
+//! ([`body`]), and the collector's health follows their outcomes.
 
 mod body;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -18,15 +14,9 @@ use crate::model::HttpStats;
 use crate::output::prometheus::Profile;
 
 pub use body::{BodyError, Encoding, RenderedBody, SharedBody, RETAINED_BODIES};
-use body::Bodies;
 
 /// Consecutive failed netlink collections after which /healthz fails.
 const UNHEALTHY_AFTER_FAILURES: u64 = 3;
-
-/// What the scrapes that join a collection wait on: `None` until it is
-/// done, then its result. A collection task that fails drops the sender
-/// without a value, which ends every wait with nothing.
-type SharedCollection = watch::Receiver<Option<Arc<RenderedBody>>>;
 
 /// Counters of the HTTP layer itself, served beside the snapshot.
 #[derive(Debug, Default)]
@@ -37,79 +27,85 @@ pub struct HttpCounters {
     pub gzip_responses: AtomicU64,
     pub stalled_responses_cut: AtomicU64,
     pub evicted_responses_cut: AtomicU64,
-    /// Changes of the web config file that did not load.
     pub web_config_reload_failures: AtomicU64,
 }
 
+/// Whether a collection ever read netlink, and the failures since the
+/// last one that did.
+#[derive(Default)]
+struct Outcomes {
+    ready: bool,
+    failures: u64,
+    last_error: Option<String>,
+}
+
+/// The collection running, since when, and what the scrapes joining it
+/// wait on: `None` until it is done, then its result. A task that fails
+/// drops the sender, which ends every wait with nothing.
+type InFlight = (Instant, watch::Receiver<Option<Arc<RenderedBody>>>);
+
 pub struct Scraper {
     collector: Arc<Collector>,
-    in_flight: Mutex<Option<(Instant, SharedCollection)>>,
-    ready: AtomicBool,
-    consecutive_failures: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    in_flight: Mutex<Option<InFlight>>,
+    outcomes: Mutex<Outcomes>,
     /// A collection running longer than this is reported as wedged.
     wedged_after: Duration,
     profile: Profile,
-    bodies: Bodies,
+    bodies: body::Bodies,
     pub http: HttpCounters,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Scraper {
     pub fn new(collector: Arc<Collector>, wedged_after: Duration, profile: Profile) -> Arc<Self> {
         Arc::new(Scraper {
             collector,
-            in_flight: Mutex::new(None),
-            ready: AtomicBool::new(false),
-            consecutive_failures: AtomicU64::new(0),
-            last_error: Mutex::new(None),
+            in_flight: Mutex::default(),
+            outcomes: Mutex::default(),
             wedged_after,
             profile,
-            bodies: Bodies::default(),
+            bodies: body::Bodies::default(),
             http: HttpCounters::default(),
         })
     }
 
     pub fn http_stats(&self) -> HttpStats {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let http = &self.http;
         HttpStats {
-            connections_displaced: self.http.connections_displaced.load(Ordering::Relaxed),
-            plain_responses: self.http.plain_responses.load(Ordering::Relaxed),
-            gzip_responses: self.http.gzip_responses.load(Ordering::Relaxed),
-            stalled_responses_cut: self.http.stalled_responses_cut.load(Ordering::Relaxed),
-            evicted_responses_cut: self.http.evicted_responses_cut.load(Ordering::Relaxed),
-            web_config_reload_failures: self
-                .http
-                .web_config_reload_failures
-                .load(Ordering::Relaxed),
+            connections_displaced: get(&http.connections_displaced),
+            plain_responses: get(&http.plain_responses),
+            gzip_responses: get(&http.gzip_responses),
+            stalled_responses_cut: get(&http.stalled_responses_cut),
+            evicted_responses_cut: get(&http.evicted_responses_cut),
+            web_config_reload_failures: get(&http.web_config_reload_failures),
             retained_bodies: self.bodies.retained() as u64,
         }
     }
 
     /// Ready once a collection has read netlink successfully.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        lock(&self.outcomes).ready
     }
 
     /// `Err(why)` when the collector cannot serve true numbers: a collection
     /// has been running for longer than it ever should, or the last few all
     /// failed to read netlink.
     pub fn health(&self) -> Result<(), String> {
-        let slot = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((started, _)) = slot.as_ref() {
-            let running = started.elapsed();
-            if running > self.wedged_after {
-                return Err(format!(
-                    "a collection has been running for {:.1}s",
-                    running.as_secs_f64()
-                ));
-            }
+        let running = lock(&self.in_flight).as_ref().map(|(at, _)| at.elapsed());
+        if let Some(running) = running.filter(|running| *running > self.wedged_after) {
+            let running = running.as_secs_f64();
+            return Err(format!("a collection has been running for {running:.1}s"));
         }
-        drop(slot);
-        let failures = self.consecutive_failures.load(Ordering::Relaxed);
-        if failures >= UNHEALTHY_AFTER_FAILURES {
-            let error = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        let outcomes = lock(&self.outcomes);
+        if outcomes.failures >= UNHEALTHY_AFTER_FAILURES {
+            let error = outcomes.last_error.as_deref().unwrap_or("unknown error");
+            let failures = outcomes.failures;
             return Err(format!(
-                "the last {failures} netlink collections failed: {}",
-                error.as_deref().unwrap_or("unknown error")
+                "the last {failures} netlink collections failed: {error}"
             ));
         }
         Ok(())
@@ -123,23 +119,20 @@ impl Scraper {
     /// it has gone: a waiter that disconnects strands nothing.
     pub async fn collect(self: &Arc<Self>) -> Option<Arc<RenderedBody>> {
         let mut shared = {
-            // Held while spawning so the task's own clean-up cannot run
-            // before its receiver is published in the slot.
-            let mut slot = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            match slot.as_ref() {
-                Some((_, shared)) => shared.clone(),
-                None => {
-                    let (done, shared) = watch::channel(None);
-                    let scraper = Arc::clone(self);
-                    tokio::spawn(async move {
-                        if let Some(rendered) = scraper.run_collection().await {
-                            done.send_replace(Some(rendered));
-                        }
-                    });
-                    *slot = Some((Instant::now(), shared.clone()));
-                    shared
-                }
-            }
+            // Held while spawning, so that the task's own clean-up cannot
+            // run before its receiver is published here.
+            let mut in_flight = lock(&self.in_flight);
+            let (_, shared) = in_flight.get_or_insert_with(|| {
+                let (done, shared) = watch::channel(None);
+                let scraper = Arc::clone(self);
+                tokio::spawn(async move {
+                    if let Some(rendered) = scraper.run_collection().await {
+                        done.send_replace(Some(rendered));
+                    }
+                });
+                (Instant::now(), shared)
+            });
+            shared.clone()
         };
         // Err: the task ended without a result (its sender dropped).
         let result = shared.wait_for(Option::is_some).await;
@@ -147,27 +140,23 @@ impl Scraper {
     }
 
     async fn run_collection(self: Arc<Self>) -> Option<Arc<RenderedBody>> {
-        let rendered = self.collect_blocking().await;
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let first = self.collect_blocking().await;
+        lock(&self.in_flight).take();
         // If a collection panicked, serve what a failed netlink read would,
         // from a second one, instead of nothing.
-        let (rendered, netlink_error) = match rendered {
-            Ok(rendered) => rendered,
+        let done = match first {
             Err(error) => {
                 tracing::error!(%error, "collection task failed");
-                match self.collect_blocking().await {
-                    Ok(rendered) => rendered,
-                    Err(error) => {
-                        tracing::error!(%error, "the second collection failed too");
-                        return None;
-                    }
-                }
+                self.collect_blocking().await
             }
+            done => done,
         };
-        self.record_outcome(netlink_error);
+        let done = done.inspect_err(|error| tracing::error!(%error, "the second one failed too"));
+        let (rendered, netlink_error) = done.ok()?;
+        let mut outcomes = lock(&self.outcomes);
+        outcomes.ready |= netlink_error.is_none();
+        outcomes.failures = netlink_error.as_ref().map_or(0, |_| outcomes.failures + 1);
+        outcomes.last_error = netlink_error.or(outcomes.last_error.take());
         Some(Arc::new(rendered))
     }
 
@@ -184,19 +173,6 @@ impl Scraper {
             (rendered, snapshot.sources.netlink_error)
         })
         .await
-    }
-
-    fn record_outcome(&self, netlink_error: Option<String>) {
-        match netlink_error {
-            None => {
-                self.ready.store(true, Ordering::Relaxed);
-                self.consecutive_failures.store(0, Ordering::Relaxed);
-            }
-            Some(error) => {
-                self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
-                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
-            }
-        }
     }
 
     /// A response body streaming `body` in `encoding`.

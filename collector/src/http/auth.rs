@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use base64::Engine;
+use headers::authorization::Basic;
+use headers::{Authorization, Header};
+use hyper::header::HeaderValue;
 use ring::hmac;
 
 use super::turns::Turns;
@@ -180,19 +182,12 @@ impl BasicAuth {
     }
 }
 
-/// `Basic base64(user:password)` (RFC 7617); the scheme is case-insensitive.
+/// The user and password of `Basic base64(user:password)` (RFC 7617; the
+/// scheme is case-insensitive), parsed by the `headers` crate.
 fn credentials(header: &[u8]) -> Option<(String, Vec<u8>)> {
-    let header = std::str::from_utf8(header).ok()?.trim();
-    let (scheme, encoded) = header.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let colon = decoded.iter().position(|b| *b == b':')?;
-    let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
-    Some((user, decoded[colon + 1..].to_vec()))
+    let value = HeaderValue::from_bytes(header).ok()?;
+    let Authorization(basic) = Authorization::<Basic>::decode(&mut std::iter::once(&value)).ok()?;
+    Some((basic.username().into(), basic.password().into()))
 }
 
 /// Equal bytes, in time independent of where they differ.
@@ -203,13 +198,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// For tests elsewhere: the header value for `user` and `password`.
 #[cfg(test)]
 pub fn header(user: &str, password: &str) -> String {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    format!("Basic {encoded}")
+    let mut values = Vec::new();
+    Authorization::basic(user, password).encode(&mut values);
+    values[0].to_str().unwrap().to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     const PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 

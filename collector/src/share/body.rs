@@ -1,41 +1,36 @@
-//! One collection's exposition, rendered and gzip-compressed once for every
-//! scrape that shares it, and the responses that stream it.
+//! One collection's exposition, rendered and gzip-compressed once for
+//! every scrape that shares it (level 1: repetitive text shrinks tenfold
+//! even so), and the responses that stream it.
 //!
-//! Only the gzip member is kept: a tenth of the text. A response copies it
-//! out a chunk at a time, as it is for a client that takes gzip, or through
-//! flate2's gzip decoder for one that does not; either way it holds a chunk
-//! (and a decoder, about 80 KiB), never a body, and only a weak reference to
-//! the body. The bodies with readers are kept here, at most
-//! [`RETAINED_BODIES`]: a newer one lets the oldest go, and its readers are
-//! cut at their next read. So clients that never read pin a chunk each, not
-//! a whole body each.
+//! A response copies the gzip member out a chunk at a time, as it is or
+//! through flate2's gzip decoder for a client that does not take gzip: it
+//! holds a chunk (and a decoder, about 45 KiB), never a body, and only a
+//! weak reference to the body. The newest [`RETAINED_BODIES`] bodies with
+//! readers are kept; an older one is let go, and its readers are cut at
+//! their next read. So clients that never read pin a chunk each.
 
 use std::collections::VecDeque;
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
-use flate2::write::{GzDecoder, GzEncoder};
+use flate2::bufread::GzDecoder;
+use flate2::write::GzEncoder;
 use hyper::body::{Bytes, Frame, SizeHint};
 
 use super::Scraper;
 use crate::model::{HttpStats, Snapshot};
 use crate::output::prometheus::{self, Profile};
 
-/// Bodies with unfinished readers kept at once (gzip is about 60 KiB per
-/// 1,000 interfaces); more distinct bodies in flight means some client
-/// reads far slower than scrapes arrive.
+/// Bodies with unfinished readers kept at once (about 60 KiB per 1,000
+/// interfaces each): more means some client reads far slower than scrapes
+/// arrive.
 pub const RETAINED_BODIES: usize = 4;
 /// What a response produces at a time: what one stalled client pins.
 const CHUNK_BYTES: usize = 16 * 1024;
-/// Compressed bytes fed to a decoder at a time (about 10 KiB of text).
-const GUNZIP_INPUT_BYTES: usize = 1024;
 
-/// One collection's Prometheus text, rendered once for every scrape that
-/// shares it and kept only as gzip (level 1: repetitive exposition text
-/// compresses about 10x even at the fastest level).
 pub struct RenderedBody {
     /// `collector_collections_total` of this collection.
     pub collections_total: u64,
@@ -58,12 +53,14 @@ impl RenderedBody {
         let mut text_len = 0;
         prometheus::render_pieces(snapshot, http, profile, &mut |piece| {
             text_len += piece.len();
-            // Writing into a Vec cannot fail.
             gzip.write_all(piece.as_bytes()).expect("gzip into memory");
         });
+        let mut gzip = gzip.finish().expect("gzip into memory");
+        gzip.shrink_to_fit();
+        let collections_total = snapshot.sources.collections_total;
         RenderedBody {
-            collections_total: snapshot.sources.collections_total,
-            gzip: gzip.finish().expect("gzip into memory"),
+            collections_total,
+            gzip,
             text_len,
         }
     }
@@ -77,20 +74,15 @@ impl RenderedBody {
     }
 }
 
-/// The bodies that responses are reading, oldest first.
+/// The bodies responses are reading, oldest first.
 #[derive(Default)]
 pub struct Bodies(Mutex<VecDeque<Arc<RenderedBody>>>);
 
 impl Bodies {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<RenderedBody>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A reader's hold on `body`, which is kept from now on in place of the
-    /// oldest beyond [`RETAINED_BODIES`]: its readers hold weak references
-    /// and are cut at their next read; its memory is freed now.
+    /// A new reader's hold on `body`, kept from now on in place of the
+    /// oldest beyond [`RETAINED_BODIES`] (freed at once).
     fn read(&self, body: &Arc<RenderedBody>) -> Weak<RenderedBody> {
-        let mut kept = self.lock();
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
         // Bodies whose readers are all done, and this one, leave their place.
         kept.retain(|old| Arc::weak_count(old) > 0 && !Arc::ptr_eq(old, body));
         kept.push_back(Arc::clone(body));
@@ -102,7 +94,7 @@ impl Bodies {
 
     /// Bodies kept that still have readers.
     pub fn retained(&self) -> usize {
-        let kept = self.lock();
+        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
         kept.iter().filter(|body| Arc::weak_count(body) > 0).count()
     }
 }
@@ -120,44 +112,94 @@ pub enum BodyError {
 pub struct SharedBody {
     body: Weak<RenderedBody>,
     scraper: Weak<Scraper>,
-    /// Bytes of the gzip member taken so far, and of the response to come.
-    taken: usize,
+    /// Bytes of the response still to come.
     left: usize,
-    /// Identity only: what decompresses the gzip member.
-    gunzip: Option<Box<GzDecoder<Vec<u8>>>>,
+    reader: Reader,
+}
+
+/// The gzip member as it is, or decompressed (flate2 keeps no buffer of
+/// its own beside the 32 KiB window).
+enum Reader {
+    Gzip(Source),
+    Identity(Box<GzDecoder<Source>>),
+}
+
+/// The gzip member of a body, read from where the response has got to; it
+/// holds the body only while a chunk is read.
+struct Source {
+    body: Option<Arc<RenderedBody>>,
+    taken: usize,
+}
+
+impl Read for Source {
+    fn read(&mut self, into: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.fill_buf()?.read(into)?;
+        self.consume(read);
+        Ok(read)
+    }
+}
+
+impl BufRead for Source {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        // Only flate2's header parser reads before a body is held: it
+        // tries again at the first chunk.
+        let body = self.body.as_ref().ok_or(std::io::ErrorKind::WouldBlock)?;
+        Ok(&body.gzip[self.taken..])
+    }
+
+    fn consume(&mut self, read: usize) {
+        self.taken += read;
+    }
 }
 
 impl SharedBody {
-    /// A response carrying `body` in `encoding`.
-    pub(super) fn new(scraper: &Arc<Scraper>, body: &Arc<RenderedBody>, encoding: Encoding) -> Self {
+    pub(super) fn new(scraper: &Arc<Scraper>, body: &Arc<RenderedBody>, how: Encoding) -> Self {
+        let source = Source {
+            body: None,
+            taken: 0,
+        };
+        let reader = match how {
+            Encoding::Gzip => Reader::Gzip(source),
+            Encoding::Identity => Reader::Identity(Box::new(GzDecoder::new(source))),
+        };
         SharedBody {
             body: scraper.bodies.read(body),
             scraper: Arc::downgrade(scraper),
-            taken: 0,
-            left: body.len(encoding),
-            gunzip: (encoding == Encoding::Identity).then(|| Box::new(GzDecoder::new(Vec::new()))),
+            left: body.len(how),
+            reader,
         }
     }
 
-    fn next_chunk(&mut self, gzip: &[u8]) -> std::io::Result<Bytes> {
-        let Some(gunzip) = &mut self.gunzip else {
-            let end = (self.taken + CHUNK_BYTES).min(gzip.len());
-            let chunk = Bytes::copy_from_slice(&gzip[self.taken..end]);
-            self.taken = end;
-            return Ok(chunk);
-        };
-        while gunzip.get_ref().len() < CHUNK_BYTES && self.taken < gzip.len() {
-            let end = (self.taken + GUNZIP_INPUT_BYTES).min(gzip.len());
-            gunzip.write_all(&gzip[self.taken..end])?;
-            self.taken = end;
+    /// The next chunk, read from `body`.
+    fn next_chunk(&mut self, body: Arc<RenderedBody>) -> std::io::Result<Bytes> {
+        let limit = CHUNK_BYTES.min(self.left);
+        let mut chunk = Vec::with_capacity(limit);
+        self.reader.source().body = Some(body);
+        let read = self
+            .reader
+            .by_ref()
+            .take(limit as u64)
+            .read_to_end(&mut chunk);
+        self.reader.source().body = None;
+        read.map(|_| Bytes::from(chunk))
+    }
+}
+
+impl Reader {
+    fn source(&mut self) -> &mut Source {
+        match self {
+            Reader::Gzip(source) => source,
+            Reader::Identity(gunzip) => gunzip.get_mut(),
         }
-        if self.taken == gzip.len() {
-            // Checks the CRC and length of the trailer too.
-            gunzip.try_finish()?;
-        } else {
-            gunzip.flush()?;
+    }
+}
+
+impl Read for Reader {
+    fn read(&mut self, into: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Reader::Gzip(source) => source.read(into),
+            Reader::Identity(gunzip) => gunzip.read(into),
         }
-        Ok(Bytes::from(std::mem::take(gunzip.get_mut())))
     }
 }
 
@@ -167,30 +209,28 @@ impl hyper::body::Body for SharedBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        _: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         if self.left == 0 {
             return Poll::Ready(None);
         }
         let Some(body) = self.body.upgrade() else {
             if let Some(scraper) = self.scraper.upgrade() {
-                let cut = &scraper.http.evicted_responses_cut;
-                cut.fetch_add(1, Ordering::Relaxed);
+                let evicted = &scraper.http.evicted_responses_cut;
+                evicted.fetch_add(1, Ordering::Relaxed);
             }
             return Poll::Ready(Some(Err(BodyError::Evicted)));
         };
-        let chunk = match self.next_chunk(&body.gzip) {
+        let chunk = match self.next_chunk(body) {
             // Never by construction, but a short body must not spin.
             Ok(chunk) if chunk.is_empty() => Err(std::io::ErrorKind::UnexpectedEof.into()),
-            other => other,
+            chunk => chunk,
         };
-        Poll::Ready(Some(match chunk {
-            Ok(chunk) => {
-                self.left = self.left.saturating_sub(chunk.len());
-                Ok(Frame::data(chunk))
-            }
-            Err(error) => Err(error.into()),
-        }))
+        let frame = chunk.map(|chunk| {
+            self.left = self.left.saturating_sub(chunk.len());
+            Frame::data(chunk)
+        });
+        Poll::Ready(Some(frame.map_err(BodyError::from)))
     }
 
     fn is_end_stream(&self) -> bool {
