@@ -37,14 +37,6 @@ const LIFETIME: Duration = Duration::from_secs(300);
 /// that long has given up on this scrape already.
 const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {address}: {source}")]
-pub struct ListenError {
-    pub address: SocketAddr,
-    #[source]
-    pub source: std::io::Error,
-}
-
 /// What bounds one listener's clients: the kernel and user memory they
 /// cost is bounded by the connection count, whatever their number.
 struct Limits {
@@ -99,7 +91,7 @@ pub struct Endpoint {
 
 /// Binds `address` with the buffer sizes and backlog of `routes`' listener
 /// (before capabilities are dropped, so a privileged port still works).
-pub fn bind(address: SocketAddr, routes: Routes) -> Result<std::net::TcpListener, ListenError> {
+pub fn bind(address: SocketAddr, routes: Routes) -> std::io::Result<std::net::TcpListener> {
     let limits = routes.limits();
     let open = || -> std::io::Result<std::net::TcpListener> {
         let domain = socket2::Domain::for_address(address);
@@ -112,7 +104,8 @@ pub fn bind(address: SocketAddr, routes: Routes) -> Result<std::net::TcpListener
         socket.set_nonblocking(true)?;
         Ok(socket.into())
     };
-    open().map_err(|source| ListenError { address, source })
+    let context = |e: std::io::Error| format!("cannot listen on {address}: {e}");
+    open().map_err(|e| std::io::Error::new(e.kind(), context(e)))
 }
 
 /// What the connections of one listener share.

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 
 use flate2::bufread::GzDecoder;
 use flate2::write::GzEncoder;
-use hyper::body::{Bytes, Frame, SizeHint};
+use hyper::body::{Bytes, Frame};
 
 use super::Scraper;
 use crate::model::{HttpStats, Snapshot};
@@ -112,24 +112,16 @@ pub enum BodyError {
 pub struct SharedBody {
     body: Weak<RenderedBody>,
     scraper: Weak<Scraper>,
-    /// Bytes of the response still to come.
+    /// Bytes of the response still to come, and (gzip) of the body taken.
     left: usize,
-    reader: Reader,
-}
-
-/// The gzip member as it is, or decompressed (flate2 keeps no buffer of
-/// its own beside the 32 KiB window).
-enum Reader {
-    Gzip(Source),
-    Identity(Box<GzDecoder<Source>>),
-}
-
-/// The gzip member of a body, read from where the response has got to; it
-/// holds the body only while a chunk is read.
-struct Source {
-    body: Option<Arc<RenderedBody>>,
     taken: usize,
+    /// Identity only: what decompresses the body (flate2 keeps no buffer
+    /// beside its 32 KiB window).
+    gunzip: Option<Box<GzDecoder<Source>>>,
 }
+
+/// The body as a decoder reads it, held only while a chunk is read.
+struct Source(Option<Arc<RenderedBody>>, usize);
 
 impl Read for Source {
     fn read(&mut self, into: &mut [u8]) -> std::io::Result<usize> {
@@ -143,63 +135,39 @@ impl BufRead for Source {
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         // Only flate2's header parser reads before a body is held: it
         // tries again at the first chunk.
-        let body = self.body.as_ref().ok_or(std::io::ErrorKind::WouldBlock)?;
-        Ok(&body.gzip[self.taken..])
+        let body = self.0.as_ref().ok_or(std::io::ErrorKind::WouldBlock)?;
+        Ok(&body.gzip[self.1..])
     }
 
     fn consume(&mut self, read: usize) {
-        self.taken += read;
+        self.1 += read;
     }
 }
 
 impl SharedBody {
     pub(super) fn new(scraper: &Arc<Scraper>, body: &Arc<RenderedBody>, how: Encoding) -> Self {
-        let source = Source {
-            body: None,
-            taken: 0,
-        };
-        let reader = match how {
-            Encoding::Gzip => Reader::Gzip(source),
-            Encoding::Identity => Reader::Identity(Box::new(GzDecoder::new(source))),
-        };
+        let identity = how == Encoding::Identity;
         SharedBody {
             body: scraper.bodies.read(body),
             scraper: Arc::downgrade(scraper),
             left: body.len(how),
-            reader,
+            taken: 0,
+            gunzip: identity.then(|| Box::new(GzDecoder::new(Source(None, 0)))),
         }
     }
 
-    /// The next chunk, read from `body`.
     fn next_chunk(&mut self, body: Arc<RenderedBody>) -> std::io::Result<Bytes> {
-        let limit = CHUNK_BYTES.min(self.left);
-        let mut chunk = Vec::with_capacity(limit);
-        self.reader.source().body = Some(body);
-        let read = self
-            .reader
-            .by_ref()
-            .take(limit as u64)
-            .read_to_end(&mut chunk);
-        self.reader.source().body = None;
+        let want = CHUNK_BYTES.min(self.left);
+        let Some(gunzip) = &mut self.gunzip else {
+            let chunk = Bytes::copy_from_slice(&body.gzip[self.taken..][..want]);
+            self.taken += want;
+            return Ok(chunk);
+        };
+        let mut chunk = Vec::with_capacity(want);
+        gunzip.get_mut().0 = Some(body);
+        let read = gunzip.by_ref().take(want as u64).read_to_end(&mut chunk);
+        gunzip.get_mut().0 = None;
         read.map(|_| Bytes::from(chunk))
-    }
-}
-
-impl Reader {
-    fn source(&mut self) -> &mut Source {
-        match self {
-            Reader::Gzip(source) => source,
-            Reader::Identity(gunzip) => gunzip.get_mut(),
-        }
-    }
-}
-
-impl Read for Reader {
-    fn read(&mut self, into: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Reader::Gzip(source) => source.read(into),
-            Reader::Identity(gunzip) => gunzip.read(into),
-        }
     }
 }
 
@@ -235,9 +203,5 @@ impl hyper::body::Body for SharedBody {
 
     fn is_end_stream(&self) -> bool {
         self.left == 0
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.left as u64)
     }
 }
