@@ -5,8 +5,9 @@
 //! goes to a newcomer ([`Slots`]), when its client took nothing of a
 //! response for [`STALL_TIMEOUT`] (hyper has no write timeout), or at the end
 //! of its [`LIFETIME`]; a cut resets it (`SO_LINGER` 0), freeing its kernel
-//! buffers at once. One that ends by itself is closed once its client has
-//! acknowledged every byte, so it leaves no orphan holding buffers either.
+//! buffers at once, and so does an error with bytes still queued. One that
+//! ends well is closed once its client has acknowledged every byte, so it
+//! leaves no orphan holding buffers either.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -164,15 +165,18 @@ async fn connection(site: Arc<Site>, stream: TcpStream, peer: IpAddr, slot: Slot
         .as_ref()
         .map(|web| web.current(&http.web_config_reload_failures));
     let ended = async {
-        match web.and_then(|web| web.tls.clone()) {
+        let served = match web.and_then(|web| web.tls.clone()) {
             None => serve_http(&site, Box::new(stream), peer, conn).await,
             Some(tls) => match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(stream)).await {
                 Ok(Ok(tls)) => serve_http(&site, Box::new(tls), peer, conn).await,
-                Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
-                Err(_) => tracing::debug!("TLS handshake timed out"),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err("TLS handshake timed out".to_string()),
             },
+        };
+        match served {
+            Ok(()) => drained(&socket, conn).await,
+            Err(error) => tracing::debug!(%error, "connection failed"),
         }
-        drained(&socket, conn).await;
     };
     let cut = tokio::select! {
         () = ended => false,
@@ -197,7 +201,14 @@ async fn connection(site: Arc<Site>, stream: TcpStream, peer: IpAddr, slot: Slot
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-async fn serve_http(site: &Arc<Site>, io: Box<dyn Io>, peer: IpAddr, conn: &Arc<Conn>) {
+/// HTTP on `io`; `Err` when it ended on an error (a timeout, a malformed
+/// request, a response cut short), its last bytes then not worth waiting for.
+async fn serve_http(
+    site: &Arc<Site>,
+    io: Box<dyn Io>,
+    peer: IpAddr,
+    conn: &Arc<Conn>,
+) -> Result<(), String> {
     let (site, conn) = (Arc::clone(site), Arc::clone(conn));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let (site, conn) = (Arc::clone(&site), Arc::clone(&conn));
@@ -220,9 +231,7 @@ async fn serve_http(site: &Arc<Site>, io: Box<dyn Io>, peer: IpAddr, conn: &Arc<
         .max_buf_size(MAX_HEAD_BYTES)
         .serve_connection(TokioIo::new(io), service)
         .await;
-    if let Err(error) = served {
-        tracing::debug!(%error, "connection ended");
-    }
+    served.map_err(|error| error.to_string())
 }
 
 /// Waits until the client has acknowledged every byte sent, the end of
