@@ -144,18 +144,14 @@ fn serve(args: collector::cli::ServeArgs) -> anyhow::Result<()> {
     }
     let collector = Arc::new(build_collector(&args.common, true));
     // Bound before the capabilities go, so a privileged port still works.
-    let (metrics_limits, health_limits) =
-        (http::ServerLimits::metrics(), http::ServerLimits::health());
     let main = http::Endpoint {
-        listener: http::bind(args.listen, &metrics_limits)?,
+        listener: http::bind(args.listen, http::Routes::All)?,
         routes: http::Routes::All,
-        limits: metrics_limits,
         web,
     };
     let health = http::Endpoint {
-        listener: http::bind(args.health_listen, &health_limits)?,
+        listener: http::bind(args.health_listen, http::Routes::Health)?,
         routes: http::Routes::Health,
-        limits: health_limits,
         web: None,
     };
     drop_capabilities(&collector);

@@ -405,7 +405,9 @@ pub struct PodStatus {
 /// print the same families. Not part of the JSON snapshot.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpStats {
-    pub connections_rejected: u64,
+    /// Connections reset to make room for a newer one when every slot was
+    /// taken (served as `collector_http_connections_rejected_total`).
+    pub connections_displaced: u64,
     /// /metrics responses so far, by encoding (this one included).
     pub plain_responses: u64,
     pub gzip_responses: u64,

@@ -58,7 +58,7 @@ pub enum TlsVersion {
 }
 
 /// What the TLS listener needs, validated: the files exist when loaded
-/// (see `http::ReloadingTls`), the policy is one rustls can enforce.
+/// (see `http::ReloadingWeb`), the policy is one rustls can enforce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
     pub cert_file: PathBuf,

@@ -1,163 +1,137 @@
 //! Listening sockets, the accept loop and one connection's life.
+//!
+//! hyper reads request heads within a deadline and bounds their size. The
+//! rest, which no crate offers, is here: a connection is cut when its slot
+//! goes to a newcomer ([`Slots`]), when its client took nothing of a
+//! response for [`STALL_TIMEOUT`] (hyper has no write timeout), or at the end
+//! of its [`LIFETIME`]; a cut resets it (`SO_LINGER` 0), freeing its kernel
+//! buffers at once, and so does an error with bytes still queued. One that
+//! ends well is closed once its client has acknowledged every byte, so it
+//! leaves no orphan holding buffers either.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, AUTHORIZATION};
 use hyper::server::conn::http1;
-use hyper::{Request, Response};
+use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::slots::{Activity, QuietLimits, Slots, Tracked};
-use super::stall::StallGuard;
-use super::{route, unauthorized, Body, ReloadingWeb, Routes};
+use super::slots::{Conn, Phase, QuietLimits, Slot, Slots};
+use super::{answer, ReloadingWeb, Routes};
 use crate::share::Scraper;
 
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {address}: {source}")]
-pub struct ListenError {
-    pub address: SocketAddr,
-    #[source]
-    pub source: std::io::Error,
-}
+/// A request head (and a TLS handshake) must arrive within this time, and
+/// fit in [`MAX_HEAD_BYTES`] (431 beyond).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Longest life of one connection, keep-alive included.
+const LIFETIME: Duration = Duration::from_secs(300);
+/// Prometheus' default scrape timeout: a scraper that has taken nothing for
+/// that long has given up on this scrape already.
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bounds that keep slow, greedy or hostile clients from exhausting the
-/// collector: with these, kernel and user memory spent on clients is
-/// bounded by the connection count whatever the number of clients.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerLimits {
-    /// Open connections served at once; a newcomer beyond them takes the
-    /// slot of the connection quiet longest, or waits while all are busy.
-    pub max_connections: usize,
-    /// A client must send its request headers (and finish a TLS handshake)
-    /// within this time.
-    pub header_read_timeout: Duration,
-    /// Longest life of one connection, keep-alive included.
-    pub connection_lifetime: Duration,
-    /// Largest request head (line plus headers) read; bigger ones get 431.
-    pub max_request_bytes: usize,
-    /// A response none of whose bytes the client took for this long is cut.
-    pub write_stall_timeout: Duration,
+/// What bounds one listener's clients: the kernel and user memory they
+/// cost is bounded by the connection count, whatever their number.
+struct Limits {
+    /// Connections served at once (see [`Slots`]).
+    connections: usize,
     /// Kernel send and receive buffers per connection (the kernel doubles
-    /// both), set on the listening socket so accepted ones inherit them
-    /// from the handshake on. Socket memory is kernel memory the client
-    /// decides to fill: small buffers times few connections bound it.
-    pub send_buffer_bytes: usize,
-    pub receive_buffer_bytes: usize,
-    /// Completed handshakes the kernel queues before they are accepted.
-    pub backlog: i32,
-    /// When a quiet connection may be given up for a newcomer.
-    pub quiet: QuietLimits,
+    /// both), set on the listening socket so that accepted ones have them
+    /// from the handshake on.
+    buffers: (usize, usize),
+    /// Handshakes the kernel queues while every slot is busy.
+    backlog: i32,
+    quiet: QuietLimits,
 }
 
-impl ServerLimits {
-    /// The main listener: scrapers (an HA pair of Prometheus servers), the
-    /// odd `curl`, and whatever else a pod on the node sends.
-    pub fn metrics() -> Self {
-        ServerLimits {
-            max_connections: 32,
-            header_read_timeout: Duration::from_secs(5),
-            connection_lifetime: Duration::from_secs(300),
-            max_request_bytes: 16 * 1024,
-            // Prometheus' default scrape timeout: a scraper that has not read
-            // anything for that long has given up on this scrape already.
-            write_stall_timeout: Duration::from_secs(10),
-            // 32 KiB in flight per connection: a gzip scrape of 3,000
-            // interfaces (about 200 KiB) in a few round trips.
-            send_buffer_bytes: 16 * 1024,
-            receive_buffer_bytes: 8 * 1024,
-            // While every slot is busy, newcomers wait here, unaccepted. A
-            // full queue makes the kernel drop handshakes, and some of those
-            // clients are later reset, so it holds a burst of a few hundred
-            // scrapers (each queued handshake holds at most its receive
-            // buffer: 16 KiB).
-            backlog: 256,
-            quiet: QuietLimits {
-                after_a_request: Duration::from_millis(250),
-                before_a_request: Duration::from_secs(1),
+impl Routes {
+    /// The main listener serves scrapers (an HA pair of Prometheus), the odd
+    /// `curl` and whatever else a pod sends: 32 KiB in flight moves a gzip
+    /// scrape of 3,000 interfaces (200 KiB) in a few round trips, and the
+    /// backlog holds a burst of a few hundred scrapers. The health listener
+    /// serves the kubelet's probes, sent at once, answered within microseconds.
+    fn limits(self) -> Limits {
+        let ms = Duration::from_millis;
+        match self {
+            Routes::All => Limits {
+                connections: 32,
+                buffers: (16 << 10, 8 << 10),
+                backlog: 256,
+                quiet: QuietLimits {
+                    after_a_request: ms(250),
+                    before_a_request: ms(1000),
+                },
             },
-        }
-    }
-
-    /// The health listener: the kubelet's probes, a few bytes each way.
-    pub fn health() -> Self {
-        ServerLimits {
-            max_connections: 8,
-            send_buffer_bytes: 4 * 1024,
-            receive_buffer_bytes: 4 * 1024,
-            backlog: 64,
-            // A probe is a request sent right after connecting and an
-            // answer within microseconds: a connection quiet for a tenth
-            // of a second is not one.
-            quiet: QuietLimits {
-                after_a_request: Duration::from_millis(100),
-                before_a_request: Duration::from_millis(100),
+            Routes::Health => Limits {
+                connections: 8,
+                buffers: (4 << 10, 4 << 10),
+                backlog: 64,
+                quiet: QuietLimits {
+                    after_a_request: ms(100),
+                    before_a_request: ms(100),
+                },
             },
-            ..ServerLimits::metrics()
         }
     }
 }
 
-/// One listener and what it serves.
+/// One listener, what it serves, and the web config file (TLS, basic auth).
 pub struct Endpoint {
     pub listener: std::net::TcpListener,
     pub routes: Routes,
-    pub limits: ServerLimits,
-    /// The web config file (TLS, basic auth), if any.
     pub web: Option<Arc<ReloadingWeb>>,
 }
 
-/// Binds `address` with `limits`' buffer sizes and backlog (before
-/// capabilities are dropped, so a privileged port still works).
-pub fn bind(
-    address: SocketAddr,
-    limits: &ServerLimits,
-) -> Result<std::net::TcpListener, ListenError> {
+/// Binds `address` with the buffer sizes and backlog of `routes`' listener
+/// (before capabilities are dropped, so a privileged port still works).
+pub fn bind(address: SocketAddr, routes: Routes) -> std::io::Result<std::net::TcpListener> {
+    let limits = routes.limits();
     let open = || -> std::io::Result<std::net::TcpListener> {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(address),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
+        let domain = socket2::Domain::for_address(address);
+        let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
-        socket.set_send_buffer_size(limits.send_buffer_bytes)?;
-        socket.set_recv_buffer_size(limits.receive_buffer_bytes)?;
+        socket.set_send_buffer_size(limits.buffers.0)?;
+        socket.set_recv_buffer_size(limits.buffers.1)?;
         socket.bind(&address.into())?;
         socket.listen(limits.backlog)?;
         socket.set_nonblocking(true)?;
         Ok(socket.into())
     };
-    open().map_err(|source| ListenError { address, source })
+    let context = |e: std::io::Error| format!("cannot listen on {address}: {e}");
+    open().map_err(|e| std::io::Error::new(e.kind(), context(e)))
+}
+
+/// What the connections of one listener share.
+pub(super) struct Site {
+    pub scraper: Arc<Scraper>,
+    pub routes: Routes,
+    pub web: Option<Arc<ReloadingWeb>>,
 }
 
 /// Serves `endpoint` until the future is dropped.
 pub async fn serve(scraper: Arc<Scraper>, endpoint: Endpoint) -> std::io::Result<()> {
+    let (routes, web) = (endpoint.routes, endpoint.web);
     let listener = TcpListener::from_std(endpoint.listener)?;
+    let settings = web.as_ref().map(|web| web.in_force());
+    let tls = settings.as_ref().is_some_and(|s| s.tls.is_some());
+    let basic_auth = settings.is_some_and(|s| s.auth.is_some());
+    let address = listener.local_addr()?;
+    tracing::info!(%address, tls, basic_auth, "serving {}", routes.paths().join(", "));
+    let limits = routes.limits();
+    let slots = Slots::new(limits.connections, limits.quiet);
     let site = Arc::new(Site {
-        routes: endpoint.routes,
-        limits: endpoint.limits,
-        web: endpoint.web,
+        scraper,
+        routes,
+        web,
     });
-    if let Ok(bound) = listener.local_addr() {
-        let paths = match site.routes {
-            Routes::All => "/metrics, /healthz, /readyz",
-            Routes::Health => "/healthz, /readyz",
-        };
-        let settings = site.web.as_ref().map(|web| web.in_force());
-        let (tls, auth) = settings.map_or((false, false), |settings| {
-            (settings.tls.is_some(), settings.auth.is_some())
-        });
-        let tls = if tls { "https" } else { "http" };
-        let auth = if auth { ", basic auth" } else { "" };
-        tracing::info!(address = %bound, "serving {paths} ({tls}{auth})");
-    }
-    let slots = Slots::new(site.limits.max_connections, site.limits.quiet);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -168,142 +142,126 @@ pub async fn serve(scraper: Arc<Scraper>, endpoint: Endpoint) -> std::io::Result
                 continue;
             }
         };
-        let (slot, displaced) = slots.wait_for_slot().await;
+        let (slot, displaced) = slots.take().await;
         if displaced {
-            count_rejected(&scraper);
-            tracing::debug!(%peer, "connection limit reached, the quietest connection gave way");
+            let displaced = &site.scraper.http.connections_displaced;
+            displaced.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "every slot taken: the quietest connection gave way");
         }
-        let (scraper, site) = (Arc::clone(&scraper), Arc::clone(&site));
-        tokio::spawn(async move {
-            let activity = Arc::clone(&slot.activity);
-            serve_connection(&scraper, &site, stream, peer.ip(), activity).await;
-            drop(slot);
-        });
+        tokio::spawn(connection(Arc::clone(&site), stream, peer.ip(), slot));
     }
 }
 
-fn count_rejected(scraper: &Scraper) {
-    scraper
-        .http
-        .connections_rejected
-        .fetch_add(1, Ordering::Relaxed);
-}
-
-struct Site {
-    routes: Routes,
-    limits: ServerLimits,
-    web: Option<Arc<ReloadingWeb>>,
-}
-
-async fn serve_connection(
-    scraper: &Arc<Scraper>,
-    site: &Arc<Site>,
-    stream: TcpStream,
-    peer: IpAddr,
-    activity: Arc<Activity>,
-) {
-    let limits = site.limits;
-    let io = StallGuard::new(stream, Arc::clone(&activity));
-    let work = async {
-        let settings = site
-            .web
-            .as_ref()
-            .map(|web| web.current(&scraper.http.web_config_reload_failures));
-        match settings.and_then(|settings| settings.tls.clone()) {
-            None => serve_http(scraper, site, io, peer, &activity).await,
-            Some(tls) => {
-                let handshake = tls.accept(io);
-                match tokio::time::timeout(limits.header_read_timeout, handshake).await {
-                    Ok(Ok(stream)) => serve_http(scraper, site, stream, peer, &activity).await,
-                    Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
-                    Err(_) => {
-                        activity.mark_cut();
-                        tracing::debug!("TLS handshake timed out");
-                    }
-                }
-            }
-        }
+/// One connection, from its slot to its close.
+async fn connection(site: Arc<Site>, stream: TcpStream, peer: IpAddr, slot: Slot) {
+    // The socket's own descriptor, beside the stream hyper owns: what
+    // closes the connection, however it ended.
+    let Ok(socket) = stream.as_fd().try_clone_to_owned() else {
+        return;
     };
-    // Every cut marks the connection before its socket is dropped, so the
-    // socket is reset (see `stall`).
-    let lifetime = async {
-        tokio::time::sleep(limits.connection_lifetime).await;
-        activity.mark_cut();
-    };
-    tokio::select! {
-        _ = work => {}
-        _ = lifetime => {}
-        _ = activity.stalled_longer_than(limits.write_stall_timeout) => {
-            scraper.http.stalled_responses_cut.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("client stopped reading its response, resetting");
-        }
-        _ = activity.evicted() => {
-            tracing::debug!("connection given up for a newer one, resetting");
-        }
-    }
-}
-
-async fn serve_http<S>(
-    scraper: &Arc<Scraper>,
-    site: &Arc<Site>,
-    io: S,
-    peer: IpAddr,
-    activity: &Arc<Activity>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = {
-        let (scraper, site, activity) =
-            (Arc::clone(scraper), Arc::clone(site), Arc::clone(activity));
-        hyper::service::service_fn(move |request: Request<Incoming>| {
-            let (scraper, site, activity) = (
-                Arc::clone(&scraper),
-                Arc::clone(&site),
-                Arc::clone(&activity),
-            );
-            async move {
-                let response = answer(&scraper, &site, peer, &activity, &request).await;
-                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, activity)))
-            }
-        })
-    };
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(site.limits.header_read_timeout)
-        .max_buf_size(site.limits.max_request_bytes);
-    if let Err(error) = builder.serve_connection(TokioIo::new(io), service).await {
-        tracing::debug!(%error, "connection ended");
-    }
-}
-
-/// Credentials first, then the route. A request waiting for its check is
-/// quiet, so guesses never pin a slot (see [`Activity::awaits_check`]).
-async fn answer(
-    scraper: &Arc<Scraper>,
-    site: &Site,
-    peer: IpAddr,
-    activity: &Activity,
-    request: &Request<Incoming>,
-) -> Response<Body> {
-    // Users as the file says now, on a connection opened before a change too.
-    let settings = site
+    let (conn, http) = (&slot.conn, &site.scraper.http);
+    let web = site
         .web
         .as_ref()
-        .map(|web| web.current(&scraper.http.web_config_reload_failures));
-    if let Some(auth) = settings
-        .as_ref()
-        .and_then(|settings| settings.auth.as_ref())
-    {
-        activity.awaits_check();
-        let header = request.headers().get(AUTHORIZATION);
-        let admitted = auth
-            .admits(header.map(HeaderValue::as_bytes), peer, || activity.busy())
-            .await;
-        if !admitted {
-            return unauthorized();
+        .map(|web| web.current(&http.web_config_reload_failures));
+    let ended = async {
+        let served = match web.and_then(|web| web.tls.clone()) {
+            None => serve_http(&site, Box::new(stream), peer, conn).await,
+            Some(tls) => match tokio::time::timeout(HEAD_TIMEOUT, tls.accept(stream)).await {
+                Ok(Ok(tls)) => serve_http(&site, Box::new(tls), peer, conn).await,
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err("TLS handshake timed out".to_string()),
+            },
+        };
+        match served {
+            Ok(()) => drained(&socket, conn).await,
+            Err(error) => tracing::debug!(%error, "connection failed"),
+        }
+    };
+    let cut = tokio::select! {
+        () = ended => false,
+        () = tokio::time::sleep(LIFETIME) => true,
+        () = conn.stalled(STALL_TIMEOUT) => {
+            http.stalled_responses_cut.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("client stopped reading its response, resetting");
+            true
+        }
+        () = conn.displaced() => {
+            tracing::debug!("connection given up for a newer one, resetting");
+            true
+        }
+    };
+    if cut || unsent_bytes(&socket) > 0 {
+        if let Err(error) = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO)) {
+            tracing::debug!(%error, "cannot set SO_LINGER 0; the close may leave an orphan");
         }
     }
-    activity.busy();
-    route(scraper, site.routes, request).await
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// HTTP on `io`; `Err` when it ended on an error (a timeout, a malformed
+/// request, a response cut short), its last bytes then not worth waiting for.
+async fn serve_http(
+    site: &Arc<Site>,
+    io: Box<dyn Io>,
+    peer: IpAddr,
+    conn: &Arc<Conn>,
+) -> Result<(), String> {
+    let (site, conn) = (Arc::clone(site), Arc::clone(conn));
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let (site, conn) = (Arc::clone(&site), Arc::clone(&conn));
+        async move {
+            let response = answer(&site, peer, &conn, &request).await;
+            conn.set(Phase::Client);
+            // Each chunk the client has room for is progress.
+            let response = response.map(|body| {
+                body.map_frame(move |frame| {
+                    conn.set(Phase::Client);
+                    frame
+                })
+            });
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+    served.map_err(|error| error.to_string())
+}
+
+/// Waits until the client has acknowledged every byte sent, the end of
+/// the stream included. Each byte it takes is progress, so only a client
+/// that stopped reading stalls here (and is cut).
+async fn drained(socket: &OwnedFd, conn: &Conn) {
+    let (mut queued, mut pause) = (usize::MAX, Duration::from_millis(1));
+    loop {
+        let now = unsent_bytes(socket);
+        if now < queued {
+            conn.set(Phase::Client);
+        }
+        if now == 0 {
+            return;
+        }
+        // Soon at first: on a LAN the last bytes are acknowledged within a
+        // millisecond, and the slot is held meanwhile.
+        tokio::time::sleep(pause).await;
+        (queued, pause) = (now, (pause * 2).min(Duration::from_millis(20)));
+    }
+}
+
+/// Bytes in the socket's send queue that the peer has not acknowledged.
+fn unsent_bytes(socket: &OwnedFd) -> usize {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int through the pointer,
+    // which points at a live c_int; the fd is owned by `socket`.
+    let result = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    usize::try_from(queued)
+        .ok()
+        .filter(|_| result == 0)
+        .unwrap_or(0)
 }

@@ -4,12 +4,10 @@
 //! reset every eBPF counter. cert-manager and Kubernetes secrets replace
 //! files in place.
 //!
-//! Each connection and each request stats the files (a few `stat` calls:
-//! nothing beside a handshake or a bcrypt check); when one changed since
-//! the last attempt the whole configuration is loaded again. One that does
-//! not load (a half-written file, a bad hash, a key that does not match)
-//! is logged and counted, and the last good one stays in force; the next
-//! change is tried again.
+//! Each connection and each request stats the files (nothing beside a
+//! handshake or a bcrypt check). A version that does not load (a
+//! half-written file, a bad hash, a key that does not match) is logged and
+//! counted, and the last good one stays in force until the next change.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,20 +40,15 @@ pub struct WebSettings {
     pub auth: Option<Arc<BasicAuth>>,
 }
 
-/// Identity of each watched file's content, as far as `stat` tells.
-type Stamp = Vec<Option<(SystemTime, u64, u64)>>;
+/// The files of one reading (the web config, then those it names), each
+/// with what `stat` told of its content before it was read.
+type Stamp = Vec<(PathBuf, Option<(SystemTime, u64, u64)>)>;
 
 pub struct ReloadingWeb {
     path: PathBuf,
     checks: Arc<Checks>,
-    current: Mutex<Current>,
-}
-
-struct Current {
-    /// The web config file and the files it named when last read.
-    watched: Vec<PathBuf>,
-    stamp: Stamp,
-    settings: Arc<WebSettings>,
+    /// The last reading, whether it loaded or not, and the settings in force.
+    current: Mutex<(Stamp, Arc<WebSettings>)>,
 }
 
 impl ReloadingWeb {
@@ -63,42 +56,42 @@ impl ReloadingWeb {
     /// error naming the file and the setting.
     pub fn load(path: &Path) -> Result<Self, WebError> {
         let checks = Checks::new()?;
-        let attempt = attempt(path, None, &checks);
+        let (stamp, settings) = read(path, None, &checks);
+        let current = Mutex::new((stamp, Arc::new(settings?)));
+        let path = path.to_path_buf();
         Ok(ReloadingWeb {
-            path: path.to_path_buf(),
+            path,
             checks,
-            current: Mutex::new(Current {
-                settings: Arc::new(attempt.settings?),
-                watched: attempt.watched,
-                stamp: attempt.stamp,
-            }),
+            current,
         })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Stamp, Arc<WebSettings>)> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The settings in force, without looking for changes.
     pub fn in_force(&self) -> Arc<WebSettings> {
-        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(&current.settings)
+        Arc::clone(&self.lock().1)
     }
 
     /// The settings for a new connection or request, reloaded first if a
     /// file changed; `failures` counts changes that did not load.
     pub fn current(&self, failures: &AtomicU64) -> Arc<WebSettings> {
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if stamp(&current.watched) != current.stamp {
-            let had_tls = current.settings.tls.is_some();
-            let attempt = attempt(&self.path, Some(had_tls), &self.checks);
+        let mut current = self.lock();
+        let (stamp, settings) = &mut *current;
+        if stamp.iter().any(|(path, stat)| self::stat(path) != *stat) {
             // Stamped as read whatever the outcome, so that the same bad
             // content is not tried again at every connection.
-            current.watched = attempt.watched;
-            current.stamp = attempt.stamp;
-            match attempt.settings {
-                Ok(settings) => {
+            let loaded;
+            (*stamp, loaded) = read(&self.path, Some(settings.tls.is_some()), &self.checks);
+            match loaded {
+                Ok(loaded) => {
                     tracing::info!(path = %self.path.display(), "web config reloaded");
-                    if settings.tls.is_some() {
+                    if loaded.tls.is_some() {
                         tracing::info!("TLS certificate reloaded");
                     }
-                    current.settings = Arc::new(settings);
+                    *settings = Arc::new(loaded);
                 }
                 Err(error) => {
                     failures.fetch_add(1, Ordering::Relaxed);
@@ -112,147 +105,49 @@ impl ReloadingWeb {
                 }
             }
         }
-        Arc::clone(&current.settings)
+        Arc::clone(settings)
     }
 }
 
-/// One reading of the file and of the files it names.
-struct Attempt {
-    watched: Vec<PathBuf>,
-    stamp: Stamp,
-    settings: Result<WebSettings, WebError>,
-}
-
-/// Reads `path` and what it names; `had_tls` is whether the listener
+/// Reads `path` and the files it names; `had_tls` is whether the listener
 /// serves TLS (`None` at start, when the file decides).
-fn attempt(path: &Path, had_tls: Option<bool>, checks: &Arc<Checks>) -> Attempt {
+fn read(
+    path: &Path,
+    had_tls: Option<bool>,
+    checks: &Arc<Checks>,
+) -> (Stamp, Result<WebSettings, WebError>) {
     // Each file is stamped before it is read: a change made meanwhile is
     // seen at the next look.
-    let mut watched = vec![path.to_path_buf()];
-    let mut stamp = stamp(&watched);
+    let stamped = |path: &Path| (path.to_path_buf(), stat(path));
+    let mut stamp = vec![stamped(path)];
     let config = match WebConfig::load(path) {
         Ok(config) => config,
-        Err(error) => {
-            return Attempt {
-                watched,
-                stamp,
-                settings: Err(error.into()),
-            }
-        }
+        Err(error) => return (stamp, Err(error.into())),
     };
     if let Some(files) = &config.tls {
         let named = [Some(&files.cert_file), Some(&files.key_file)];
-        let named: Vec<PathBuf> = named
-            .into_iter()
-            .chain([files.client_ca_file.as_ref()])
-            .flatten()
-            .cloned()
-            .collect();
-        stamp.extend(self::stamp(&named));
-        watched.extend(named);
+        let named = named.into_iter().chain([files.client_ca_file.as_ref()]);
+        stamp.extend(named.flatten().map(|path| stamped(path)));
     }
-    let settings = match had_tls {
-        Some(had) if had != config.tls.is_some() => Err(WebError::TlsSwitch {
-            path: path.to_path_buf(),
-            change: if had { "removed" } else { "added" },
-        }),
-        _ => settings(&config, checks),
+    if let Some(had) = had_tls.filter(|had| *had != config.tls.is_some()) {
+        let (path, change) = (path.to_path_buf(), if had { "removed" } else { "added" });
+        return (stamp, Err(WebError::TlsSwitch { path, change }));
+    }
+    let tls = match config.tls.as_ref().map(tls::load).transpose() {
+        Ok(tls) => tls.map(TlsAcceptor::from),
+        Err(error) => return (stamp, Err(error.into())),
     };
-    Attempt {
-        watched,
-        stamp,
-        settings,
-    }
+    let users = (!config.users.is_empty()).then_some(config.users);
+    let auth = users.map(|users| Arc::new(BasicAuth::new(users, Arc::clone(checks))));
+    (stamp, Ok(WebSettings { tls, auth }))
 }
 
-fn settings(config: &WebConfig, checks: &Arc<Checks>) -> Result<WebSettings, WebError> {
-    let tls = config
-        .tls
-        .as_ref()
-        .map(tls::load)
-        .transpose()?
-        .map(TlsAcceptor::from);
-    let auth = if config.users.is_empty() {
-        None
-    } else {
-        Some(Arc::new(BasicAuth::new(
-            config.users.clone(),
-            Arc::clone(checks),
-        )))
-    };
-    Ok(WebSettings { tls, auth })
-}
-
-fn stamp(paths: &[PathBuf]) -> Stamp {
-    paths
-        .iter()
-        .map(|path| {
-            use std::os::unix::fs::MetadataExt;
-            // Follows symlinks: a Kubernetes secret swaps its `..data` link.
-            let meta = std::fs::metadata(path).ok()?;
-            Some((meta.modified().ok()?, meta.len(), meta.ino()))
-        })
-        .collect()
+fn stat(path: &Path) -> Option<(SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    // Follows symlinks: a Kubernetes secret swaps its `..data` link.
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::http::auth::header;
-    use std::net::{IpAddr, Ipv4Addr};
-
-    fn users(password: &str) -> String {
-        let hash = bcrypt::hash(password, 4).unwrap();
-        format!("basic_auth_users:\n  prom: '{hash}'\n")
-    }
-
-    /// Replaced whole, as a Secret update does: a new inode each time.
-    fn replace(path: &Path, text: &str) {
-        let aside = path.with_extension("new");
-        std::fs::write(&aside, text).unwrap();
-        std::fs::rename(&aside, path).unwrap();
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_change_is_in_force_at_once_and_a_bad_one_or_a_switch_to_https_never() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("web.yml");
-        replace(&path, &users("first"));
-        let web = ReloadingWeb::load(&path).unwrap();
-        let failures = AtomicU64::new(0);
-        let admits = |password: &'static str| {
-            let auth = web.current(&failures).auth.clone().expect("basic auth");
-            async move {
-                let header = header("prom", password);
-                let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
-                auth.admits(Some(header.as_bytes()), peer, || {}).await
-            }
-        };
-        assert!(admits("first").await);
-        replace(&path, &users("second"));
-        assert!(admits("second").await);
-        assert!(!admits("first").await);
-        assert_eq!(failures.load(Ordering::Relaxed), 0);
-
-        let https = "tls_server_config:\n  cert_file: a.pem\n  key_file: a.key\n";
-        let bad = [
-            "basic_auth_users: [".to_string(),
-            "basic_auth_users:\n  prom: plain\n".to_string(),
-            format!("{https}{}", users("third")),
-        ];
-        for (count, bad) in bad.iter().enumerate() {
-            replace(&path, bad);
-            assert!(admits("second").await, "{bad}");
-            assert!(!admits("third").await, "{bad}");
-            // Counted once per change, not at every look.
-            assert!(admits("second").await);
-            assert_eq!(failures.load(Ordering::Relaxed), count as u64 + 1);
-        }
-        assert!(web.in_force().tls.is_none());
-        std::fs::remove_file(&path).unwrap();
-        assert!(
-            admits("second").await,
-            "a file gone keeps the last good one"
-        );
-    }
-}
+mod tests;

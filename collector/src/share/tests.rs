@@ -5,6 +5,7 @@ use crate::collect::{CollectorConfig, EbpfMode};
 use crate::filter::InterfaceFilter;
 use crate::sources::netlink::{LinkDump, NetlinkError, DEFAULT_DUMP_TIMEOUT};
 use http_body_util::BodyExt;
+use std::sync::atomic::AtomicBool;
 
 fn scraper_with(links: crate::collect::LinkSource, wedged_after: Duration) -> Arc<Scraper> {
     let config = CollectorConfig {

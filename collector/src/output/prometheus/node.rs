@@ -293,10 +293,10 @@ const FAMILIES: [NodeFamily; 26] = [
     },
     NodeFamily {
         name: "collector_http_connections_rejected_total",
-        help: "Idle keep-alive connections closed to make room for a new one when every connection slot was taken (newcomers wait; they are never refused).",
+        help: "Connections displaced: reset to make room for a newer one when every connection slot was taken, the one quiet longest first (waiting for a request head or a basic-auth check, or not reading its response). Newcomers are never refused.",
         kind: Kind::Counter,
         served: always,
-        samples: |_, http, emit| emit(&[], int(http.connections_rejected)),
+        samples: |_, http, emit| emit(&[], int(http.connections_displaced)),
     },
     NodeFamily {
         name: "collector_http_responses_total",
