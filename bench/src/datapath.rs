@@ -787,7 +787,16 @@ fn probe_programs() -> Result<Vec<(u64, String, u64, u64)>> {
         .context("running bpftool")?;
     let programs: serde_json::Value =
         serde_json::from_slice(&output.stdout).context("parsing bpftool -j prog show")?;
-    let names = ["netif_receive_s", "net_dev_start_x", "kfree_skb"];
+    // bpftool shows the first 15 characters of a program's name.
+    let names = [
+        "netif_receive_s",
+        "net_dev_start_x",
+        "kfree_skb",
+        "inet_sock_set_s",
+        "tcp_retransmit_",
+        "tcp_send_reset",
+        "tcp_receive_res",
+    ];
     Ok(programs
         .as_array()
         .context("bpftool output is not a list")?
