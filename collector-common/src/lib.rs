@@ -51,6 +51,43 @@ pub struct DropKey {
     pub reason: u32,
 }
 
+/// Slots of the per-CPU `DROP_SLOTS` array the drop probe counts in before
+/// the drop map: a power of two, indexed by a multiplicative mix of the
+/// key (see [`drop_slot_index`]).
+pub const DROP_SLOT_COUNT: u32 = 128;
+
+/// Which slot of `DROP_SLOTS` a key is counted in.
+#[inline(always)]
+pub fn drop_slot_index(key: &DropKey) -> u32 {
+    // Fibonacci hashing: the top bits of one multiplication, which spread
+    // consecutive inodes evenly; the device and reason are moved up so
+    // that they reach those bits too.
+    let mixed = key.netns ^ key.ifindex.rotate_left(16) ^ key.reason.rotate_left(8);
+    mixed.wrapping_mul(0x9E37_79B1) >> (32 - DROP_SLOT_COUNT.trailing_zeros())
+}
+
+/// One CPU's slot of `DROP_SLOTS`: a write-back cache of one drop key's
+/// count, so the hot path is an array lookup and a compare instead of a
+/// hash of the key. The key is always in the drop map too (the slot is
+/// taken only after counting the key's first drop there); `pending` is
+/// what this CPU counted since, moved into the map's entry when another
+/// key takes the slot or the generation changes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct DropSlot {
+    pub key: DropKey,
+    /// `DROP_GENERATION` + 1 when the slot was taken; 0: never taken or
+    /// released. Userspace bumps the generation after deleting drop keys,
+    /// which makes every slot check its key against the map again.
+    pub epoch: u32,
+    /// `NETNS_FIRST_DROP` of the key's namespace when the slot was taken (0
+    /// when it had none): which life of the namespace's inode the pending
+    /// count belongs to. A count is moved into (or served with) the map's
+    /// entry only while the namespace's first-drop time is still this one.
+    pub born: u64,
+    pub pending: u64,
+}
+
 /// Offsets and identities read from the running kernel by userspace and
 /// written into the BPF object as the global `KERNEL_LAYOUT` before load.
 /// Nothing kernel-version dependent is compiled into the BPF programs.
@@ -266,5 +303,30 @@ mod user {
     unsafe impl aya::Pod for super::IfTraffic {}
     unsafe impl aya::Pod for super::DropKey {}
     unsafe impl aya::Pod for super::TcpKey {}
+    unsafe impl aya::Pod for super::DropSlot {}
     unsafe impl aya::Pod for super::KernelLayout {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_eth0_keys_spread_over_the_drop_slots() {
+        // One pod's eth0 (ifindex 2) dropping NO_SOCKET, on consecutive
+        // inodes as nsfs hands them out: the keys a busy node has at once.
+        let mut used = [0u32; DROP_SLOT_COUNT as usize];
+        for inode in 0xF000_0000u32..0xF000_0000 + DROP_SLOT_COUNT {
+            let index = drop_slot_index(&DropKey {
+                netns: inode,
+                ifindex: 2,
+                reason: 2,
+            });
+            assert!(index < DROP_SLOT_COUNT);
+            used[index as usize] += 1;
+        }
+        let empty = used.iter().filter(|n| **n == 0).count();
+        // Random placement leaves about 1/e of the slots empty.
+        assert!(empty < DROP_SLOT_COUNT as usize / 2, "{used:?}");
+    }
 }

@@ -22,12 +22,12 @@ mod walk;
 use aya_ebpf::{
     helpers::bpf_ktime_get_boot_ns,
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use collector_common::{
-    Counter, DropKey, IfTraffic, KernelLayout, DROP_MAP_ENTRIES, NETNS_NONE, REASON_UNKNOWN,
-    TRAFFIC_MAP_ENTRIES,
+    drop_slot_index, Counter, DropKey, DropSlot, IfTraffic, KernelLayout, DROP_MAP_ENTRIES,
+    DROP_SLOT_COUNT, NETNS_NONE, REASON_UNKNOWN, TRAFFIC_MAP_ENTRIES,
 };
 use walk::{drop_place, layout_field, skb_device, Device, Direct, Helper, Memory};
 
@@ -91,6 +91,14 @@ static DROPS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_entries(DROP
 /// inserts a new drop key, never per drop.
 #[map]
 static NETNS_FIRST_DROP: HashMap<u32, u64> = HashMap::with_max_entries(TRAFFIC_MAP_ENTRIES, 0);
+
+/// Per-CPU write-back slots in front of `DROPS` (see `DropSlot`).
+#[map]
+static DROP_SLOTS: PerCpuArray<DropSlot> = PerCpuArray::with_max_entries(DROP_SLOT_COUNT, 0);
+
+/// Bumped by userspace after it deletes drop keys (see `DropSlot::epoch`).
+#[map]
+static DROP_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
@@ -231,12 +239,68 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Counts one drop: in this CPU's slot for the key when the slot holds it,
+/// else in the drop map, the slot then taken for the key.
 #[inline(always)]
 fn count_drop(key: DropKey) {
+    let (Some(generation), Some(slot)) = (
+        DROP_GENERATION.get_ptr(0),
+        DROP_SLOTS.get_ptr_mut(drop_slot_index(&key)),
+    ) else {
+        count_in_map(key);
+        return;
+    };
+    // SAFETY: an array element, valid for the program's run; the slot is
+    // this CPU's copy (see `bump`).
+    let (epoch, slot) = unsafe { ((*generation).wrapping_add(1), &mut *slot) };
+    if slot.epoch == epoch && slot.key == key {
+        slot.pending += 1;
+        return;
+    }
+    if slot.epoch != 0 {
+        release(slot);
+    }
+    if count_in_map(key) {
+        slot.key = key;
+        slot.born = namespace_born(key.netns);
+        slot.pending = 0;
+        slot.epoch = epoch;
+    }
+}
+
+/// Moves a slot's pending count into its key's entry of this CPU, if the
+/// entry is still there for the same life of the namespace; otherwise the
+/// key was deleted (its namespace or device forgotten) and so is the count.
+#[inline(always)]
+fn release(slot: &mut DropSlot) {
+    if slot.pending != 0 && namespace_born(slot.key.netns) == slot.born {
+        if let Some(count) = DROPS.get_ptr_mut(slot.key) {
+            // SAFETY: this CPU's copy of a per-CPU value (see `bump`).
+            unsafe { *count += slot.pending };
+        }
+    }
+    slot.pending = 0;
+    slot.epoch = 0;
+}
+
+/// The first-drop time of a namespace other than the collector's, 0 when
+/// it has none.
+#[inline(always)]
+fn namespace_born(netns: u32) -> u64 {
+    if netns == NETNS_NONE || netns == layout_field!(netns_inum) {
+        return 0;
+    }
+    // SAFETY: a value of a map this program reads only.
+    unsafe { NETNS_FIRST_DROP.get(netns).copied().unwrap_or(0) }
+}
+
+/// Counts one drop in the drop map; false when the map is full.
+#[inline(always)]
+fn count_in_map(key: DropKey) -> bool {
     if let Some(count) = DROPS.get_ptr_mut(key) {
         // SAFETY: this CPU's copy of a per-CPU value (see `bump`).
         unsafe { *count += 1 };
-        return;
+        return true;
     }
     if key.netns != NETNS_NONE && key.netns != layout_field!(netns_inum) {
         // SAFETY: a helper without arguments, allowed in every tracing program.
@@ -249,9 +313,13 @@ fn count_drop(key: DropKey) {
         match DROPS.get_ptr_mut(key) {
             // SAFETY: as above; another CPU inserted the key first.
             Some(count) => unsafe { *count += 1 },
-            None => bump(Counter::DropMapFull),
+            None => {
+                bump(Counter::DropMapFull);
+                return false;
+            }
         }
     }
+    true
 }
 
 #[tracepoint]

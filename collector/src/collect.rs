@@ -315,8 +315,16 @@ fn merge(
     speeds: &HashMap<u32, u64>,
     filter: &InterfaceFilter,
 ) -> Vec<Interface> {
-    // Masters are named from every link, kept or not.
-    let names: HashMap<u32, String> = links.iter().map(|l| (l.ifindex, l.name.clone())).collect();
+    // Masters are named from every link, kept or not; the names are
+    // borrowed, and copied only for the links that have a master.
+    let mut masters: HashMap<u32, String> = {
+        let names: HashMap<u32, &str> =
+            links.iter().map(|l| (l.ifindex, l.name.as_str())).collect();
+        links
+            .iter()
+            .filter_map(|l| Some((l.ifindex, names.get(&l.master_ifindex?)?.to_string())))
+            .collect()
+    };
     let mut interfaces: Vec<Interface> = links
         .into_iter()
         .filter(|link| filter.keeps(&link.name))
@@ -331,7 +339,7 @@ fn merge(
                     drops: r.drops.remove(&link.ifindex).unwrap_or_default(),
                 }
             });
-            let master = link.master_ifindex.and_then(|m| names.get(&m).cloned());
+            let master = masters.remove(&link.ifindex);
             Interface {
                 speed_bytes: speeds.get(&link.ifindex).copied(),
                 pod: pods.remove(&link.ifindex),

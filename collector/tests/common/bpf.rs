@@ -303,48 +303,97 @@ pub fn drop_map_keys(pid: u32) -> Vec<DropMapKey> {
 
 /// The drop map a collector holds, each key with its packets summed over
 /// CPUs, as `bpftool map dump` shows it: what the probe counted, before
-/// the collector names or prunes anything.
-pub fn drop_map_counts(pid: u32) -> std::collections::BTreeMap<DropMapKey, u64> {
-    let bytes = |value: &serde_json::Value| -> Vec<u8> {
-        value
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|hex| {
-                u8::from_str_radix(hex.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
-            })
-            .collect()
+/// the collector names or prunes anything. A key's packets include the
+/// counts waiting in the probe's per-CPU slots (`DROP_SLOTS`), by the rule
+/// the collector reads them with: a slot's count is its key's while the
+/// key is in the map and its namespace's first-drop time is the one the
+/// slot was taken under.
+pub fn drop_map_counts(pid: u32) -> BTreeMap<DropMapKey, u64> {
+    let dumps = map_dumps(pid, &["DROPS", "DROP_SLOTS", "NETNS_FIRST_DROP"]);
+    let [Some(drops), Some(slots), Some(first_drops)] = dumps else {
+        panic!("collector {pid} holds no DROPS, DROP_SLOTS or NETNS_FIRST_DROP map");
     };
+    let key_of = |bytes: &[u8]| DropMapKey {
+        netns: le_u32(bytes, 0),
+        ifindex: le_u32(bytes, 4),
+        reason: le_u32(bytes, 8),
+    };
+    let mut counts: BTreeMap<DropMapKey, u64> = drops
+        .iter()
+        .map(|entry| {
+            let packets: u64 = entry["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|cpu| le_u64(&hex_bytes(&cpu["value"]), 0))
+                .sum();
+            (key_of(&hex_bytes(&entry["key"])), packets)
+        })
+        .collect();
+    let born: BTreeMap<u32, u64> = first_drops
+        .iter()
+        .map(|entry| {
+            (
+                le_u32(&hex_bytes(&entry["key"]), 0),
+                le_u64(&hex_bytes(&entry["value"]), 0),
+            )
+        })
+        .collect();
+    // `DropSlot`: the key (12 bytes), epoch (u32), born (u64), pending (u64).
+    for cpu in slots.iter().flat_map(|e| e["values"].as_array().unwrap()) {
+        let slot = hex_bytes(&cpu["value"]);
+        let (key, epoch, slot_born, pending) = (
+            key_of(&slot),
+            le_u32(&slot, 12),
+            le_u64(&slot, 16),
+            le_u64(&slot, 24),
+        );
+        let namespace_born = born.get(&key.netns).copied().unwrap_or(0);
+        if let (Some(count), true) = (
+            counts.get_mut(&key),
+            epoch != 0 && slot_born == namespace_born,
+        ) {
+            *count += pending;
+        }
+    }
+    counts
+}
+
+/// `bpftool map dump` of each named map a collector holds, in `names` order
+/// (the kernel keeps the first 15 bytes of a map's name).
+fn map_dumps<const N: usize>(pid: u32, names: &[&str; N]) -> [Option<Vec<serde_json::Value>>; N] {
+    let mut dumps = [const { None }; N];
     for id in BpfHeld::of(pid).maps {
         let id = id.to_string();
         let show = run("bpftool", &["-j", "map", "show", "id", &id]);
         let map: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
-        if map["name"] != "DROPS" {
+        let Some(at) = names
+            .iter()
+            .position(|name| map["name"] == name[..name.len().min(15)])
+        else {
             continue;
-        }
+        };
         let dump = run("bpftool", &["-j", "map", "dump", "id", &id]);
         let entries: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap();
-        return entries
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|entry| {
-                let key = bytes(&entry["key"]);
-                let word = |at: usize| u32::from_le_bytes(key[at..at + 4].try_into().unwrap());
-                let packets: u64 = entry["values"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|cpu| u64::from_le_bytes(bytes(&cpu["value"])[..8].try_into().unwrap()))
-                    .sum();
-                let key = DropMapKey {
-                    netns: word(0),
-                    ifindex: word(4),
-                    reason: word(8),
-                };
-                (key, packets)
-            })
-            .collect();
+        dumps[at] = Some(entries.as_array().unwrap().clone());
     }
-    panic!("collector {pid} holds no DROPS map");
+    dumps
+}
+
+/// The bytes of a `bpftool -j` hex array.
+fn hex_bytes(value: &serde_json::Value) -> Vec<u8> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|hex| u8::from_str_radix(hex.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+        .collect()
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
 }

@@ -122,14 +122,23 @@ fn identity_labels(snapshot: &Snapshot, interface: &str) -> String {
 }
 
 /// `name{identity,extra} value`: one sample of a per-interface family.
+/// Pushed piece by piece rather than through `write!`: tens of thousands
+/// of samples a scrape, where the formatting machinery costs more than
+/// the bytes.
 fn sample(out: &mut String, name: &str, identity: &str, extra: &[(&str, &str)], value: u64) {
     out.push_str(name);
     out.push('{');
     out.push_str(identity);
     for (key, label_value) in extra {
-        let _ = write!(out, ",{key}=\"{}\"", escape(label_value));
+        out.push(',');
+        out.push_str(key);
+        out.push_str("=\"");
+        out.push_str(&escape(label_value));
+        out.push('"');
     }
-    let _ = writeln!(out, "}} {value}");
+    out.push_str("} ");
+    out.push_str(itoa::Buffer::new().format(value));
+    out.push('\n');
 }
 
 /// Label value escaping per the text format: backslash, quote, newline.

@@ -149,6 +149,9 @@ impl EbpfSource {
         let first_drops: aya::maps::HashMap<MapData, u32, u64> =
             take_map(&mut ebpf, "NETNS_FIRST_DROP")?;
         let tcp: PerCpuHashMap<MapData, TcpKey, u64> = take_map(&mut ebpf, "TCP_EVENTS")?;
+        let drop_slots: PerCpuArray<MapData, DropSlot> = take_map(&mut ebpf, "DROP_SLOTS")?;
+        let drop_generation: aya::maps::Array<MapData, u32> =
+            take_map(&mut ebpf, "DROP_GENERATION")?;
         let map_memory = {
             use aya::maps::IterableMap;
             let memlock = |map: &MapData| map_memlock(map).unwrap_or(0);
@@ -178,6 +181,10 @@ impl EbpfSource {
             counters,
             first_drops,
             tcp,
+            drop_slots,
+            drop_generation,
+            generation: 0,
+            served_drops: Default::default(),
             reason_names: layout.drop_reason_names,
             own_netns: layout.globals.netns_inum,
             attachments,

@@ -22,8 +22,41 @@ impl EbpfSource {
             }
             reading.traffic.insert(ifindex, total);
         }
-        for (key, per_cpu) in self.entries(&self.drops, "DROPS")? {
-            let packets: u64 = per_cpu.iter().sum();
+        let entries = self.entries(&self.drops, "DROPS")?;
+        for (key, per_cpu) in self.entries(&self.tcp, "TCP_EVENTS")? {
+            let count: u64 = per_cpu.iter().sum();
+            reading.tcp_keys.push(key);
+            let netns = match key.netns {
+                own if own == self.own_netns => Netns::Host,
+                NETNS_NONE => Netns::Unknown,
+                inode if inode < collector_common::NETNS_INUM_FLOOR => continue,
+                inode => Netns::Inode(inode),
+            };
+            *reading
+                .namespace_tcp
+                .entry(netns)
+                .or_default()
+                .entry((key.event, key.detail))
+                .or_default() += count;
+        }
+        for entry in self.first_drops.iter() {
+            let (inode, at) = entry.map_err(|source| EbpfError::Map {
+                map: "NETNS_FIRST_DROP",
+                source,
+            })?;
+            reading.first_drops.insert(inode, at);
+        }
+        // The slots after the map: a count moved from a slot into the map
+        // in between is missed by this read (and caught up by the next),
+        // never counted twice.
+        let slots = self.slots()?;
+        let totals = {
+            let mut served = self.served_drops.lock().unwrap_or_else(|p| p.into_inner());
+            drop_totals(&entries, &slots, &reading.first_drops, &mut served)
+        };
+        for (key, _) in &entries {
+            let key = *key;
+            let packets = totals.get(&key).copied().unwrap_or(0);
             reading.drop_keys.push(key);
             // A place no namespace can have is pruned (see `forget`), so
             // it is served nowhere: added to the node-level series and then
@@ -50,29 +83,6 @@ impl EbpfSource {
             *reasons
                 .entry(self.reason_names.name(key.reason))
                 .or_default() += packets;
-        }
-        for (key, per_cpu) in self.entries(&self.tcp, "TCP_EVENTS")? {
-            let count: u64 = per_cpu.iter().sum();
-            reading.tcp_keys.push(key);
-            let netns = match key.netns {
-                own if own == self.own_netns => Netns::Host,
-                NETNS_NONE => Netns::Unknown,
-                inode if inode < collector_common::NETNS_INUM_FLOOR => continue,
-                inode => Netns::Inode(inode),
-            };
-            *reading
-                .namespace_tcp
-                .entry(netns)
-                .or_default()
-                .entry((key.event, key.detail))
-                .or_default() += count;
-        }
-        for entry in self.first_drops.iter() {
-            let (inode, at) = entry.map_err(|source| EbpfError::Map {
-                map: "NETNS_FIRST_DROP",
-                source,
-            })?;
-            reading.first_drops.insert(inode, at);
         }
         let counter = |slot: Counter| -> Result<u64, EbpfError> {
             let per_cpu =
@@ -128,6 +138,42 @@ impl EbpfSource {
             .collect()
     }
 
+    /// Every CPU's drop slots, in one batch where the kernel has them.
+    fn slots(&self) -> Result<Vec<DropSlot>, EbpfError> {
+        use aya::maps::IterableMap;
+        use std::os::fd::AsFd;
+        if self
+            .batch_lookups
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            match map_batch::per_cpu_entries::<u32, DropSlot>(
+                self.drop_slots.map().fd().as_fd(),
+                self.possible_cpus,
+            ) {
+                Ok(entries) => return Ok(entries.into_iter().flat_map(|(_, v)| v).collect()),
+                Err(map_batch::BatchError::Unsupported) => {}
+                Err(map_batch::BatchError::Os(source)) => {
+                    return Err(EbpfError::MapBatch {
+                        map: "DROP_SLOTS",
+                        source,
+                    })
+                }
+            }
+        }
+        let mut slots = Vec::new();
+        for index in 0..collector_common::DROP_SLOT_COUNT {
+            let per_cpu = self
+                .drop_slots
+                .get(&index, 0)
+                .map_err(|source| EbpfError::Map {
+                    map: "DROP_SLOTS",
+                    source,
+                })?;
+            slots.extend(per_cpu.iter().copied());
+        }
+        Ok(slots)
+    }
+
     /// Every entry of a per-CPU hash map with its per-CPU values: in
     /// batches where the kernel has them (5.6+), else key by key (see [`map_batch`]).
     fn entries<K, V>(
@@ -169,6 +215,39 @@ impl EbpfSource {
     }
 }
 
+/// Each drop key's count: its per-CPU entries, plus the pending counts of
+/// the slots holding it for the same life of its namespace (`first_drops`,
+/// see `DropSlot::born`), never less than the count last served
+/// (`served`, updated to these).
+fn drop_totals(
+    entries: &[(DropKey, Vec<u64>)],
+    slots: &[DropSlot],
+    first_drops: &HashMap<u32, u64>,
+    served: &mut HashMap<DropKey, u64>,
+) -> HashMap<DropKey, u64> {
+    let mut totals: HashMap<DropKey, u64> = entries
+        .iter()
+        .map(|(key, per_cpu)| (*key, per_cpu.iter().sum()))
+        .collect();
+    for slot in slots.iter().filter(|s| s.epoch != 0 && s.pending != 0) {
+        let born = first_drops.get(&slot.key.netns).copied().unwrap_or(0);
+        // A key missing from the map was deleted, and a namespace born
+        // again is another life of its inode: the probe drops such a
+        // count on the slot's next use, and so does this read.
+        if let (Some(total), true) = (totals.get_mut(&slot.key), slot.born == born) {
+            *total += slot.pending;
+        }
+    }
+    for (key, total) in totals.iter_mut() {
+        if let Some(last) = served.get(key) {
+            *total = (*total).max(*last);
+        }
+    }
+    // Keys gone from the map leave, so a key made again starts anew.
+    served.clone_from(&totals);
+    totals
+}
+
 const BPF_STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 /// One numeric field of a BPF object's `/proc/self/fdinfo` entry, for
@@ -189,6 +268,54 @@ fn parse_fdinfo_field(text: &str, name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slot_counts_join_their_keys_only_for_the_same_life_and_never_go_back() {
+        let key = |netns, ifindex| DropKey {
+            netns,
+            ifindex,
+            reason: 2,
+        };
+        let (host, pod, gone) = (key(4026531840, 3), key(4026532001, 2), key(4026532002, 2));
+        let slot = |key, born, pending| DropSlot {
+            key,
+            epoch: 1,
+            born,
+            pending,
+        };
+        let entries = vec![(host, vec![5, 1]), (pod, vec![2, 0])];
+        let first_drops: HashMap<u32, u64> = [(pod.netns, 700)].into();
+        let slots = [
+            slot(host, 0, 10),
+            slot(pod, 700, 4),
+            // Taken under an earlier life of the pod's inode.
+            slot(pod, 600, 50),
+            // Its key was deleted from the map.
+            slot(gone, 0, 8),
+            // Released: the count was moved into the map.
+            DropSlot {
+                epoch: 0,
+                ..slot(host, 0, 99)
+            },
+        ];
+        let mut served = HashMap::new();
+        let totals = drop_totals(&entries, &slots, &first_drops, &mut served);
+        assert_eq!(totals, [(host, 16), (pod, 6)].into());
+        // The pod's slot moved into the map after the map was read: this
+        // read misses it and serves the last count until it catches up.
+        let entries = vec![(host, vec![5, 1]), (pod, vec![2, 0])];
+        let totals = drop_totals(&entries, &slots[..1], &first_drops, &mut served);
+        assert_eq!(totals, [(host, 16), (pod, 6)].into());
+        let entries = vec![(host, vec![5, 1]), (pod, vec![2, 5])];
+        let totals = drop_totals(&entries, &slots[..1], &first_drops, &mut served);
+        assert_eq!(totals, [(host, 16), (pod, 7)].into());
+        // A key deleted and made again starts from its own count.
+        let entries = vec![(host, vec![5, 1])];
+        drop_totals(&entries, &slots[..1], &first_drops, &mut served);
+        let entries = vec![(host, vec![5, 1]), (pod, vec![1, 0])];
+        let totals = drop_totals(&entries, &slots[..1], &first_drops, &mut served);
+        assert_eq!(totals[&pod], 1);
+    }
 
     #[test]
     fn fdinfo_run_time_fields_are_read() {

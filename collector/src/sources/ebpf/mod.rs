@@ -32,7 +32,7 @@ use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader, Endianness};
 use collector_common::{
-    Counter, DropKey, IfTraffic, TcpKey, DROP_MAP_ENTRIES, NETNS_NONE, TCP_MAP_ENTRIES,
+    Counter, DropKey, DropSlot, IfTraffic, TcpKey, DROP_MAP_ENTRIES, NETNS_NONE, TCP_MAP_ENTRIES,
     TRAFFIC_MAP_ENTRIES,
 };
 
@@ -158,6 +158,17 @@ pub struct EbpfSource {
     traffic: PerCpuHashMap<MapData, u32, IfTraffic>,
     drops: PerCpuHashMap<MapData, DropKey, u64>,
     counters: PerCpuArray<MapData, u64>,
+    /// The drop probe's per-CPU slots in front of `drops` (see `DropSlot`).
+    drop_slots: PerCpuArray<MapData, DropSlot>,
+    /// Bumped after drop keys are deleted, so no slot keeps counting a
+    /// deleted key (see `DropSlot::epoch`).
+    drop_generation: aya::maps::Array<MapData, u32>,
+    generation: u32,
+    /// The count last served for each drop key: a slot's pending count
+    /// moved into the map between the map's read and the slots' is in
+    /// neither, so a read can fall short of the last one, and is served
+    /// the last one instead until it catches up.
+    served_drops: std::sync::Mutex<HashMap<DropKey, u64>>,
     /// Namespace inode -> CLOCK_BOOTTIME ns of its first drop key.
     first_drops: aya::maps::HashMap<MapData, u32, u64>,
     tcp: PerCpuHashMap<MapData, TcpKey, u64>,

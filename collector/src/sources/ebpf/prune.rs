@@ -23,12 +23,29 @@ impl EbpfSource {
             traffic_left -= usize::from(self.traffic.remove(ifindex).is_ok());
         }
         let mut drops_left = reading.drop_keys.len();
+        let mut served = self.served_drops.lock().unwrap_or_else(|p| p.into_inner());
         for key in reading.drop_keys.iter().filter(|k| {
             forgotten.contains(&k.netns)
                 || (k.netns == reading.own_netns && stale.contains(&k.ifindex))
                 || unplaceable(k, reading.own_netns)
         }) {
-            drops_left -= usize::from(self.drops.remove(key).is_ok());
+            if self.drops.remove(key).is_ok() {
+                drops_left -= 1;
+                // The probe may make the key again before the next read:
+                // that one starts from 0.
+                served.remove(key);
+            }
+        }
+        drop(served);
+        if drops_left < reading.drop_keys.len() {
+            // After the deletes: a slot still holding a deleted key checks
+            // it against the map at its next use instead of counting on.
+            // u32::MAX is never used: the probe's epoch is the generation
+            // + 1, and an epoch of 0 marks a free slot.
+            self.generation = (self.generation + 1) % u32::MAX;
+            if let Err(error) = self.drop_generation.set(0, self.generation, 0) {
+                tracing::warn!(%error, "cannot bump the drop slots' generation");
+            }
         }
         for key in reading.tcp_keys.iter().filter(|k| {
             forgotten.contains(&k.netns)
