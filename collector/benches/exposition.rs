@@ -79,6 +79,7 @@ fn snapshot() -> Snapshot {
         ],
         interfaces: (0..INTERFACES).map(interface).collect(),
         namespace_drops: Vec::new(),
+        namespace_tcp: Vec::new(),
         pod_netstat: Vec::new(),
         conntrack: None,
         sources: SourceStatus {
