@@ -504,7 +504,17 @@ fn real_main() -> Result<()> {
             plan.pods, plan.pods_scrapes
         );
         let baseline = match pods::baseline_from(&args.baseline, plan.pods) {
-            Ok(baseline) => Some(baseline),
+            Ok(mut baseline) => {
+                // Named as from the workspace root when it is in it: the
+                // report names no directory of one machine.
+                let root = default_baseline();
+                if let Some(root) = root.ancestors().nth(3) {
+                    if let Ok(relative) = args.baseline.strip_prefix(root) {
+                        baseline.source = relative.display().to_string();
+                    }
+                }
+                Some(baseline)
+            }
             Err(error) => {
                 eprintln!("bench: warning: no baseline ratio: {error:#}");
                 None
