@@ -6,6 +6,7 @@
 mod chart;
 mod churn;
 mod datapath;
+mod pods;
 mod report;
 mod scrape;
 mod seed;
@@ -81,15 +82,25 @@ struct Args {
     churn_seconds: Option<f64>,
     #[arg(long)]
     skip_churn: bool,
+    /// Pods (namespace, veth, cache files, sandbox process each) of the
+    /// pods phase.
+    #[arg(long)]
+    pods: Option<usize>,
+    /// The published report whose scrape-phase CPU ratio the pods phase
+    /// is held to (by default docs/bench/report.json of this workspace).
+    #[arg(long, default_value_os_t = default_baseline())]
+    baseline: PathBuf,
+    #[arg(long)]
+    skip_pods: bool,
     #[arg(long)]
     skip_datapath: bool,
     #[arg(long)]
     skip_storm: bool,
     #[arg(long)]
     skip_idle: bool,
-    /// Run this phase alone, e.g. `--only storm`. Only `storm` and `churn`
-    /// are published alone (to <docs>/storm/, <docs>/churn/): the other
-    /// phases belong to the full report.
+    /// Run this phase alone, e.g. `--only storm`. Only `storm`, `churn` and
+    /// `pods` are published alone (to <docs>/storm/, <docs>/churn/,
+    /// <docs>/pods/): the other phases belong to the full report.
     #[arg(long, value_enum)]
     only: Option<Phase>,
     /// Do not copy the results to --docs even on a full run.
@@ -110,6 +121,9 @@ enum Phase {
     Storm,
     /// Connection churn against the TCP probes.
     Churn,
+    /// Scrape CPU with pods' own counters read from their sandbox
+    /// processes' /proc, against the scrape without them.
+    Pods,
     /// Scrape latency, CPU and memory of every tool, and the idle window.
     Scrapes,
 }
@@ -121,9 +135,20 @@ impl Args {
             (None, Phase::Datapath) => !self.skip_datapath,
             (None, Phase::Storm) => !self.skip_storm,
             (None, Phase::Churn) => !self.skip_churn,
+            (None, Phase::Pods) => !self.skip_pods,
             (None, Phase::Scrapes) => true,
         }
     }
+}
+
+/// `docs/bench/report.json` of the workspace this crate was built in.
+fn default_baseline() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ is inside the workspace")
+        .join("docs")
+        .join("bench")
+        .join("report.json")
 }
 
 /// File name of the seed document in shared/seeds/.
@@ -156,6 +181,8 @@ struct Plan {
     storm_seconds: f64,
     churn_pairs: usize,
     churn_seconds: f64,
+    pods: usize,
+    pods_scrapes: usize,
     idle_seconds: f64,
     idle_interval_seconds: f64,
 }
@@ -177,6 +204,8 @@ impl Plan {
                 storm_seconds: 2.0,
                 churn_pairs: 1,
                 churn_seconds: 2.0,
+                pods: 20,
+                pods_scrapes: 50,
                 idle_seconds: 6.0,
                 idle_interval_seconds: 3.0,
             }
@@ -195,6 +224,8 @@ impl Plan {
                 storm_seconds: 5.0,
                 churn_pairs: 4,
                 churn_seconds: 5.0,
+                pods: 250,
+                pods_scrapes: 300,
                 idle_seconds: 60.0,
                 idle_interval_seconds: 30.0,
             }
@@ -227,6 +258,12 @@ impl Plan {
         }
         if let Some(s) = args.churn_seconds {
             plan.churn_seconds = s;
+        }
+        if let Some(n) = args.pods {
+            plan.pods = n;
+        }
+        if let Some(n) = args.scrapes {
+            plan.pods_scrapes = n.max(1);
         }
         if let Some(s) = args.idle_seconds {
             plan.idle_seconds = s;
@@ -412,6 +449,7 @@ fn real_main() -> Result<()> {
         datapath: None,
         storm: None,
         churn: None,
+        pods: None,
         idle: None,
         targets: Vec::new(),
         notes: vec![
@@ -460,6 +498,41 @@ fn real_main() -> Result<()> {
         )?);
     }
 
+    if args.runs(Phase::Pods) {
+        eprintln!(
+            "bench: pods: {} pods with sandbox processes; {} scrapes of each exporter",
+            plan.pods, plan.pods_scrapes
+        );
+        let baseline = match pods::baseline_from(&args.baseline, plan.pods) {
+            Ok(mut baseline) => {
+                // Named as from the workspace root when it is in it: the
+                // report names no directory of one machine.
+                let root = default_baseline();
+                if let Some(root) = root.ancestors().nth(3) {
+                    if let Ok(relative) = args.baseline.strip_prefix(root) {
+                        baseline.source = relative.display().to_string();
+                    }
+                }
+                Some(baseline)
+            }
+            Err(error) => {
+                eprintln!("bench: warning: no baseline ratio: {error:#}");
+                None
+            }
+        };
+        report.pods = Some(pods::run(&pods::Settings {
+            collector: &args.collector,
+            node_exporter: &args.node_exporter,
+            pods: plan.pods,
+            warmup_scrapes: plan.warmup_scrapes,
+            scrapes: plan.pods_scrapes,
+            series_seconds: plan.series_seconds,
+            logs: &logs,
+            tmp: &tmp,
+            baseline,
+        })?);
+    }
+
     if args.runs(Phase::Scrapes) {
         scrape_phase(&args, &plan, &mut report, &script_path, &logs)?;
     }
@@ -467,7 +540,11 @@ fn real_main() -> Result<()> {
     report.load_average_end = sys::loadavg();
     report.duration_seconds = started.elapsed().as_secs_f64();
     report.evaluate_targets();
-    let publish = !args.quick && matches!(args.only, None | Some(Phase::Storm | Phase::Churn));
+    let publish = !args.quick
+        && matches!(
+            args.only,
+            None | Some(Phase::Storm | Phase::Churn | Phase::Pods)
+        );
     write_outputs(&args, &report, publish)?;
     Ok(())
 }
@@ -482,7 +559,7 @@ fn preflight(args: &Args) -> Result<()> {
             args.collector.display()
         );
     }
-    if args.runs(Phase::Scrapes) && !args.node_exporter.is_file() {
+    if (args.runs(Phase::Scrapes) || args.runs(Phase::Pods)) && !args.node_exporter.is_file() {
         bail!(
             "no node_exporter at {}: `apt-get install prometheus-node-exporter` (then `systemctl disable --now prometheus-node-exporter` if you do not want the service)",
             args.node_exporter.display()
@@ -788,12 +865,21 @@ fn write_outputs(args: &Args, report: &Report, full_run: bool) -> Result<()> {
     println!("{markdown}");
     let storm_alone = args.only == Some(Phase::Storm) && report.storm.is_some();
     let churn_alone = args.only == Some(Phase::Churn) && report.churn.is_some();
+    let pods_alone = args.only == Some(Phase::Pods) && report.pods.is_some();
     match &args.docs {
         // The drop storm measures the one probe that runs per drop, apart
         // from the scrapes and the datapath: its full run has a report of
         // its own, so publishing it never replaces the full report's.
-        Some(docs) if full_run && (storm_alone || churn_alone) && !args.no_publish => {
-            let dir = docs.join(if storm_alone { "storm" } else { "churn" });
+        Some(docs)
+            if full_run && (storm_alone || churn_alone || pods_alone) && !args.no_publish =>
+        {
+            let dir = docs.join(if storm_alone {
+                "storm"
+            } else if churn_alone {
+                "churn"
+            } else {
+                "pods"
+            });
             std::fs::create_dir_all(&dir)?;
             for (name, _) in &files {
                 std::fs::copy(args.out.join(name), dir.join(name))?;

@@ -31,6 +31,9 @@ pub struct Report {
     /// Absent in reports from before the TCP probes.
     #[serde(default)]
     pub churn: Option<crate::churn::Churn>,
+    /// Absent in reports from before pods' own counters.
+    #[serde(default)]
+    pub pods: Option<crate::pods::PodsResult>,
     pub idle: Option<Idle>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
@@ -275,6 +278,29 @@ impl Report {
                     .map(|ns| format!("{:.1} ns of TCP program time per event", ns.median)),
             });
         }
+        if let Some(pods) = &self.pods {
+            targets.push(Target {
+                name: format!(
+                    "scrape CPU with {} pods' /proc reads vs node_exporter netdev",
+                    pods.pods
+                ),
+                goal: pods.baseline.as_ref().map_or(
+                    "not below the scrape phase's ratio".into(),
+                    |b| {
+                        format!(
+                            "not below the scrape phase's ratio at {} interfaces",
+                            b.interfaces
+                        )
+                    },
+                ),
+                measured: format!(
+                    "{:.1}x with pods' counters, {:.1}x without",
+                    pods.ratio_with_pods, pods.ratio_without_pods
+                ),
+                met: pods.met(),
+                note: None,
+            });
+        }
         self.targets = targets;
     }
 
@@ -460,6 +486,9 @@ impl Report {
         }
         if let Some(churn) = &self.churn {
             let _ = write!(out, "\n{}", crate::churn::markdown(churn));
+        }
+        if let Some(pods) = &self.pods {
+            let _ = write!(out, "\n{}", crate::pods::markdown(pods));
         }
 
         if let Some(idle) = &self.idle {
@@ -855,6 +884,7 @@ mod tests {
                 1,
             )),
             churn: None,
+            pods: None,
             idle: None,
             targets: Vec::new(),
             notes: Vec::new(),

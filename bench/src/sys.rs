@@ -247,6 +247,12 @@ pub fn memory(pid: u32) -> Result<Memory> {
 
 /// utime + stime of a process (all its threads), in seconds.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let (user, system) = cpu_split(pid)?;
+    Ok(user + system)
+}
+
+/// utime and stime of a process (all its threads), in seconds.
+pub fn cpu_split(pid: u32) -> Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("reading /proc/{pid}/stat"))?;
     // The command name may contain spaces; fields follow the last ')'.
@@ -255,7 +261,7 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     // rest starts at field 3 (state): utime is field 14, stime field 15.
     let utime: u64 = fields.get(11).context("no utime")?.parse()?;
     let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok((utime + stime) as f64 / clock_ticks())
+    Ok((utime as f64 / clock_ticks(), stime as f64 / clock_ticks()))
 }
 
 pub fn clock_ticks() -> f64 {
@@ -352,6 +358,11 @@ impl Server {
 
     pub fn cpu_seconds(&self) -> Result<f64> {
         cpu_seconds(self.pid)
+    }
+
+    /// utime and stime, in seconds.
+    pub fn cpu_split(&self) -> Result<(f64, f64)> {
+        cpu_split(self.pid)
     }
 }
 

@@ -9,7 +9,8 @@ use clap::{CommandFactory, Parser};
 use collector::cli::{Cli, Command, CommonArgs, SnapshotArgs, SnapshotFormat, WatchArgs};
 use collector::collect::{Collector, CollectorConfig, EbpfMode};
 use collector::http;
-use collector::model::HttpStats;
+use collector::model::{HttpStats, NetstatSet};
+use collector::output::prometheus::Profile;
 use collector::output::{prometheus, table, watch};
 use collector::privileges::{self, Kept};
 use collector::share::Scraper;
@@ -60,8 +61,14 @@ fn limit_retained_heap() {
 }
 
 /// The collector of a command; `may_mount_tracefs` only for `serve` (see
-/// [`EbpfConfig::may_mount_tracefs`]).
-fn build_collector(common: &CommonArgs, may_mount_tracefs: bool) -> Collector {
+/// [`EbpfConfig::may_mount_tracefs`]). `served`: the `/metrics` profile
+/// when `/metrics` is all the command outputs (`serve`), so that pods'
+/// files holding none of its counters are not read; None reads them all.
+fn build_collector(
+    common: &CommonArgs,
+    may_mount_tracefs: bool,
+    served: Option<Profile>,
+) -> Collector {
     let labels = match common.sorted_labels() {
         Ok(labels) => labels,
         Err(message) => Cli::command()
@@ -116,7 +123,11 @@ fn build_collector(common: &CommonArgs, may_mount_tracefs: bool) -> Collector {
     if common.no_pod_netstat {
         collector
     } else {
-        collector.with_netstat_source(PodNetstatSource::new(common.host_proc.clone()))
+        let source = PodNetstatSource::new(common.host_proc.clone());
+        collector.with_netstat_source(match served {
+            Some(Profile::Default) => source.serving(&[NetstatSet::Default]),
+            Some(Profile::Detailed) | None => source,
+        })
     }
 }
 
@@ -142,7 +153,11 @@ fn serve(args: collector::cli::ServeArgs) -> anyhow::Result<()> {
             tracing::warn!("basic auth without TLS: passwords cross the network in clear text");
         }
     }
-    let collector = Arc::new(build_collector(&args.common, true));
+    let collector = Arc::new(build_collector(
+        &args.common,
+        true,
+        Some(args.common.profile()),
+    ));
     // Bound before the capabilities go, so a privileged port still works.
     let main = http::Endpoint {
         listener: http::bind(args.listen, http::Routes::All)?,
@@ -206,7 +221,7 @@ async fn shutdown_signal() {
 }
 
 fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
-    let collector = build_collector(&args.common, false);
+    let collector = build_collector(&args.common, false, None);
     if collector.ebpf_enabled() {
         // The probes were attached a moment ago; let them see some traffic.
         std::thread::sleep(args.window);
@@ -236,7 +251,7 @@ fn snapshot(args: SnapshotArgs) -> anyhow::Result<()> {
 }
 
 fn watch_rates(args: WatchArgs) -> anyhow::Result<()> {
-    let collector = build_collector(&args.common, false);
+    let collector = build_collector(&args.common, false, None);
     drop_capabilities(&collector);
     let refresh = watch::Refresh {
         interval: args.interval,

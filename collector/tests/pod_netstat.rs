@@ -504,7 +504,18 @@ fn assert_tcp_trouble_table(
             own["Tcp_OutRsts"].to_string(),
             own["TcpExt_ListenOverflows"].to_string(),
         ];
-        assert_eq!(cells, expected, "{label}: {header} / {row}");
+        // The columns after the MIB's come from the TCP probes, which
+        // --no-ebpf leaves unread: shown as `-`, never as a number.
+        assert!(cells.len() > expected.len(), "{label}: {header} / {row}");
+        assert_eq!(
+            cells[..expected.len()],
+            expected,
+            "{label}: {header} / {row}"
+        );
+        assert!(
+            cells[expected.len()..].iter().all(|c| *c == "-"),
+            "{label}: {header} / {row}"
+        );
     }
 }
 

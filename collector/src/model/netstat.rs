@@ -34,9 +34,10 @@ impl NetstatFile {
     }
 }
 
-/// Which `/metrics` profile serves a counter. Every counter is read and
-/// in the snapshot whatever the profile: the three files are read whole
-/// anyway, and the cost of a counter is its series, one per pod.
+/// Which `/metrics` profile serves a counter. `snapshot` reads and shows
+/// every counter whatever the profile; `serve` reads only the files that
+/// hold a counter of its profile (each file is read whole, so within a
+/// file the cost of a counter is its series, one per pod).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NetstatSet {
     /// Served by default: what the shipped alerts, the dashboard's

@@ -121,14 +121,17 @@ fn parse_sections(
                 values: values.len(),
             });
         }
-        if !NETSTAT_FIELDS
+        // The section's wanted fields, looked up once: each name is then
+        // matched against a handful, not against the whole table.
+        let fields: Vec<&crate::model::NetstatField> = NETSTAT_FIELDS
             .iter()
-            .any(|f| f.file == file && f.section == section)
-        {
+            .filter(|f| f.file == file && f.section == section)
+            .collect();
+        if fields.is_empty() {
             continue;
         }
         for (name, value) in names.iter().zip(values) {
-            if let Some(field) = wanted(file, |s, n| s == section && n == *name) {
+            if let Some(field) = fields.iter().find(|f| f.name == *name) {
                 counters.insert(field.key, counter(file, line + 1, field.key, value)?);
             }
         }

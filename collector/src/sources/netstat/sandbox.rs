@@ -25,6 +25,10 @@ use std::path::Path;
 /// Larger than any process's cgroup file (one line per v1 hierarchy).
 const MAX_CGROUP_BYTES: u64 = 16 * 1024;
 
+/// More than any MIB file (`netstat` is about 4 KB) or cgroup file holds
+/// on a usual host: one allocation and one read each.
+const READ_CAPACITY: usize = 16 * 1024;
+
 /// The shortest sandbox id taken for one: shorter hex runs (a pod UID's
 /// groups, a slice's number) could name something else.
 const MIN_ID_CHARS: usize = 32;
@@ -74,8 +78,14 @@ impl ProcessDir {
         }
         // SAFETY: `fd` was just opened and nothing else owns it.
         let file = unsafe { File::from_raw_fd(fd) };
-        let mut text = String::new();
-        file.take(limit + 1).read_to_string(&mut text)?;
+        // Room for the whole file up front: read_to_end into an empty
+        // buffer reads in small, growing steps, each one more syscall
+        // (a dozen for `netstat`), where this reads it in one and sees the
+        // end in a second.
+        let mut bytes = Vec::with_capacity(READ_CAPACITY.min(limit as usize + 1));
+        file.take(limit + 1).read_to_end(&mut bytes)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         if text.len() as u64 > limit {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,

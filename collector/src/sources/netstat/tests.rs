@@ -253,3 +253,33 @@ fn each_pod_is_read_on_its_own_and_failures_count_once() {
     assert!(pods.is_empty(), "{pods:?}");
     assert_eq!(status.errors_total["process"], 3);
 }
+
+#[test]
+fn serving_the_default_set_reads_no_snmp6_and_keeps_every_default_counter() {
+    let proc = tempfile::tempdir().unwrap();
+    let id = "e".repeat(64);
+    process(proc.path(), 100, &id, SNMP);
+    // A malformed snmp6 would fail the pod if it were read.
+    std::fs::write(proc.path().join("100/net/snmp6"), "Udp6InDatagrams x\n").unwrap();
+    let namespaces = HashMap::from([(1, pod("lean", &id))]);
+
+    let lean = PodNetstatSource::new(proc.path().to_path_buf()).serving(&[NetstatSet::Default]);
+    let (pods, status) = lean.read(&namespaces);
+    assert_eq!(pods.len(), 1, "{:?}", status.errors_total);
+    let default_keys: Vec<&str> = NETSTAT_FIELDS
+        .iter()
+        .filter(|f| f.set == NetstatSet::Default)
+        .map(|f| f.key)
+        .collect();
+    assert!(!default_keys.is_empty());
+    for key in &default_keys {
+        assert!(pods[0].counters.contains_key(key), "{key} missing");
+    }
+    assert!(pods[0].counters.keys().all(|k| !k.starts_with("Udp6_")));
+
+    // Every file, as `snapshot` reads them: the bad snmp6 fails the pod.
+    let all = PodNetstatSource::new(proc.path().to_path_buf());
+    let (pods, status) = all.read(&namespaces);
+    assert!(pods.is_empty());
+    assert_eq!(status.errors_total["malformed"], 1);
+}
