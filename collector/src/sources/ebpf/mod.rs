@@ -10,8 +10,8 @@
 //! - [`drop_reasons`]: the running kernel's names of drop reasons.
 //! - The kernel plumbing only this source uses: [`tracefs`] (format files),
 //!   [`btf_offsets`] (the kernel BTF), [`layout`] (-> `KernelLayout`),
-//!   [`netns`], [`map_batch`] (the one raw `bpf(2)` call: aya has no batch
-//!   lookup) and [`run_stats`].
+//!   [`netns`] and [`map_batch`] (the one raw `bpf(2)` call: aya has no
+//!   batch lookup).
 
 pub mod btf_offsets;
 pub mod drop_reasons;
@@ -21,7 +21,6 @@ pub mod map_batch;
 mod maps;
 pub mod netns;
 mod prune;
-pub mod run_stats;
 pub mod tracefs;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
