@@ -42,7 +42,7 @@ use netns::own_netns_inum;
 pub use prune::stale_interfaces;
 use tracefs::{Tracefs, TracefsError, TRACEFS_CANDIDATES};
 
-/// The BPF object built by `cargo xtask build-ebpf`, embedded at compile time.
+/// The BPF object that the build script built, embedded at compile time.
 pub static BPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector-ebpf.o"));
 
