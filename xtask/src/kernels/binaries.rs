@@ -69,15 +69,24 @@ pub fn build() -> Result<Binaries> {
         .arg("--message-format=json")
         .stderr(Stdio::inherit());
     let output = command.output().context("starting cargo test --no-run")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let messages = || {
+        stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+    };
     if !output.status.success() {
+        // With JSON messages, the compiler's errors are on stdout only.
+        for message in messages().filter(|m| m["reason"] == "compiler-message") {
+            if let Some(rendered) = message["message"]["rendered"].as_str() {
+                eprint!("{rendered}");
+            }
+        }
         bail!("cargo test -p collector --no-run --profile {PROFILE} failed");
     }
     let mut tests = Vec::new();
     let mut collector = None;
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
+    for message in messages() {
         if message["reason"] != "compiler-artifact" {
             continue;
         }
