@@ -40,7 +40,8 @@ RUN cargo install bpf-linker --locked --version 0.13.0 \
 WORKDIR /src
 COPY . .
 
-# The BPF object first (collector embeds target/bpf/collector-ebpf.o), then
+# The BPF object first, on its own so that its errors read first (collector's
+# build script, which embeds it, finds it built), then
 # the collector itself, statically linked against glibc: it resolves no
 # host names and loads no NSS modules, so nothing is needed at run time
 # beyond the kernel. An explicit --target keeps build scripts and proc

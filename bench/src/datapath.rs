@@ -587,8 +587,7 @@ pub fn with_run_time_stats<T>(
     ids: &[u64],
     f: impl FnOnce() -> Result<T>,
 ) -> Result<(T, Vec<ProgramRuntime>)> {
-    let stats_fd =
-        collector::sources::ebpf::run_stats::enable_run_time_stats().context("BPF_ENABLE_STATS")?;
+    let stats_fd = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
     let start = probe_programs()?;
     let value = f()?;
     let end = probe_programs()?;

@@ -27,7 +27,9 @@ pub enum WebConfigError {
     Syntax {
         path: PathBuf,
         #[source]
-        source: serde_yaml_ng::Error,
+        // Boxed: the parser's error, with its locations, is several times
+        // the size of the other variants.
+        source: Box<serde_saphyr::Error>,
     },
     #[error("web config {path}: basic_auth_users: the hash of user `{user}` is not a bcrypt hash ($2a$, $2b$ or $2y$, cost 4 to 31)")]
     Hash {
@@ -116,9 +118,14 @@ impl WebConfig {
         }) {
             File::default()
         } else {
-            serde_yaml_ng::from_str(text).map_err(|source| WebConfigError::Syntax {
-                path: path.to_path_buf(),
-                source,
+            // The error on one line, with its line and column: the snippet
+            // rendering would spread the file's text over the log.
+            let options = serde_saphyr::options! { with_snippet: false };
+            serde_saphyr::from_str_with_options(text, options).map_err(|source| {
+                WebConfigError::Syntax {
+                    path: path.to_path_buf(),
+                    source: Box::new(source),
+                }
             })?
         };
         for (user, hash) in &file.basic_auth_users {

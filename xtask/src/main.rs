@@ -7,7 +7,6 @@
 mod debian_base;
 #[cfg(test)]
 mod doc_links;
-mod ebpf_toolchain;
 mod fresh_check;
 mod fuzz;
 mod image;
@@ -32,7 +31,8 @@ enum Task {
     /// Install what building and testing need (apt packages, bpf-linker,
     /// the Python test tools' virtualenv). Idempotent.
     Setup,
-    /// Build the BPF object into target/bpf/collector-ebpf.o, where `collector` embeds it.
+    /// Build the BPF object on its own; `collector`'s build script builds
+    /// and embeds the release one in any `cargo build`.
     BuildEbpf {
         #[arg(long)]
         release: bool,
@@ -111,7 +111,7 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::ensure_all(),
-        Task::BuildEbpf { release } => build_ebpf(release).map(|_| ()),
+        Task::BuildEbpf { release } => build_ebpf(release),
         Task::Lint => lint(),
         Task::Deny => deny(),
         Task::Test { cargo_args } => test(&cargo_args),
@@ -189,41 +189,22 @@ fn cargo() -> Command {
     command
 }
 
-fn build_ebpf(release: bool) -> Result<PathBuf> {
-    let toolchain = ebpf_toolchain::detect()?;
-    let crate_dir = workspace_root().join("collector-ebpf");
-    let mut command = toolchain.cargo(&crate_dir);
-    command.args([
-        "build",
-        "-Z",
-        "build-std=core",
-        "--target",
-        "bpfel-unknown-none",
-    ]);
-    if release {
-        command.arg("--release");
-    }
-    run_command(&mut command)?;
-    let profile = if release { "release" } else { "debug" };
-    let built = crate_dir
-        .join("target/bpfel-unknown-none")
-        .join(profile)
-        .join("collector-ebpf");
-    let destination = workspace_root().join("target/bpf/collector-ebpf.o");
-    std::fs::create_dir_all(destination.parent().unwrap())?;
-    // An unchanged object is left alone: a new mtime would make cargo
-    // rebuild `collector` (its build script watches the object) every time.
-    let unchanged = std::fs::read(&destination).ok() == Some(std::fs::read(&built)?);
-    if !unchanged {
-        std::fs::copy(&built, &destination)
-            .with_context(|| format!("copying {} to {}", built.display(), destination.display()))?;
-    }
+/// The same build as `collector`'s build script, shown on its own, so that
+/// a missing toolchain or a compile error in the probes reads first.
+fn build_ebpf(release: bool) -> Result<()> {
+    let toolchain = ebpf_build::Toolchain::detect()?;
+    let build = ebpf_build::Build {
+        crate_dir: workspace_root().join("collector-ebpf"),
+        target_dir: None,
+        release,
+    };
+    let object = build.run(&toolchain)?;
     eprintln!(
         "xtask: BPF object at {} ({} bytes)",
-        destination.display(),
-        std::fs::metadata(&destination)?.len()
+        object.display(),
+        std::fs::metadata(&object)?.len()
     );
-    Ok(destination)
+    Ok(())
 }
 
 fn lint() -> Result<()> {

@@ -12,7 +12,6 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::ebpf_toolchain;
 use crate::run_command;
 
 /// Debian packages that build the BPF object: Debian's rustc/cargo 1.96
@@ -204,7 +203,7 @@ fn package_installed(package: &str) -> bool {
 /// Debian's rustc must be new enough for aya-ebpf 0.2.1 (1.87) and built on
 /// the LLVM bpf-linker uses; the 1.96 (LLVM 22) build is the verified one.
 fn debian_rustc_ok() -> bool {
-    Command::new(ebpf_toolchain::DEBIAN_RUSTC)
+    Command::new(ebpf_build::DEBIAN_RUSTC)
         .arg("--version")
         .output()
         .map(|out| {

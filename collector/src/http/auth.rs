@@ -9,9 +9,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use headers::authorization::Basic;
-use headers::{Authorization, Header};
-use hyper::header::HeaderValue;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use ring::hmac;
 
 use super::turns::Turns;
@@ -173,12 +172,20 @@ impl BasicAuth {
     }
 }
 
-/// The user and password of `Basic base64(user:password)` (RFC 7617; the
-/// scheme is case-insensitive), parsed by the `headers` crate.
+/// The user and password of `Basic base64(user:password)` (RFC 7617: the
+/// scheme is case-insensitive, the user ends at the first colon), decoded
+/// with bcrypt's own `base64`: the `headers` crate's typed header would
+/// bring a second `base64` and a SHA-1 for a one-line split.
 fn credentials(header: &[u8]) -> Option<(String, Vec<u8>)> {
-    let value = HeaderValue::from_bytes(header).ok()?;
-    let Authorization(basic) = Authorization::<Basic>::decode(&mut std::iter::once(&value)).ok()?;
-    Some((basic.username().into(), basic.password().into()))
+    let header = std::str::from_utf8(header).ok()?.trim();
+    let (scheme, encoded) = header.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = STANDARD.decode(encoded.trim_start()).ok()?;
+    let colon = decoded.iter().position(|b| *b == b':')?;
+    let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
+    Some((user, decoded[colon + 1..].to_vec()))
 }
 
 /// Equal bytes, in time independent of where they differ.
@@ -189,9 +196,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// For tests elsewhere: the header value for `user` and `password`.
 #[cfg(test)]
 pub fn header(user: &str, password: &str) -> String {
-    let mut values = Vec::new();
-    Authorization::basic(user, password).encode(&mut values);
-    values[0].to_str().unwrap().to_string()
+    format!("Basic {}", STANDARD.encode(format!("{user}:{password}")))
 }
 
 #[cfg(test)]

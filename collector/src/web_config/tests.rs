@@ -48,7 +48,10 @@ fn an_empty_file_means_plain_http_without_auth() {
 const BAD: &[(&str, &str)] = &[
     ("tls_server_config: [", "/etc/collector/web.yml"),
     ("tls_server_config:\n  key_file: k\n", "cert_file"),
-    ("tls_server_config:\n  cert_file: c\n  key_file: k\n  cipher_suites: []\n", "cipher_suites"),
+    ("tls_server_config:\n  cert_file: c\n  key_file: k\n  cipher_suites: []\n", "unknown field `cipher_suites`"),
+    ("tls_server_config:\n  cert_file: c\n  key_file: k\n  cipher_suites: []\n", "line 4"),
+    ("tls_server_config:\n  cert_file: [c]\n  key_file: k\n", "expected string scalar at line 2"),
+    ("basic_auth_users:\n  a: x\n  a: y\n", "duplicate mapping key: a"),
     ("http_server_config:\n  http2: false\n", "http_server_config"),
     ("basic_auth_users:\n  alice: plaintext\n", "user `alice`"),
     ("basic_auth_users:\n  bob: '$2y$99$mDwo.lAisC94iLAyP81MCesa29IzH37oigHC/42V2pdJlUprsJPze'\n", "user `bob`"),

@@ -7,7 +7,6 @@
 //! what `kubectl kustomize` builds.
 
 use super::*;
-use serde::Deserialize;
 
 /// The kustomize embedded in `kubectl` (its major version and as printed),
 /// or why there is none to compare with.
@@ -45,11 +44,9 @@ fn kubectl_kustomize() -> Result<(u64, String), String> {
 /// The objects of a YAML stream, as JSON values so they compare with
 /// render.py's `--json` output.
 fn yaml_objects(stream: &[u8]) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_slice(stream)
-        .map(|document| Value::deserialize(document).expect("kustomize prints valid YAML"))
-        // A stream may end in an empty document; it is no object.
-        .filter(|object| !object.is_null())
-        .collect()
+    // Empty documents (a stream may end in one) are no objects and are
+    // skipped.
+    serde_saphyr::from_slice_multiple(stream).expect("kustomize prints valid YAML")
 }
 
 /// `Kind/namespace/name` of an object.

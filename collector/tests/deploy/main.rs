@@ -302,8 +302,7 @@ fn documented_scrape_endpoints() -> Vec<Value> {
         .filter_map(|block| block.split("```").next())
         .filter(|block| block.trim_start().starts_with("podMetricsEndpoints:"))
         .map(|block| {
-            let example: Value =
-                serde_yaml_ng::from_str(block).expect("documented example is YAML");
+            let example: Value = serde_saphyr::from_str(block).expect("documented example is YAML");
             let endpoints = example["podMetricsEndpoints"].as_array().unwrap();
             assert_eq!(endpoints.len(), 1, "one endpoint per example: {block}");
             endpoints[0].clone()

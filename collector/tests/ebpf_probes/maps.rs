@@ -74,9 +74,11 @@ fn full_map_loses_updates_visibly(flavour: &str) {
 }
 
 /// Kernel BPF run-time statistics, on while this fd is open (closed when
-/// the test ends, also when it panics): `bpf(BPF_ENABLE_STATS)`.
+/// the test ends, also when it panics): `bpf(BPF_ENABLE_STATS)`. The
+/// collector itself never turns them on: they cost every program run two
+/// clock reads.
 fn enable_bpf_stats() -> std::os::fd::OwnedFd {
-    collector::sources::ebpf::run_stats::enable_run_time_stats()
+    aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .unwrap_or_else(|error| panic!("BPF_ENABLE_STATS: {error}"))
 }
 

@@ -1,6 +1,6 @@
-//! The host-side build: the BPF object, then the collector's test binaries
-//! the guests run, both into cargo target directories in the cache so that
-//! a fresh clone rebuilds only the workspace's own crates.
+//! The host-side build: the collector's test binaries the guests run, and
+//! with them the BPF object, both into cargo target directories in the
+//! cache so that a fresh clone rebuilds only the workspace's own crates.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -8,7 +8,6 @@ use std::process::Stdio;
 use anyhow::{bail, Context, Result};
 
 use super::{cache_dir, TESTS};
-use crate::{ebpf_toolchain, run_command, workspace_root};
 
 /// The cargo profile of the guests' binaries: release without LTO and with
 /// more codegen units. Release's thin LTO relinks every test binary across
@@ -47,45 +46,13 @@ fn test_targets() -> Vec<&'static str> {
     targets
 }
 
-/// The BPF object, as `cargo xtask build-ebpf --release` builds it but with
-/// the BPF crate's target directory in the cache (its `-Z build-std=core`
-/// alone takes minutes from nothing), copied to target/bpf/ where the
-/// collector's build script embeds it.
-fn build_ebpf() -> Result<()> {
-    let toolchain = ebpf_toolchain::detect()?;
-    let crate_dir = workspace_root().join("collector-ebpf");
-    let target_dir = cache_dir().join("bpf-target");
-    let mut command = toolchain.cargo(&crate_dir);
-    command
-        .args([
-            "build",
-            "-Z",
-            "build-std=core",
-            "--target",
-            "bpfel-unknown-none",
-            "--release",
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir);
-    run_command(&mut command)?;
-    let built = target_dir.join("bpfel-unknown-none/release/collector-ebpf");
-    let destination = workspace_root().join("target/bpf/collector-ebpf.o");
-    std::fs::create_dir_all(destination.parent().unwrap())?;
-    // An unchanged object is left alone: a new mtime would make cargo
-    // rebuild `collector` (its build script watches the object).
-    if std::fs::read(&destination).ok() != Some(std::fs::read(&built)?) {
-        std::fs::copy(&built, &destination)
-            .with_context(|| format!("copying {} to {}", built.display(), destination.display()))?;
-    }
-    Ok(())
-}
-
-/// Builds once on the host: the BPF object, then the collector's test
-/// binaries in the [`PROFILE`] profile (an unoptimised collector parses the
-/// kernel's BTF too slowly under emulation to become ready in time), found
-/// through cargo's own JSON messages rather than guessed hashes.
+/// Builds once on the host: the collector's test binaries in the
+/// [`PROFILE`] profile (an unoptimised collector parses the kernel's BTF too
+/// slowly under emulation to become ready in time), found through cargo's
+/// own JSON messages rather than guessed hashes. The collector's build
+/// script builds the BPF object, here with the BPF crate's target directory
+/// in the cache (its `-Z build-std=core` alone takes minutes from nothing).
 pub fn build() -> Result<Binaries> {
-    build_ebpf()?;
     let target_dir = cache_dir().join("target");
     eprintln!(
         "xtask kernels: building the test binaries (profile {PROFILE}) in {}",
@@ -93,6 +60,7 @@ pub fn build() -> Result<Binaries> {
     );
     let mut command = crate::cargo();
     command
+        .env("COLLECTOR_EBPF_TARGET_DIR", cache_dir().join("bpf-target"))
         .args(["test", "-p", "collector", "--no-run", "--profile", PROFILE])
         .args(PROFILE_CONFIG.iter().flat_map(|c| ["--config", c]))
         .arg("--target-dir")
@@ -101,15 +69,24 @@ pub fn build() -> Result<Binaries> {
         .arg("--message-format=json")
         .stderr(Stdio::inherit());
     let output = command.output().context("starting cargo test --no-run")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let messages = || {
+        stdout
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+    };
     if !output.status.success() {
+        // With JSON messages, the compiler's errors are on stdout only.
+        for message in messages().filter(|m| m["reason"] == "compiler-message") {
+            if let Some(rendered) = message["message"]["rendered"].as_str() {
+                eprint!("{rendered}");
+            }
+        }
         bail!("cargo test -p collector --no-run --profile {PROFILE} failed");
     }
     let mut tests = Vec::new();
     let mut collector = None;
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
+    for message in messages() {
         if message["reason"] != "compiler-artifact" {
             continue;
         }

@@ -10,8 +10,8 @@
 //! - [`drop_reasons`]: the running kernel's names of drop reasons.
 //! - The kernel plumbing only this source uses: [`tracefs`] (format files),
 //!   [`btf_offsets`] (the kernel BTF), [`layout`] (-> `KernelLayout`),
-//!   [`netns`], [`map_batch`] (the one raw `bpf(2)` call: aya has no batch
-//!   lookup) and [`run_stats`].
+//!   [`netns`] and [`map_batch`] (the one raw `bpf(2)` call: aya has no
+//!   batch lookup).
 
 pub mod btf_offsets;
 pub mod drop_reasons;
@@ -21,7 +21,6 @@ pub mod map_batch;
 mod maps;
 pub mod netns;
 mod prune;
-pub mod run_stats;
 pub mod tracefs;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -44,7 +43,7 @@ use netns::own_netns_inum;
 pub use prune::stale_interfaces;
 use tracefs::{Tracefs, TracefsError, TRACEFS_CANDIDATES};
 
-/// The BPF object built by `cargo xtask build-ebpf`, embedded at compile time.
+/// The BPF object that the build script built, embedded at compile time.
 pub static BPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector-ebpf.o"));
 

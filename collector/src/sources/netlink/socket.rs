@@ -2,7 +2,6 @@
 //! the notification socket that tells the link cache when to refresh.
 
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
@@ -187,25 +186,7 @@ impl DumpSocket {
 pub(crate) fn set_receive_timeout(socket: &Socket, left: Duration) -> std::io::Result<()> {
     // At least 1 ms: a zero timeval would mean "block forever".
     let left = left.max(Duration::from_millis(1));
-    let timeval = libc::timeval {
-        tv_sec: left.as_secs() as libc::time_t,
-        tv_usec: left.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: the fd is the socket's, the option value a valid timeval of the given size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&timeval as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    socket2::SockRef::from(socket).set_read_timeout(Some(left))
 }
 
 /// Receives datagrams into `on_datagram` until it says the dump is done, or
