@@ -24,8 +24,7 @@ use crate::walk::{drop_place, layout_field, namespace, sock_net, Direct, Helper,
 use crate::{bump, BPF_NOEXIST, KERNEL_LAYOUT, NETNS_FIRST_DROP};
 
 #[map]
-static TCP_EVENTS: PerCpuHashMap<TcpKey, u64> =
-    PerCpuHashMap::with_max_entries(TCP_MAP_ENTRIES, 0);
+static TCP_EVENTS: PerCpuHashMap<TcpKey, u64> = PerCpuHashMap::with_max_entries(TCP_MAP_ENTRIES, 0);
 
 const IPPROTO_TCP: u16 = 6;
 
@@ -57,7 +56,7 @@ fn count(netns: u32, event: TcpEvent, detail: u16, value: u64) {
         event: event as u16,
         detail,
     };
-    if let Some(total) = TCP_EVENTS.get_ptr_mut(&key) {
+    if let Some(total) = TCP_EVENTS.get_ptr_mut(key) {
         // SAFETY: this CPU's copy of a per-CPU value, written by no one
         // else while the program runs (see `bump`).
         unsafe { *total += value };
@@ -68,10 +67,10 @@ fn count(netns: u32, event: TcpEvent, detail: u16, value: u64) {
         let now = unsafe { bpf_ktime_get_boot_ns() };
         // The namespace's first key of either map stamps it (see the drop
         // probe); already stamped or full are both fine.
-        let _ = NETNS_FIRST_DROP.insert(&netns, &now, BPF_NOEXIST);
+        let _ = NETNS_FIRST_DROP.insert(netns, now, BPF_NOEXIST);
     }
-    if TCP_EVENTS.insert(&key, &value, BPF_NOEXIST).is_err() {
-        match TCP_EVENTS.get_ptr_mut(&key) {
+    if TCP_EVENTS.insert(key, value, BPF_NOEXIST).is_err() {
+        match TCP_EVENTS.get_ptr_mut(key) {
             // SAFETY: as above; another CPU inserted the key first.
             Some(total) => unsafe { *total += value },
             None => bump(Counter::TcpMapFull),
