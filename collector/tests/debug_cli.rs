@@ -237,11 +237,14 @@ fn watch_in_a_terminal_shows_the_rates_of_sent_traffic() {
     }
 }
 
+/// Programs the default probes attach: kfree_skb and the five TCP ones.
+const DEFAULT_PROGRAMS: usize = 6;
+
 #[test]
 fn watch_exits_cleanly_on_ctrl_c_and_detaches_its_probes() {
     require_root();
     let ns = Netns::new("wint");
-    // The default probes: kfree_skb alone.
+    // The default probes: kfree_skb and the five TCP programs.
     let child = collector_command("ip")
         .args([
             "netns",
@@ -261,14 +264,14 @@ fn watch_exits_cleanly_on_ctrl_c_and_detaches_its_probes() {
     // make this pass or fail.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut held = BpfHeld::of(child.id());
-    while held.attachments() < 1 && Instant::now() < deadline {
+    while held.attachments() < DEFAULT_PROGRAMS && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
         held = BpfHeld::of(child.id());
     }
     assert!(
         (held.holds_program("kfree_skb_btf") || held.holds_program("kfree_skb"))
-            && held.attachments() == 1,
-        "watch loaded and attached its probe: {held:?}"
+            && held.attachments() == DEFAULT_PROGRAMS,
+        "watch loaded and attached its probes: {held:?}"
     );
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: kill(2) on our own child.

@@ -103,7 +103,7 @@ impl CollectorProcess {
         let child = collector_command("ip")
             .args(&full)
             .env("RUST_LOG", "info")
-            // Tests count rx/tx too; the default is drops only (the CLI unit
+            // Tests count rx/tx too; the default is drops and tcp (the CLI unit
             // test pins it), and a test's own --ebpf-probes overrides this.
             .env("COLLECTOR_EBPF_PROBES", "rx,tx,drops")
             .envs(env.iter().copied())

@@ -116,12 +116,30 @@ fn manifest_capabilities_are_sufficient_each_is_needed_and_uid_0_is_required() {
             "eBPF must work with {capabilities:?}: {}",
             collector.log()
         );
-        // The manifest runs the default probes: drops only (rx/tx are opt-in).
+        // The manifest runs the default probes: drops and TCP (rx/tx are
+        // opt-in).
         let programs: Vec<&str> = metrics
             .select("collector_ebpf_probe_info", &[])
             .map(|s| s.labels["program"].as_str())
             .collect();
-        assert_eq!(programs, ["kfree_skb"]);
+        assert_eq!(
+            programs,
+            [
+                "kfree_skb",
+                "inet_sock_set_state",
+                "tcp_retransmit_skb",
+                "tcp_retransmit_synack",
+                "tcp_send_reset",
+                "tcp_receive_reset"
+            ]
+        );
+        for program in &programs {
+            assert_eq!(
+                metrics.value("collector_ebpf_probe_attached", &[("program", program)]),
+                1.0,
+                "{program} attached"
+            );
+        }
         assert_eq!(
             metrics.value("collector_ebpf_probe_attached", &[("program", "kfree_skb")]),
             1.0,

@@ -171,6 +171,10 @@ fn queries_return_data_from_a_real_prometheus(profile: &[&str]) {
         results.path().to_str().unwrap(),
         "--web.config.file",
         &web_config,
+        // Every family the views read: the default probes and the traffic
+        // ones the seed's eBPF panels use.
+        "--ebpf-probes",
+        "rx,tx,drops,tcp",
     ];
     args.extend_from_slice(profile);
     let collector = CollectorProcess::start(&ns, &args);
