@@ -436,9 +436,10 @@ pub fn start_collector(tx: &Netns, collector: &Path, log: &Path, config: Config)
     .iter()
     .map(|s| s.to_string())
     .collect();
-    // The default configuration (drops only) runs as deployed, without flags.
-    if matches!(config, Config::AllProbes | Config::Classic) {
-        args.extend(["--ebpf-probes".to_string(), "rx,tx,drops".to_string()]);
+    // The default configuration (drops and tcp) runs as deployed, without
+    // flags; every other names its probes.
+    if let (Some(probes), false) = (config.ebpf_probes(), config == Config::Default) {
+        args.extend(["--ebpf-probes".to_string(), probes.to_string()]);
     }
     if config == Config::Classic {
         args.extend(["--ebpf-flavour".to_string(), "classic".to_string()]);

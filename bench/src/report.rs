@@ -911,7 +911,7 @@ mod tests {
         assert!(report.targets[1].measured.starts_with("120 ns per drop"));
         let markdown = report.markdown();
         assert!(markdown.contains("## Drop storm"));
-        assert!(markdown.contains("| 1 | drops only (default) | 1.0 | 490000 | 490000 | 0 |"));
+        assert!(markdown.contains("| 1 | drops only | 1.0 | 490000 | 490000 | 0 |"));
         assert!(markdown.contains(
             "| 3 | drops only, statistics on | 1.0 | 450000 | 450000 | 0 | 2222 | 1 | 450000 | 1.000 | 120 |"
         ));

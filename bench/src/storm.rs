@@ -64,7 +64,7 @@ impl Kind {
     pub fn label(self) -> &'static str {
         match self {
             Kind::Detached => "detached",
-            Kind::Attached => "drops only (default)",
+            Kind::Attached => "drops only",
             Kind::Statistics => "drops only, statistics on",
         }
     }
