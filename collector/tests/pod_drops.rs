@@ -55,18 +55,6 @@ fn pod_drops(metrics: &Metrics, pod: &Pod) -> BTreeMap<(String, String), f64> {
         .collect()
 }
 
-/// What changed between two readings of one pod's drops.
-fn changed(
-    before: &BTreeMap<(String, String), f64>,
-    after: &BTreeMap<(String, String), f64>,
-) -> BTreeMap<(String, String), f64> {
-    after
-        .iter()
-        .map(|(key, value)| (key.clone(), value - before.get(key).copied().unwrap_or(0.0)))
-        .filter(|(_, delta)| *delta != 0.0)
-        .collect()
-}
-
 /// One drop reason on `eth0`, as the running kernel names it.
 fn on_eth0(reason: &str, packets: f64, has_reason: bool) -> BTreeMap<(String, String), f64> {
     let reason = if has_reason { reason } else { "unknown" };

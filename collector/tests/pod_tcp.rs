@@ -39,18 +39,6 @@ fn served(metrics: &Metrics, pod: &Pod) -> BTreeMap<(String, String), f64> {
     out
 }
 
-/// What moved between two readings.
-fn changed(
-    before: &BTreeMap<(String, String), f64>,
-    after: &BTreeMap<(String, String), f64>,
-) -> BTreeMap<(String, String), f64> {
-    after
-        .iter()
-        .map(|(key, value)| (key.clone(), value - before.get(key).copied().unwrap_or(0.0)))
-        .filter(|(_, delta)| *delta != 0.0)
-        .collect()
-}
-
 fn key(family: &str, labels: &str) -> (String, String) {
     (family.to_string(), labels.to_string())
 }
@@ -308,23 +296,7 @@ fn tcp_health_matches_the_kernel(flavour: &str) {
     let (stream, peer) = streams.pop().unwrap();
     let before = scrape();
     let server_moved = own_moved(&server.netns, &["Tcp_OutRsts"], || {
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: setsockopt on the accepted stream's own fd with a
-        // `linger` that outlives the call.
-        let rc = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&peer),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                std::ptr::addr_of!(linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0);
-        drop(peer);
+        reset_on_close(peer);
         settle();
         let mut buffer = [0u8; 1];
         let read = (&stream).read(&mut buffer);

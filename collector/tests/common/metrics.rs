@@ -81,3 +81,17 @@ impl Metrics {
             .collect()
     }
 }
+
+/// What moved between two readings of the same series, by key: each key
+/// whose value changed, with the difference (a key new in `after` counts
+/// from zero).
+pub fn changed<K: Ord + Clone>(
+    before: &BTreeMap<K, f64>,
+    after: &BTreeMap<K, f64>,
+) -> BTreeMap<K, f64> {
+    after
+        .iter()
+        .map(|(key, value)| (key.clone(), value - before.get(key).copied().unwrap_or(0.0)))
+        .filter(|(_, delta)| *delta != 0.0)
+        .collect()
+}

@@ -30,28 +30,6 @@ fn the_same_queries_return_data_with_detailed_metrics() {
     queries_return_data_from_a_real_prometheus(&["--detailed-metrics"]);
 }
 
-/// Closes `stream` with a reset rather than a FIN (SO_LINGER on, 0 s).
-fn reset_on_close(stream: TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on the stream's own open fd, with a linger
-    // struct that outlives the call and its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
-    drop(stream);
-}
-
 /// One overlay's PodMonitor as an operator following docs/operations.md
 /// deploys it, and the collector pod it scrapes.
 struct Monitored {
