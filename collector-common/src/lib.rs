@@ -268,6 +268,21 @@ pub const SIDE_ACCEPT: u16 = 1;
 pub const RTT_BOUNDS_US: [u32; 6] = [500, 1_000, 5_000, 20_000, 100_000, 500_000];
 pub const RTT_BUCKETS: u16 = RTT_BOUNDS_US.len() as u16 + 1;
 
+/// The event (`Connect` or `Accept`) whose `Established` count a key of
+/// `event`/`detail` adds to: an RTT bucket's. The probe counts a handshake
+/// whose RTT it read in the bucket alone, one map update fewer per
+/// handshake, and `Established` only when the RTT could not be read.
+pub fn established_by_bucket(event: u16, detail: u16) -> Option<TcpEvent> {
+    if event != TcpEvent::RttBucket as u16 {
+        return None;
+    }
+    match detail / RTT_BUCKETS {
+        SIDE_CONNECT => Some(TcpEvent::Connect),
+        SIDE_ACCEPT => Some(TcpEvent::Accept),
+        _ => None,
+    }
+}
+
 /// The lowest `ns.inum` a network namespace can have: nsfs inodes are
 /// allocated from `PROC_DYNAMIC_FIRST` (0xF0000000) up, and the initial
 /// namespaces have fixed inodes just below it (`PROC_NET_INIT_INO` is
@@ -310,6 +325,23 @@ mod user {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rtt_buckets_count_their_sides_handshakes() {
+        let bucket = TcpEvent::RttBucket as u16;
+        assert_eq!(established_by_bucket(bucket, 0), Some(TcpEvent::Connect));
+        assert_eq!(
+            established_by_bucket(bucket, RTT_BUCKETS - 1),
+            Some(TcpEvent::Connect)
+        );
+        assert_eq!(
+            established_by_bucket(bucket, RTT_BUCKETS),
+            Some(TcpEvent::Accept)
+        );
+        assert_eq!(established_by_bucket(bucket, 2 * RTT_BUCKETS), None);
+        assert_eq!(established_by_bucket(TcpEvent::RttSum as u16, 0), None);
+        assert_eq!(established_by_bucket(TcpEvent::Connect as u16, 0), None);
+    }
 
     #[test]
     fn pods_eth0_keys_spread_over_the_drop_slots() {

@@ -130,21 +130,27 @@ unsafe fn state_change<M: Memory>(sk: *const u8, old: i32, new: i32) {
             (TcpEvent::Abort, _) => {}
             (_, TCP_ESTABLISHED) => {
                 let netns = sock_netns::<M>(sk);
-                count(netns, event, Outcome::Established as u16, 1);
                 // `srtt_us` is in `struct tcp_sock`, past the `struct sock`
                 // a BTF-typed argument is checked against: read with the
-                // helper in both flavours.
-                if let Some(srtt) = Helper::read::<u32>(sk, layout_field!(tcp_srtt_us)) {
-                    let us = srtt >> 3;
-                    let mut bucket = RTT_BOUNDS_US.len() as u16;
-                    for (i, bound) in RTT_BOUNDS_US.iter().enumerate() {
-                        if us <= *bound {
-                            bucket = i as u16;
-                            break;
+                // helper in both flavours. A handshake with an RTT is
+                // counted once, in its bucket: userspace adds the buckets
+                // to the established count, which saves a map update per
+                // handshake. Only one without an RTT is counted as
+                // established here.
+                match Helper::read::<u32>(sk, layout_field!(tcp_srtt_us)) {
+                    Some(srtt) => {
+                        let us = srtt >> 3;
+                        let mut bucket = RTT_BOUNDS_US.len() as u16;
+                        for (i, bound) in RTT_BOUNDS_US.iter().enumerate() {
+                            if us <= *bound {
+                                bucket = i as u16;
+                                break;
+                            }
                         }
+                        count(netns, TcpEvent::RttBucket, side * RTT_BUCKETS + bucket, 1);
+                        count(netns, TcpEvent::RttSum, side, us as u64);
                     }
-                    count(netns, TcpEvent::RttBucket, side * RTT_BUCKETS + bucket, 1);
-                    count(netns, TcpEvent::RttSum, side, us as u64);
+                    None => count(netns, event, Outcome::Established as u16, 1),
                 }
             }
             (_, TCP_CLOSE) => {
@@ -185,6 +191,11 @@ pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let (old, new): (i32, i32) = (ctx.arg(1), ctx.arg(2));
+    // Most changes count nothing (CLOSE -> SYN_SENT, LISTEN -> SYN_RECV,
+    // a close without an error): those are left before the socket is read.
+    if !(new == TCP_ESTABLISHED || new == TCP_CLOSE) {
+        return 0;
+    }
     // SAFETY: the tracepoint's BTF-typed socket, non-null.
     unsafe {
         if Direct::read::<u16>(sk, layout_field!(sk_protocol)) == Some(IPPROTO_TCP) {

@@ -2,6 +2,8 @@
 
 use std::os::fd::BorrowedFd;
 
+use collector_common::{established_by_bucket, Outcome};
+
 use super::prune::unplaceable;
 use super::*;
 
@@ -32,12 +34,15 @@ impl EbpfSource {
                 inode if inode < collector_common::NETNS_INUM_FLOOR => continue,
                 inode => Netns::Inode(inode),
             };
-            *reading
-                .namespace_tcp
-                .entry(netns)
-                .or_default()
-                .entry((key.event, key.detail))
-                .or_default() += count;
+            let events = reading.namespace_tcp.entry(netns).or_default();
+            *events.entry((key.event, key.detail)).or_default() += count;
+            // The probe counts a handshake with an RTT in its bucket only
+            // (see the TCP program): its established count is added here.
+            if let Some(side) = established_by_bucket(key.event, key.detail) {
+                *events
+                    .entry((side as u16, Outcome::Established as u16))
+                    .or_default() += count;
+            }
         }
         for entry in self.first_drops.iter() {
             let (inode, at) = entry.map_err(|source| EbpfError::Map {
