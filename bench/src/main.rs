@@ -222,7 +222,7 @@ impl Plan {
                 datapath_seconds: 5.0,
                 storm_pairs: 6,
                 storm_seconds: 5.0,
-                churn_pairs: 4,
+                churn_pairs: 8,
                 churn_seconds: 5.0,
                 pods: 250,
                 pods_scrapes: 300,

@@ -54,14 +54,14 @@ pub struct ProcessDir {
 }
 
 impl ProcessDir {
-    pub fn open(proc_dir: &Path, pid: u32) -> std::io::Result<ProcessDir> {
+    pub fn of(proc_dir: &Path, pid: u32) -> std::io::Result<ProcessDir> {
         let dir = File::open(proc_dir.join(pid.to_string()))?;
         Ok(ProcessDir { pid, dir })
     }
 
-    /// At most `limit` bytes of the file at `relative` (`cgroup`,
-    /// `net/snmp`), read through the held directory.
-    pub fn read(&self, relative: &str, limit: u64) -> std::io::Result<String> {
+    /// The file at `relative` (`cgroup`, `net/snmp`), opened through the
+    /// held directory: the process's own, or an error once it has exited.
+    pub fn open(&self, relative: &str) -> std::io::Result<File> {
         let name = CString::new(relative)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         // SAFETY: `name` is a NUL-terminated path and the directory fd is
@@ -77,7 +77,13 @@ impl ProcessDir {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: `fd` was just opened and nothing else owns it.
-        let file = unsafe { File::from_raw_fd(fd) };
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// At most `limit` bytes of the file at `relative`, read through the
+    /// held directory.
+    pub fn read(&self, relative: &str, limit: u64) -> std::io::Result<String> {
+        let file = self.open(relative)?;
         // Room for the whole file up front: read_to_end into an empty
         // buffer reads in small, growing steps, each one more syscall
         // (a dozen for `netstat`), where this reads it in one and sees the

@@ -219,39 +219,69 @@ fn pod(name: &str, sandbox: &str) -> PodNamespace {
 
 #[test]
 fn each_pod_is_read_on_its_own_and_failures_count_once() {
-    let proc = tempfile::tempdir().unwrap();
-    let (good, bad, gone) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
-    process(proc.path(), 100, &good, SNMP);
-    process(
-        proc.path(),
-        200,
-        &bad,
-        &SNMP.replace("Icmp: 5 ", "Icmp: x "),
-    );
-    // A process of another container, not a sandbox: never read.
-    process(proc.path(), 300, &"d".repeat(64), SNMP);
-    let namespaces = HashMap::from([
-        (1, pod("good", &good)),
-        (2, pod("bad", &bad)),
-        (3, pod("gone", &gone)),
-        (4, pod("short-id", "abc")),
-    ]);
-    let source = PodNetstatSource::new(proc.path().to_path_buf());
-    for _ in 0..3 {
+    // Held files (the default) and files opened at each read (past the
+    // open-files share) behave alike until a process exits.
+    for max_held_files in [usize::MAX, 0] {
+        let proc = tempfile::tempdir().unwrap();
+        let (good, bad, gone) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        process(proc.path(), 100, &good, SNMP);
+        process(
+            proc.path(),
+            200,
+            &bad,
+            &SNMP.replace("Icmp: 5 ", "Icmp: x "),
+        );
+        // A process of another container, not a sandbox: never read.
+        process(proc.path(), 300, &"d".repeat(64), SNMP);
+        let namespaces = HashMap::from([
+            (1, pod("good", &good)),
+            (2, pod("bad", &bad)),
+            (3, pod("gone", &gone)),
+            (4, pod("short-id", "abc")),
+        ]);
+        let mut source = PodNetstatSource::new(proc.path().to_path_buf());
+        source.max_held_files = max_held_files;
+        for round in 0..3 {
+            if round == 1 {
+                // New counts are read, from the same files or anew.
+                std::fs::write(
+                    proc.path().join("100/net/snmp"),
+                    SNMP.replace("Icmp: 5 ", "Icmp: 6 "),
+                )
+                .unwrap();
+            }
+            let (pods, status) = source.read(&namespaces);
+            assert_eq!(pods.len(), 1, "{pods:?}");
+            assert_eq!(pods[0].pod.pod, "good");
+            assert_eq!(pods[0].netns, 1);
+            assert_eq!(pods[0].counters.len(), 34);
+            assert_eq!(
+                pods[0].counters["Icmp_InMsgs"],
+                if round == 0 { 5 } else { 6 }
+            );
+            let errors =
+                BTreeMap::from([("malformed", 1), ("proc", 0), ("process", 2), ("read", 0)]);
+            assert_eq!(status.errors_total, errors, "counted once, not per read");
+        }
+        let held = source.state.lock().unwrap().held.len();
+        assert_eq!(held, if max_held_files == 0 { 0 } else { 2 });
+        // The good pod's process exits. Held files still read its
+        // namespace (the kernel's file holds it); without them its files
+        // are not read through a new process, and it is a new failure.
+        std::fs::remove_dir_all(proc.path().join("100")).unwrap();
         let (pods, status) = source.read(&namespaces);
-        assert_eq!(pods.len(), 1, "{pods:?}");
-        assert_eq!(pods[0].pod.pod, "good");
-        assert_eq!(pods[0].netns, 1);
-        assert_eq!(pods[0].counters.len(), 34);
-        let errors = BTreeMap::from([("malformed", 1), ("proc", 0), ("process", 2), ("read", 0)]);
-        assert_eq!(status.errors_total, errors, "counted once, not per read");
+        if max_held_files == 0 {
+            assert!(pods.is_empty(), "{pods:?}");
+            assert_eq!(status.errors_total["process"], 3);
+        } else {
+            assert_eq!(pods.len(), 1, "{pods:?}");
+            assert_eq!(status.errors_total["process"], 2);
+        }
+        // The pod is gone from the list: its files are closed.
+        let (pods, _) = source.read(&HashMap::from([(2, pod("bad", &bad))]));
+        assert!(pods.is_empty());
+        assert!(source.state.lock().unwrap().held.len() <= 1);
     }
-    // The good pod's process exits: its files are not read through a
-    // new process, and it is a new failure.
-    std::fs::remove_dir_all(proc.path().join("100")).unwrap();
-    let (pods, status) = source.read(&namespaces);
-    assert!(pods.is_empty(), "{pods:?}");
-    assert_eq!(status.errors_total["process"], 3);
 }
 
 #[test]
