@@ -325,9 +325,16 @@ fn merge(
             .filter_map(|l| Some((l.ifindex, names.get(&l.master_ifindex?)?.to_string())))
             .collect()
     };
-    let mut interfaces: Vec<Interface> = links
+    // Sorted by name as indices: an `Interface` is some hundred bytes, and
+    // a sort of the structs themselves moves each of them a dozen times.
+    let mut order: Vec<usize> = (0..links.len())
+        .filter(|&i| filter.keeps(&links[i].name))
+        .collect();
+    order.sort_unstable_by(|&a, &b| links[a].name.cmp(&links[b].name));
+    let mut links: Vec<Option<Link>> = links.into_iter().map(Some).collect();
+    order
         .into_iter()
-        .filter(|link| filter.keeps(&link.name))
+        .filter_map(|i| links[i].take())
         .map(|link| {
             let ebpf = reading.as_mut().map(|r| {
                 let traffic = r.traffic.remove(&link.ifindex).unwrap_or_default();
@@ -348,9 +355,7 @@ fn merge(
                 ..link
             }
         })
-        .collect();
-    interfaces.sort_by(|a, b| a.name.cmp(&b.name));
-    interfaces
+        .collect()
 }
 
 #[cfg(test)]
