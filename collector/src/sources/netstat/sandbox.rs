@@ -9,11 +9,11 @@
 //! inode is behind `/proc/<pid>/ns/net`, which needs ptrace read access to
 //! the pause process (root with capabilities the collector has dropped),
 //! and the inodes under `/proc/<pid>/net/` are procfs entry numbers, not
-//! `ns.inum`. What is checked is that the process is still the sandbox's:
-//! in each collection its `/proc/<pid>` directory is opened, its cgroup
-//! read again, and every file read through that handle, which stays bound
-//! to the process and fails once it exits, so a reused pid never lends its
-//! files.
+//! `ns.inum`. What is checked is that the process is the sandbox's when its
+//! files are opened: its `/proc/<pid>` directory is opened, its cgroup read
+//! through that handle, and every file opened through it too; the handle
+//! stays bound to the process and fails once it exits, so a reused pid
+//! never lends its files.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
