@@ -691,13 +691,31 @@ fn storm_targets(storm: &Storm) -> [Target; 2] {
         ),
         None => "no attached round".into(),
     };
+    let cost = match &storm.local {
+        Some(local) => format!(
+            "{cost}; in the dropping namespace {:.1}% (attached/detached {:.3}, rounds {:.3}..{:.3})",
+            local.wall.cost_percent,
+            local.wall.ratio_median,
+            local.wall.ratio_min,
+            local.wall.ratio_max
+        ),
+        None => cost,
+    };
     let program = match (&storm.program_ns_per_drop, &storm.runs_per_drop) {
         (Some(ns), Some(runs)) => format!(
-            "{} ns per drop (rounds {}..{}); {:.3} kfree_skb runs per kernel drop",
+            "{} ns per drop (rounds {}..{}); {:.3} kfree_skb runs per kernel drop{}",
             num(ns.median),
             num(ns.min),
             num(ns.max),
-            runs.median
+            runs.median,
+            storm
+                .local_program_ns_per_drop
+                .map_or(String::new(), |l| format!(
+                    "; in the dropping namespace {} ns (rounds {}..{})",
+                    num(l.median),
+                    num(l.min),
+                    num(l.max)
+                ))
         ),
         _ => "no run-time statistics".into(),
     };
@@ -731,7 +749,7 @@ fn storm_section(storm: &Storm, out: &mut String) {
     let _ = writeln!(out, "\n## Drop storm\n");
     let _ = writeln!(
         out,
-        "One sender thread pinned to CPU {} sends 64-byte UDP datagrams (sendmmsg, batches of 64) as fast as it can over a veth pair (198.18.201.1 to 198.18.201.2) to port 9 of the receiving namespace, where no socket listens: the kernel drops each one there (`NO_SOCKET`, one kfree_skb each), in the sender's softirq context. The receiving namespace's ICMP budget is 0 (`net.ipv4.icmp_msgs_per_sec=0`, `icmp_msgs_burst=0`), so no port unreachable is sent and every drop does the same work. Rounds alternate detached (no collector) with two kinds of attached rounds, `collector serve` as deployed (default probes: drops only, in the sender's namespace) and the same with BPF run-time statistics on (a `BPF_ENABLE_STATS` fd), in an order rotated each cycle, with a detached round at the end. Kernel drops: Udp NoPorts of the receiving namespace over the round. Statistics rounds give the kfree_skb program's runs and run time over the round (bpftool); the statistics add their own time to every run (clock reads around it), so only the rounds without them give the cost.\n",
+        "One sender thread pinned to CPU {} sends 64-byte UDP datagrams (sendmmsg, batches of 64) as fast as it can over a veth pair (198.18.201.1 to 198.18.201.2) to port 9 of the receiving namespace, where no socket listens: the kernel drops each one there (`NO_SOCKET`, one kfree_skb each), in the sender's softirq context. The receiving namespace's ICMP budget is 0 (`net.ipv4.icmp_msgs_per_sec=0`, `icmp_msgs_burst=0`), so no port unreachable is sent and every drop does the same work. Rounds alternate detached (no collector) with four kinds of attached rounds: `collector serve` with the drops probe in the sender's namespace (the drops happen in another namespace, as a pod's do), the same in the receiving namespace (the drops happen in the collector's own namespace and are keyed by device), and each of those with BPF run-time statistics on (a `BPF_ENABLE_STATS` fd), in an order rotated each cycle, with a detached round at the end. Kernel drops: Udp NoPorts of the receiving namespace over the round. Statistics rounds give the kfree_skb program's runs and run time over the round (bpftool); the statistics add their own time to every run (clock reads around it), so only the rounds without them give the cost.\n",
         storm.sender_cpu
     );
     let _ = writeln!(
@@ -777,6 +795,8 @@ fn storm_section(storm: &Storm, out: &mut String) {
     for (kind, cost) in [
         (Kind::Attached, &storm.attached),
         (Kind::Statistics, &storm.statistics),
+        (Kind::Local, &storm.local),
+        (Kind::LocalStatistics, &storm.local_statistics),
     ] {
         let Some(Cost { wall, cpu }) = cost else {
             continue;
@@ -816,6 +836,15 @@ fn storm_section(storm: &Storm, out: &mut String) {
             runs.median,
             runs.min,
             runs.max
+        );
+    }
+    if let Some(ns) = &storm.local_program_ns_per_drop {
+        let _ = writeln!(
+            out,
+            "\nIn the dropping namespace (the collector in the receiving namespace, the drops keyed by device): {} ns per drop, median of its statistics rounds ({}..{}).",
+            num(ns.median),
+            num(ns.min),
+            num(ns.max),
         );
     }
     for warning in &storm.warnings {
