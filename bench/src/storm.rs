@@ -581,18 +581,20 @@ mod tests {
 
     #[test]
     fn the_dropping_namespaces_rounds_are_judged_on_their_own_too() {
-        let rounds = |local_pps: f64, local_ns: f64| {
-            vec![
-                round(0, Detached, 1_000_000.0, 0.0),
-                round(1, Attached, 990_000.0, 0.0),
-                round(2, Detached, 1_000_000.0, 0.0),
-                round(3, Statistics, 900_000.0, 70.0),
-                round(4, Detached, 1_000_000.0, 0.0),
-                round(5, Local, local_pps, 0.0),
-                round(6, Detached, 1_000_000.0, 0.0),
-                round(7, LocalStatistics, 900_000.0, local_ns),
-                round(8, Detached, 1_000_000.0, 0.0),
-            ]
+        // Each attached round between detached ones at 1,000,000/s.
+        let rounds = |local_pps: f64, local_ns: f64| -> Vec<StormRound> {
+            let attached = [
+                (Attached, 990_000.0, 0.0),
+                (Statistics, 900_000.0, 70.0),
+                (Local, local_pps, 0.0),
+                (LocalStatistics, 900_000.0, local_ns),
+            ];
+            let mut all = vec![round(0, Detached, 1_000_000.0, 0.0)];
+            for (kind, pps, ns) in attached {
+                all.push(round(all.len(), kind, pps, ns));
+                all.push(round(all.len(), Detached, 1_000_000.0, 0.0));
+            }
+            all
         };
         let both = summarize(rounds(980_000.0, 90.0), 1);
         assert_eq!(both.program_ns_per_drop.unwrap().median, 70.0);
