@@ -455,7 +455,7 @@ fn real_main() -> Result<()> {
         notes: vec![
             "Every process was started by this run, in its process tree, one after another on the same machine; other work on the machine was not stopped, so the load averages above show how busy it was.".into(),
             "The collector and node_exporter run in the benchmark namespace via `ip netns exec`; parse_ip_stats.sh runs as `bash parse_ip_stats.sh` after setns into it (extracted from the seed at run time).".into(),
-            "node_exporter answers in plain text (no Accept-Encoding: gzip, as for every tool); it also serves its own Go runtime and promhttp metrics.".into(),
+            "Every tool is asked for gzip, as Prometheus asks, and answers it; latency runs from connect to the last byte (the bench decompresses afterwards). node_exporter also serves its own Go runtime and promhttp metrics.".into(),
         ],
     };
 
