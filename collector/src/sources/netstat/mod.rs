@@ -164,7 +164,7 @@ impl PodNetstatSource {
             let id = namespace.identity.container_id.as_str();
             let read = match (state.held.get(id), processes.get(id)) {
                 (Some(files), _) => {
-                    let read = read_held(files, &mut buffer);
+                    let read = read_files(files, &mut buffer);
                     if read == Err("read") {
                         // Found and opened again at the next collection.
                         state.held.remove(id);
@@ -172,7 +172,11 @@ impl PodNetstatSource {
                     read
                 }
                 (None, None) => Err("process"),
-                (None, Some(process)) => read_counters(process, id, &self.files),
+                // Not held (past the open-files share): opened for this read.
+                (None, Some(process)) => match open_files(process, id, &self.files) {
+                    Some(files) => read_files(&files, &mut buffer),
+                    None => Err("read"),
+                },
             };
             match read {
                 Ok(counters) => {
@@ -279,38 +283,6 @@ impl State {
     }
 }
 
-/// Every wanted counter of `files` of the namespace of sandbox `id`'s
-/// process. `snmp6` is missing where IPv6 is off in the kernel (its counters are
-/// left out), or because the process exited (a failed read).
-fn read_counters(
-    process: &ProcessDir,
-    id: &str,
-    files: &[NetstatFile],
-) -> Result<BTreeMap<&'static str, u64>, &'static str> {
-    let mut counters = BTreeMap::new();
-    for &file in files {
-        let text = match process.read(file.path(), MAX_FILE_BYTES as u64) {
-            Ok(text) => text,
-            Err(error)
-                if file == NetstatFile::Snmp6
-                    && error.kind() == std::io::ErrorKind::NotFound
-                    && process.in_sandbox(id) =>
-            {
-                continue;
-            }
-            Err(error) => {
-                tracing::debug!(pid = process.pid, file = file.path(), %error, "a pod's MIB file not read");
-                return Err("read");
-            }
-        };
-        if let Err(error) = parse_into(file, &text, &mut counters) {
-            tracing::debug!(pid = process.pid, %error, "a pod's MIB file did not parse");
-            return Err("malformed");
-        }
-    }
-    Ok(counters)
-}
-
 /// Half the soft limit on open files, which an unprivileged process cannot
 /// raise past the hard one.
 fn held_files_limit() -> usize {
@@ -350,11 +322,11 @@ fn open_files(
     Some(opened)
 }
 
-/// Every wanted counter of a pod's held files, each read whole from offset
+/// Every wanted counter of a pod's open files, each read whole from offset
 /// 0 in one call into `buffer`: a `seq_file` hands over all that one
 /// `show` wrote when the buffer has room (a regular file, all up to its
 /// end), so a read that fills `buffer` is a file larger than any MIB file.
-fn read_held(
+fn read_files(
     files: &[(NetstatFile, File)],
     buffer: &mut [u8],
 ) -> Result<BTreeMap<&'static str, u64>, &'static str> {

@@ -25,8 +25,8 @@ use std::path::Path;
 /// Larger than any process's cgroup file (one line per v1 hierarchy).
 const MAX_CGROUP_BYTES: u64 = 16 * 1024;
 
-/// More than any MIB file (`netstat` is about 4 KB) or cgroup file holds
-/// on a usual host: one allocation and one read each.
+/// More than a cgroup file holds on a usual host: one allocation and one
+/// read each.
 const READ_CAPACITY: usize = 16 * 1024;
 
 /// The shortest sandbox id taken for one: shorter hex runs (a pod UID's
