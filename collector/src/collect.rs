@@ -49,6 +49,8 @@ pub type LinkSource =
 pub struct Collector {
     config: CollectorConfig,
     links: LinkSource,
+    /// The netlink cache behind `links`, which takes served links back.
+    cache: Option<std::sync::Arc<netlink::LinkCache>>,
     ebpf: Option<Mutex<EbpfSource>>,
     ebpf_disabled_reason: Option<String>,
     netlink_errors: AtomicU64,
@@ -66,8 +68,20 @@ pub struct Collector {
 
 impl Collector {
     pub fn new(config: CollectorConfig, ebpf: EbpfMode) -> Self {
-        let cache = netlink::LinkCache::new(config.netlink_timeout);
-        Self::with_link_source(config, ebpf, Box::new(move || cache.collect()))
+        let cache = std::sync::Arc::new(netlink::LinkCache::new(config.netlink_timeout));
+        let source = std::sync::Arc::clone(&cache);
+        let mut collector =
+            Self::with_link_source(config, ebpf, Box::new(move || source.collect()));
+        collector.cache = Some(cache);
+        collector
+    }
+
+    /// Takes back a served snapshot's interfaces: the next collection's
+    /// links are read into the same memory.
+    pub fn recycle(&self, interfaces: Vec<Interface>) {
+        if let Some(cache) = &self.cache {
+            cache.recycle(interfaces);
+        }
     }
 
     pub fn with_link_source(config: CollectorConfig, ebpf: EbpfMode, links: LinkSource) -> Self {
@@ -78,6 +92,7 @@ impl Collector {
         Collector {
             config,
             links,
+            cache: None,
             ebpf,
             ebpf_disabled_reason,
             netlink_errors: AtomicU64::new(0),
@@ -308,54 +323,47 @@ impl Collector {
 
 /// Joins what the sources read into one [`Interface`] per kept link, sorted
 /// by name. Pure: every source was read before.
+///
+/// In place: an `Interface` is some hundred bytes, and at a thousand links
+/// a second vector of them is fresh pages to fault in at every scrape. The
+/// link cache serves links sorted by name already.
 fn merge(
-    links: Vec<Link>,
+    mut links: Vec<Link>,
     mut reading: Option<EbpfReading>,
     mut pods: HashMap<u32, PodIdentity>,
     speeds: &HashMap<u32, u64>,
     filter: &InterfaceFilter,
 ) -> Vec<Interface> {
-    // Masters are named from every link, kept or not; the names are
-    // borrowed, and copied only for the links that have a master.
-    let mut masters: HashMap<u32, String> = {
-        let names: HashMap<u32, &str> =
-            links.iter().map(|l| (l.ifindex, l.name.as_str())).collect();
-        links
-            .iter()
-            .filter_map(|l| Some((l.ifindex, names.get(&l.master_ifindex?)?.to_string())))
-            .collect()
-    };
-    // Sorted by name as indices: an `Interface` is some hundred bytes, and
-    // a sort of the structs themselves moves each of them a dozen times.
-    let mut order: Vec<usize> = (0..links.len())
-        .filter(|&i| filter.keeps(&links[i].name))
+    // Masters are named from every link, kept or not: the names of the
+    // few links that are someone's master.
+    let mut masters: HashMap<u32, Option<String>> = (links.iter())
+        .filter_map(|link| Some((link.master_ifindex?, None)))
         .collect();
-    order.sort_unstable_by(|&a, &b| links[a].name.cmp(&links[b].name));
-    let mut links: Vec<Option<Link>> = links.into_iter().map(Some).collect();
-    order
-        .into_iter()
-        .filter_map(|i| links[i].take())
-        .map(|link| {
-            let ebpf = reading.as_mut().map(|r| {
-                let traffic = r.traffic.remove(&link.ifindex).unwrap_or_default();
-                EbpfInterface {
-                    rx_packets: traffic.rx_packets,
-                    rx_bytes: traffic.rx_bytes,
-                    tx_packets: traffic.tx_packets,
-                    tx_bytes: traffic.tx_bytes,
-                    drops: r.drops.remove(&link.ifindex).unwrap_or_default(),
-                }
-            });
-            let master = masters.remove(&link.ifindex);
-            Interface {
-                speed_bytes: speeds.get(&link.ifindex).copied(),
-                pod: pods.remove(&link.ifindex),
-                master,
-                ebpf,
-                ..link
+    for link in &links {
+        if let Some(name) = masters.get_mut(&link.ifindex) {
+            *name = Some(link.name.clone());
+        }
+    }
+    if !links.is_sorted_by(|a, b| a.name <= b.name) {
+        links.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    }
+    links.retain(|link| filter.keeps(&link.name));
+    for link in &mut links {
+        link.ebpf = reading.as_mut().map(|r| {
+            let traffic = r.traffic.remove(&link.ifindex).unwrap_or_default();
+            EbpfInterface {
+                rx_packets: traffic.rx_packets,
+                rx_bytes: traffic.rx_bytes,
+                tx_packets: traffic.tx_packets,
+                tx_bytes: traffic.tx_bytes,
+                drops: r.drops.remove(&link.ifindex).unwrap_or_default(),
             }
-        })
-        .collect()
+        });
+        link.master = link.master_ifindex.and_then(|m| masters.get(&m)?.clone());
+        link.speed_bytes = speeds.get(&link.ifindex).copied();
+        link.pod = pods.remove(&link.ifindex);
+    }
+    links
 }
 
 #[cfg(test)]
@@ -428,5 +436,50 @@ mod tests {
         assert!(healed.sources.netlink_error.is_none());
         // The error count is cumulative: it stays at one.
         assert_eq!(healed.sources.errors_total["netlink"], 1);
+    }
+
+    #[test]
+    fn merge_sorts_by_name_keeps_what_the_filter_keeps_and_names_masters_of_any_link() {
+        let link = |ifindex, name: &str, master| Link {
+            master_ifindex: master,
+            ..Link::named(ifindex, name)
+        };
+        // Out of name order, as a source other than the cache may give them;
+        // the bridge is filtered out but still names its ports' master.
+        let links = vec![
+            link(3, "veth-b", Some(2)),
+            link(2, "br0", None),
+            link(4, "veth-a", Some(2)),
+            link(5, "veth-c", Some(9)),
+        ];
+        let pod = PodIdentity {
+            namespace: "default".into(),
+            pod: "web".into(),
+            pod_uid: "uid".into(),
+            container_id: "sandbox".into(),
+            pod_interface: None,
+            network: None,
+        };
+        let filter = InterfaceFilter::new(None, Some("^br")).unwrap();
+        let merged = merge(
+            links,
+            None,
+            HashMap::from([(4, pod)]),
+            &HashMap::new(),
+            &filter,
+        );
+        let view: Vec<_> = merged
+            .iter()
+            .map(|i| (i.name.as_str(), i.master.as_deref(), i.pod.is_some()))
+            .collect();
+        assert_eq!(
+            view,
+            [
+                ("veth-a", Some("br0"), true),
+                ("veth-b", Some("br0"), false),
+                // A master that is no link of the dump names nothing.
+                ("veth-c", None, false),
+            ]
+        );
     }
 }

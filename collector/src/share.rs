@@ -160,8 +160,9 @@ impl Scraper {
         Some(Arc::new(rendered))
     }
 
-    /// A collection, rendered; the snapshot itself is dropped on the
-    /// blocking thread, only its netlink error kept for health.
+    /// A collection, rendered; the snapshot's interfaces go back to the
+    /// collector and the rest is dropped on the blocking thread, only its
+    /// netlink error kept for health.
     async fn collect_blocking(
         &self,
     ) -> Result<(RenderedBody, Option<String>), tokio::task::JoinError> {
@@ -170,6 +171,7 @@ impl Scraper {
         tokio::task::spawn_blocking(move || {
             let snapshot = collector.collect();
             let rendered = RenderedBody::new(&snapshot, &http, profile);
+            collector.recycle(snapshot.interfaces);
             (rendered, snapshot.sources.netlink_error)
         })
         .await

@@ -14,7 +14,13 @@ impl EbpfSource {
             own_netns: self.own_netns,
             ..EbpfReading::default()
         };
-        for (ifindex, per_cpu) in self.entries(&self.traffic, "TRAFFIC")? {
+        // A map no attached program writes stays empty: its read, a lock
+        // of every hash bucket in the kernel, is skipped.
+        let traffic = match self.any_attached(&[Probe::Rx, Probe::Tx]) {
+            true => self.entries(&self.traffic, "TRAFFIC")?,
+            false => Vec::new(),
+        };
+        for (ifindex, per_cpu) in traffic {
             let mut total = IfTraffic::default();
             for cpu in per_cpu.iter() {
                 total.rx_packets += cpu.rx_packets;
@@ -25,7 +31,11 @@ impl EbpfSource {
             reading.traffic.insert(ifindex, total);
         }
         let entries = self.entries(&self.drops, "DROPS")?;
-        for (key, per_cpu) in self.entries(&self.tcp, "TCP_EVENTS")? {
+        let tcp = match self.any_attached(&Probe::TCP) {
+            true => self.entries(&self.tcp, "TCP_EVENTS")?,
+            false => Vec::new(),
+        };
+        for (key, per_cpu) in tcp {
             let count: u64 = per_cpu.iter().sum();
             reading.tcp_keys.push(key);
             let netns = match key.netns {
@@ -110,6 +120,13 @@ impl EbpfSource {
             .ok()
             .map(|v| v.trim() != "0");
         Ok(reading)
+    }
+
+    fn any_attached(&self, probes: &[Probe]) -> bool {
+        let attached = self.attachments.iter().filter(|a| a.attached);
+        attached
+            .filter_map(|a| Probe::ALL.into_iter().find(|p| p.program() == a.program))
+            .any(|probe| probes.contains(&probe))
     }
 
     /// Run-time statistics of every attached program; one that cannot be
