@@ -15,7 +15,6 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -224,25 +223,8 @@ fn churn(
 
 /// Linger 0: the close sends a reset and leaves no TIME_WAIT behind.
 fn reset_on_close(stream: &TcpStream) -> Result<()> {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on the stream's own open fd with a `linger` that
-    // outlives the call, of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            std::ptr::addr_of!(linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        anyhow::bail!("SO_LINGER: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
+    let linger = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+    linger.map_err(|error| anyhow::anyhow!("SO_LINGER: {error}"))
 }
 
 /// Medians and checks of the rounds (also used by `--render`).

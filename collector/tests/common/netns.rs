@@ -254,22 +254,7 @@ pub fn ip_batch(ns: &Netns, commands: &str) {
 
 /// Closes `stream` with a reset rather than a FIN (SO_LINGER on, 0 s).
 pub fn reset_on_close(stream: std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on the stream's own open fd, with a linger
-    // struct that outlives the call and its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    let linger = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+    linger.expect("SO_LINGER");
     drop(stream);
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -220,18 +220,9 @@ fn starved_stream_with_holes(node: &Netns, pod: &Pod) {
         .exec(&["nft", "delete", "table", "inet", "bpfwalk_holes"]);
 }
 
-fn set_receive_buffer(socket: &impl AsRawFd, bytes: libc::c_int) {
-    // SAFETY: setsockopt on a live socket with a c_int option value.
-    let set = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(set, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+fn set_receive_buffer(socket: &impl AsFd, bytes: usize) {
+    let set = socket2::SockRef::from(socket).set_recv_buffer_size(bytes);
+    set.expect("SO_RCVBUF");
 }
 
 /// Every network namespace seen on this machine while it runs, sampled

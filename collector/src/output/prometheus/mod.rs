@@ -143,7 +143,9 @@ fn sample(out: &mut String, name: &str, identity: &str, extra: &[(&str, &str)], 
 
 /// Label value escaping per the text format: backslash, quote, newline.
 fn escape(value: &str) -> std::borrow::Cow<'_, str> {
-    if !value.contains(['\\', '"', '\n']) {
+    // By byte: a `char` pattern decodes UTF-8 first, for every label of
+    // every sample.
+    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
         return std::borrow::Cow::Borrowed(value);
     }
     let mut escaped = String::with_capacity(value.len() + 2);
