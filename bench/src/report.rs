@@ -5,9 +5,9 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
-use crate::datapath::{Attached, Datapath};
+use crate::datapath::{Attached, Datapath, Versus};
 use crate::scrape::Latency;
-use crate::storm::{Cost, Kind, Storm, COST_TARGET_PERCENT, NS_PER_DROP_TARGET};
+use crate::storm::{Cost, Kind, Spread, Storm, COST_TARGET_PERCENT, NS_PER_DROP_TARGET};
 use crate::sys::Memory;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,12 +210,9 @@ impl Report {
             // configuration); the other configurations are named beside it.
             let figure = |a: &Attached| {
                 format!(
-                    "{}: {:.1}% (attached/detached {:.3}, rounds {:.3}..{:.3}; {:.0} ns/packet; {} of {} packets lost)",
+                    "{}: {}; {:.0} ns/packet; {} of {} packets lost",
                     a.label,
-                    a.versus.cost_percent,
-                    a.versus.ratio_median,
-                    a.versus.ratio_min,
-                    a.versus.ratio_max,
+                    versus(&a.versus),
                     a.versus.ns_per_packet,
                     a.lost,
                     a.sent
@@ -674,11 +671,8 @@ impl Report {
 fn storm_targets(storm: &Storm) -> [Target; 2] {
     let cost = match &storm.attached {
         Some(c) => format!(
-            "{:.1}% (attached/detached {:.3}, rounds {:.3}..{:.3}; {:.0} vs {:.0} datagrams/s; {:.0} ns/datagram; by the sender's CPU time {:.1}%, {:.0} ns/datagram{})",
-            c.wall.cost_percent,
-            c.wall.ratio_median,
-            c.wall.ratio_min,
-            c.wall.ratio_max,
+            "{}; {:.0} vs {:.0} datagrams/s; {:.0} ns/datagram; by the sender's CPU time {:.1}%, {:.0} ns/datagram{}",
+            versus(&c.wall),
             c.wall.pps_median,
             storm.detached_pps_median,
             c.wall.ns_per_packet,
@@ -692,29 +686,18 @@ fn storm_targets(storm: &Storm) -> [Target; 2] {
         None => "no attached round".into(),
     };
     let cost = match &storm.local {
-        Some(local) => format!(
-            "{cost}; in the dropping namespace {:.1}% (attached/detached {:.3}, rounds {:.3}..{:.3})",
-            local.wall.cost_percent,
-            local.wall.ratio_median,
-            local.wall.ratio_min,
-            local.wall.ratio_max
-        ),
+        Some(local) => format!("{cost}; in the dropping namespace {}", versus(&local.wall)),
         None => cost,
     };
     let program = match (&storm.program_ns_per_drop, &storm.runs_per_drop) {
         (Some(ns), Some(runs)) => format!(
-            "{} ns per drop (rounds {}..{}); {:.3} kfree_skb runs per kernel drop{}",
-            num(ns.median),
-            num(ns.min),
-            num(ns.max),
+            "{} per drop; {:.3} kfree_skb runs per kernel drop{}",
+            nanoseconds(ns),
             runs.median,
-            storm
-                .local_program_ns_per_drop
+            (storm.local_program_ns_per_drop.as_ref())
                 .map_or(String::new(), |l| format!(
-                    "; in the dropping namespace {} ns (rounds {}..{})",
-                    num(l.median),
-                    num(l.min),
-                    num(l.max)
+                    "; in the dropping namespace {}",
+                    nanoseconds(l)
                 ))
         ),
         _ => "no run-time statistics".into(),
@@ -735,6 +718,20 @@ fn storm_targets(storm: &Storm) -> [Target; 2] {
             note: None,
         },
     ]
+}
+
+/// `2.0% (attached/detached 0.980, rounds 0.950..0.990)`.
+fn versus(v: &Versus) -> String {
+    format!(
+        "{:.1}% (attached/detached {:.3}, rounds {:.3}..{:.3})",
+        v.cost_percent, v.ratio_median, v.ratio_min, v.ratio_max
+    )
+}
+
+/// `78 ns (rounds 76..80)`.
+fn nanoseconds(spread: &Spread) -> String {
+    let (median, min, max) = (num(spread.median), num(spread.min), num(spread.max));
+    format!("{median} ns (rounds {min}..{max})")
 }
 
 fn verdict(met: Option<bool>) -> &'static str {
@@ -935,9 +932,9 @@ mod tests {
             .measured
             .starts_with("2.0% (attached/detached 0.980"));
         assert!(report.targets[0].measured.ends_with(
-            "; with run-time statistics on, by the sender's CPU time 10.0%, 222 ns/datagram)"
+            "; with run-time statistics on, by the sender's CPU time 10.0%, 222 ns/datagram"
         ));
-        assert!(report.targets[1].measured.starts_with("120 ns per drop"));
+        assert!(report.targets[1].measured.starts_with("120 ns (rounds "));
         let markdown = report.markdown();
         assert!(markdown.contains("## Drop storm"));
         assert!(markdown.contains("| 1 | drops only | 1.0 | 490000 | 490000 | 0 |"));
