@@ -694,11 +694,10 @@ fn storm_targets(storm: &Storm) -> [Target; 2] {
             "{} per drop; {:.3} kfree_skb runs per kernel drop{}",
             nanoseconds(ns),
             runs.median,
-            (storm.local_program_ns_per_drop.as_ref())
-                .map_or(String::new(), |l| format!(
-                    "; in the dropping namespace {}",
-                    nanoseconds(l)
-                ))
+            (storm.local_program_ns_per_drop.as_ref()).map_or(String::new(), |l| format!(
+                "; in the dropping namespace {}",
+                nanoseconds(l)
+            ))
         ),
         _ => "no run-time statistics".into(),
     };
