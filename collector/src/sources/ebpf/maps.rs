@@ -122,21 +122,24 @@ impl EbpfSource {
         Ok(reading)
     }
 
-    fn any_attached(&self, probes: &[Probe]) -> bool {
+    /// Each attached probe with its attachment.
+    fn attached(&self) -> impl Iterator<Item = (&ProbeAttachment, Probe)> {
         let attached = self.attachments.iter().filter(|a| a.attached);
-        attached
-            .filter_map(|a| Probe::ALL.into_iter().find(|p| p.program() == a.program))
-            .any(|probe| probes.contains(&probe))
+        attached.filter_map(|a| {
+            let probe = Probe::ALL.into_iter().find(|p| p.program() == a.program)?;
+            Some((a, probe))
+        })
+    }
+
+    fn any_attached(&self, probes: &[Probe]) -> bool {
+        self.attached().any(|(_, probe)| probes.contains(&probe))
     }
 
     /// Run-time statistics of every attached program; one that cannot be
     /// read is left out rather than failing the scrape.
     fn program_stats(&self) -> Vec<ProgramStats> {
-        self.attachments
-            .iter()
-            .filter(|a| a.attached)
-            .filter_map(|a| {
-                let probe = Probe::ALL.into_iter().find(|p| p.program() == a.program)?;
+        self.attached()
+            .filter_map(|(a, probe)| {
                 let object_name = match a.flavour {
                     Flavour::Btf => probe.btf_program(),
                     Flavour::Classic => probe.program(),
