@@ -339,7 +339,7 @@ fn read_files(
                 return Err("read");
             }
             Err(error) => {
-                tracing::debug!(file = file.path(), %error, "a pod's held MIB file not read");
+                tracing::debug!(file = file.path(), %error, "a pod's MIB file not read");
                 return Err("read");
             }
         };
